@@ -1,0 +1,50 @@
+/** Shared types of the pipeline stages: decode -> preprocess -> infer -> explain -> postprocess. */
+
+/** The one image type. Values are in 0..255 (8-bit scale) whatever the source bit depth. */
+export interface RawImage {
+  data: Float32Array; // interleaved, row-major, length = width * height * channels
+  width: number;
+  height: number;
+  channels: 1 | 2 | 3 | 4; // 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
+}
+
+export type SourceFormat = 'jpeg' | 'png' | 'webp' | 'tiff' | 'dicom';
+
+export interface DecodedImage {
+  image: RawImage;
+  format: SourceFormat;
+  /** Safe, non-identifying notes (e.g. "DICOM MONOCHROME1 inverted"). Never patient tags. */
+  notes: string[];
+}
+
+export type Colormap = 'jet' | 'viridis' | 'inferno';
+
+export interface AnalyseOptions {
+  /** Compute the Grad-CAM overlay (default true). */
+  cam?: boolean;
+  colormap?: Colormap; // default 'jet'
+  alpha?: number; // overlay opacity 0..1, default 0.45
+  /** Override the card's decision threshold (0..1). */
+  threshold?: number;
+}
+
+export interface CamResult {
+  /** Grad-CAM at the CAM layer resolution, normalised to [0,1]. */
+  map: Float32Array;
+  mapWidth: number;
+  mapHeight: number;
+  /** PNG of the overlay at the original image size (longest side capped for the web). */
+  overlayPng: Buffer;
+}
+
+export interface AnalysisResult {
+  label: string;
+  probability: number; // calibrated, sigmoid(logit / temperature)
+  logit: number; // raw logit
+  threshold: number;
+  model: { name: string; version: string };
+  image: { width: number; height: number; format: SourceFormat };
+  timings_ms: Record<string, number>;
+  cam?: CamResult;
+  warnings: string[];
+}
