@@ -1,0 +1,299 @@
+/**
+ * Binary classification metrics on (labels, scores): labels are 0 (NORMAL) or 1 (PNEUMONIA),
+ * scores are the predicted probability of label 1 (any finite real for the ranking metrics).
+ * Pure functions, no I/O. A ratio whose denominator is zero is `null`, never NaN.
+ */
+
+export interface Confusion {
+  tp: number;
+  fp: number;
+  tn: number;
+  fn: number;
+}
+
+/** Throws a RangeError unless labels are all 0/1, scores all finite, and the lengths match. */
+export function checkInputs(labels: ArrayLike<number>, scores: ArrayLike<number>): void {
+  if (labels.length !== scores.length) {
+    throw new RangeError(`labels (${labels.length}) and scores (${scores.length}) differ in length`);
+  }
+  for (let i = 0; i < labels.length; i++) {
+    if (labels[i] !== 0 && labels[i] !== 1) throw new RangeError(`label ${i} is ${labels[i]}, not 0 or 1`);
+    if (!Number.isFinite(scores[i])) throw new RangeError(`score ${i} is ${scores[i]}, not a finite number`);
+  }
+}
+
+function ratio(num: number, den: number): number | null {
+  return den === 0 ? null : num / den;
+}
+
+/** Counts at a threshold: predicted positive when score >= threshold (the contract's rule). */
+export function confusion(labels: ArrayLike<number>, scores: ArrayLike<number>, threshold: number): Confusion {
+  checkInputs(labels, scores);
+  const c: Confusion = { tp: 0, fp: 0, tn: 0, fn: 0 };
+  for (let i = 0; i < labels.length; i++) {
+    const pred = scores[i] >= threshold;
+    if (labels[i] === 1) pred ? c.tp++ : c.fn++;
+    else pred ? c.fp++ : c.tn++;
+  }
+  return c;
+}
+
+export const accuracy = (c: Confusion): number | null => ratio(c.tp + c.tn, c.tp + c.fp + c.tn + c.fn);
+/** Recall, true-positive rate. */
+export const sensitivity = (c: Confusion): number | null => ratio(c.tp, c.tp + c.fn);
+/** True-negative rate. */
+export const specificity = (c: Confusion): number | null => ratio(c.tn, c.tn + c.fp);
+/** Positive predictive value. */
+export const precision = (c: Confusion): number | null => ratio(c.tp, c.tp + c.fp);
+/** Negative predictive value. */
+export const npv = (c: Confusion): number | null => ratio(c.tn, c.tn + c.fn);
+/** Harmonic mean of precision and recall = 2TP / (2TP + FP + FN); null when there is no TP, FP or FN. */
+export const f1 = (c: Confusion): number | null => ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn);
+
+export interface RatesAtThreshold {
+  threshold: number;
+  confusion: Confusion;
+  accuracy: number | null;
+  sensitivity: number | null;
+  specificity: number | null;
+  precision: number | null;
+  npv: number | null;
+  f1: number | null;
+  /** Youden's J = sensitivity + specificity - 1. */
+  youden: number | null;
+}
+
+export function ratesAt(labels: ArrayLike<number>, scores: ArrayLike<number>, threshold: number): RatesAtThreshold {
+  const c = confusion(labels, scores, threshold);
+  const se = sensitivity(c);
+  const sp = specificity(c);
+  return {
+    threshold,
+    confusion: c,
+    accuracy: accuracy(c),
+    sensitivity: se,
+    specificity: sp,
+    precision: precision(c),
+    npv: npv(c),
+    f1: f1(c),
+    youden: se === null || sp === null ? null : se + sp - 1,
+  };
+}
+
+/** Indices sorted by descending score (stable). */
+function orderDesc(scores: ArrayLike<number>): number[] {
+  const idx = Array.from({ length: scores.length }, (_, i) => i);
+  idx.sort((a, b) => scores[b] - scores[a] || a - b);
+  return idx;
+}
+
+export interface RocPoint {
+  /** Points at or above this score are called positive; the first point (0,0) has +Infinity. */
+  threshold: number;
+  fpr: number;
+  tpr: number;
+}
+
+/** ROC curve with one point per distinct score (tied scores move diagonally), from (0,0) to (1,1). */
+export function rocCurve(labels: ArrayLike<number>, scores: ArrayLike<number>): RocPoint[] | null {
+  checkInputs(labels, scores);
+  const { pos, neg } = classCounts(labels);
+  if (pos === 0 || neg === 0) return null;
+  const order = orderDesc(scores);
+  const pts: RocPoint[] = [{ threshold: Infinity, fpr: 0, tpr: 0 }];
+  let tp = 0;
+  let fp = 0;
+  for (let k = 0; k < order.length; k++) {
+    const i = order[k];
+    labels[i] === 1 ? tp++ : fp++;
+    const next = order[k + 1];
+    if (next === undefined || scores[next] !== scores[i]) {
+      pts.push({ threshold: scores[i], fpr: fp / neg, tpr: tp / pos });
+    }
+  }
+  return pts;
+}
+
+export function classCounts(labels: ArrayLike<number>): { pos: number; neg: number } {
+  let pos = 0;
+  for (let i = 0; i < labels.length; i++) pos += labels[i] === 1 ? 1 : 0;
+  return { pos, neg: labels.length - pos };
+}
+
+/**
+ * Exact ROC-AUC = P(score of a random positive > score of a random negative) + 0.5 P(tie), the
+ * Mann-Whitney U statistic divided by pos*neg. Null when one class is absent.
+ */
+export function rocAuc(labels: ArrayLike<number>, scores: ArrayLike<number>): number | null {
+  checkInputs(labels, scores);
+  const ones = new Float64Array(labels.length).fill(1);
+  return weightedAuc(ascendingOrder(scores), labels, scores, ones);
+}
+
+function ascendingOrder(scores: ArrayLike<number>): Int32Array {
+  const idx = Array.from({ length: scores.length }, (_, i) => i);
+  idx.sort((a, b) => scores[a] - scores[b]);
+  return Int32Array.from(idx);
+}
+
+/**
+ * AUC where sample i counts w[i] times, in one pass over `order` (indices by ascending score).
+ * Walks tie groups: each positive beats the negatives below its group and ties half of those in it.
+ */
+function weightedAuc(order: Int32Array, labels: ArrayLike<number>, scores: ArrayLike<number>, w: Float64Array): number | null {
+  let negBelow = 0;
+  let totalPos = 0;
+  let wins = 0;
+  let k = 0;
+  while (k < order.length) {
+    let gPos = 0;
+    let gNeg = 0;
+    const s = scores[order[k]];
+    while (k < order.length && scores[order[k]] === s) {
+      const i = order[k];
+      if (labels[i] === 1) gPos += w[i];
+      else gNeg += w[i];
+      k++;
+    }
+    wins += gPos * negBelow + 0.5 * gPos * gNeg;
+    negBelow += gNeg;
+    totalPos += gPos;
+  }
+  const den = totalPos * negBelow;
+  return den === 0 ? null : wins / den;
+}
+
+export interface PrPoint {
+  threshold: number;
+  recall: number;
+  precision: number;
+}
+
+/** Precision-recall curve, one point per distinct score, by descending threshold. Null without positives. */
+export function prCurve(labels: ArrayLike<number>, scores: ArrayLike<number>): PrPoint[] | null {
+  checkInputs(labels, scores);
+  const { pos } = classCounts(labels);
+  if (pos === 0) return null;
+  const order = orderDesc(scores);
+  const pts: PrPoint[] = [];
+  let tp = 0;
+  let fp = 0;
+  for (let k = 0; k < order.length; k++) {
+    const i = order[k];
+    labels[i] === 1 ? tp++ : fp++;
+    const next = order[k + 1];
+    if (next === undefined || scores[next] !== scores[i]) {
+      pts.push({ threshold: scores[i], recall: tp / pos, precision: tp / (tp + fp) });
+    }
+  }
+  return pts;
+}
+
+/**
+ * Average precision, the step-wise area under the PR curve: sum over thresholds of
+ * (R_k - R_{k-1}) * P_k (the scikit-learn definition, no interpolation). Null without positives.
+ */
+export function averagePrecision(labels: ArrayLike<number>, scores: ArrayLike<number>): number | null {
+  const pts = prCurve(labels, scores);
+  if (pts === null) return null;
+  let ap = 0;
+  let prevRecall = 0;
+  for (const p of pts) {
+    ap += (p.recall - prevRecall) * p.precision;
+    prevRecall = p.recall;
+  }
+  return ap;
+}
+
+/** Table of rates at thresholds 0, step, 2*step, ..., 1 (rounded to avoid 0.30000000000000004). */
+export function thresholdSweep(labels: ArrayLike<number>, scores: ArrayLike<number>, step = 0.05): RatesAtThreshold[] {
+  if (!(step > 0 && step <= 1)) throw new RangeError(`sweep step must be in (0, 1], got ${step}`);
+  const n = Math.round(1 / step);
+  const rows: RatesAtThreshold[] = [];
+  for (let k = 0; k <= n; k++) {
+    const t = Math.min(1, Number((k * step).toFixed(10)));
+    rows.push(ratesAt(labels, scores, t));
+  }
+  return rows;
+}
+
+/**
+ * The threshold that maximises Youden's J over all distinct scores (score >= t is positive). On a
+ * tie the higher threshold wins. Null when one class is absent.
+ */
+export function youdenThreshold(labels: ArrayLike<number>, scores: ArrayLike<number>): RatesAtThreshold | null {
+  const roc = rocCurve(labels, scores);
+  if (roc === null) return null;
+  let best: RocPoint | null = null;
+  for (const p of roc.slice(1)) {
+    if (best === null || p.tpr - p.fpr > best.tpr - best.fpr) best = p;
+  }
+  return best === null ? null : ratesAt(labels, scores, best.threshold);
+}
+
+/** Mulberry32: a small, fast, seeded PRNG returning floats in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface BootstrapOptions {
+  resamples?: number; // default 1000
+  seed?: number; // default 42
+  level?: number; // default 0.95
+}
+
+export interface ConfidenceInterval {
+  lower: number;
+  upper: number;
+  level: number;
+  resamples: number;
+  seed: number;
+}
+
+/**
+ * Percentile bootstrap CI of the ROC-AUC, stratified: each resample draws the positives with
+ * replacement from the positives and the negatives from the negatives, so both classes are always
+ * present. Deterministic for a given seed. Null when one class is absent.
+ */
+export function bootstrapAucCi(labels: ArrayLike<number>, scores: ArrayLike<number>, opts: BootstrapOptions = {}): ConfidenceInterval | null {
+  checkInputs(labels, scores);
+  const resamples = opts.resamples ?? 1000;
+  const seed = opts.seed ?? 42;
+  const level = opts.level ?? 0.95;
+  if (!(Number.isInteger(resamples) && resamples >= 1)) throw new RangeError(`resamples must be a positive integer, got ${resamples}`);
+  if (!(level > 0 && level < 1)) throw new RangeError(`level must be in (0, 1), got ${level}`);
+  const posIdx: number[] = [];
+  const negIdx: number[] = [];
+  for (let i = 0; i < labels.length; i++) (labels[i] === 1 ? posIdx : negIdx).push(i);
+  if (posIdx.length === 0 || negIdx.length === 0) return null;
+
+  const order = ascendingOrder(scores);
+  const rand = mulberry32(seed);
+  const w = new Float64Array(labels.length);
+  const aucs = new Float64Array(resamples);
+  for (let r = 0; r < resamples; r++) {
+    w.fill(0);
+    for (let k = 0; k < posIdx.length; k++) w[posIdx[Math.floor(rand() * posIdx.length)]]++;
+    for (let k = 0; k < negIdx.length; k++) w[negIdx[Math.floor(rand() * negIdx.length)]]++;
+    aucs[r] = weightedAuc(order, labels, scores, w) as number;
+  }
+  aucs.sort();
+  const tail = (1 - level) / 2;
+  return { lower: quantile(aucs, tail), upper: quantile(aucs, 1 - tail), level, resamples, seed };
+}
+
+/** Linear-interpolated quantile of a sorted array (numpy's default). */
+export function quantile(sorted: ArrayLike<number>, q: number): number {
+  if (sorted.length === 0) throw new RangeError('quantile of an empty array');
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}

@@ -1,0 +1,81 @@
+/** Every metric of an evaluation in one plain, JSON-serialisable object. */
+import {
+  averagePrecision,
+  bootstrapAucCi,
+  classCounts,
+  prCurve,
+  ratesAt,
+  rocAuc,
+  rocCurve,
+  thresholdSweep,
+  youdenThreshold,
+  type ConfidenceInterval,
+  type Confusion,
+  type PrPoint,
+  type RatesAtThreshold,
+  type RocPoint,
+} from './metrics.js';
+import { brierScore, expectedCalibrationError, reliabilityBins, type ReliabilityBin } from './calibration.js';
+
+export interface MetricsSummary {
+  n: number;
+  positives: number;
+  negatives: number;
+  threshold: number;
+  confusion: Confusion;
+  accuracy: number | null;
+  sensitivity: number | null;
+  specificity: number | null;
+  precision: number | null;
+  npv: number | null;
+  f1: number | null;
+  auc: number | null;
+  auc_ci95: ConfidenceInterval | null;
+  pr_auc: number | null;
+  brier: number | null;
+  ece: number | null;
+  reliability: ReliabilityBin[];
+  sweep: RatesAtThreshold[];
+  youden: RatesAtThreshold | null;
+}
+
+export interface Curves {
+  roc: RocPoint[] | null;
+  pr: PrPoint[] | null;
+}
+
+export interface SummaryOptions {
+  bootstrap?: { resamples?: number; seed?: number };
+  sweepStep?: number;
+  bins?: number;
+}
+
+export function summarize(labels: ArrayLike<number>, probs: ArrayLike<number>, threshold: number, opts: SummaryOptions = {}): MetricsSummary {
+  const at = ratesAt(labels, probs, threshold);
+  const { pos, neg } = classCounts(labels);
+  return {
+    n: labels.length,
+    positives: pos,
+    negatives: neg,
+    threshold,
+    confusion: at.confusion,
+    accuracy: at.accuracy,
+    sensitivity: at.sensitivity,
+    specificity: at.specificity,
+    precision: at.precision,
+    npv: at.npv,
+    f1: at.f1,
+    auc: rocAuc(labels, probs),
+    auc_ci95: bootstrapAucCi(labels, probs, { ...opts.bootstrap, level: 0.95 }),
+    pr_auc: averagePrecision(labels, probs),
+    brier: brierScore(labels, probs),
+    ece: expectedCalibrationError(labels, probs, opts.bins ?? 10),
+    reliability: reliabilityBins(labels, probs, opts.bins ?? 10),
+    sweep: thresholdSweep(labels, probs, opts.sweepStep ?? 0.05),
+    youden: youdenThreshold(labels, probs),
+  };
+}
+
+export function curves(labels: ArrayLike<number>, probs: ArrayLike<number>): Curves {
+  return { roc: rocCurve(labels, probs), pr: prCurve(labels, probs) };
+}
