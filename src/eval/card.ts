@@ -1,0 +1,85 @@
+/**
+ * The model card in words, as label/value rows, shared by `pneumolens info` and the HTML report.
+ * Typed loosely (everything but name/version optional) so any card that follows
+ * docs/model-contract.md fits, including cards written before a field existed.
+ */
+
+export interface CardInfo {
+  name: string;
+  version: string;
+  architecture?: string;
+  parameters?: number;
+  gflops_per_image?: number;
+  labels?: readonly string[];
+  input?: { name?: string; channels?: number; height: number; width: number };
+  preprocessing?: {
+    color?: string;
+    resize?: { mode?: string; filter?: string; pad_value?: number };
+    scale?: number;
+    normalize?: { mode?: string; mean?: number; std?: number };
+  };
+  postprocessing?: { temperature?: number; threshold?: number; threshold_policy?: string };
+  metrics?: { validation?: Record<string, unknown> };
+  training?: Record<string, unknown>;
+  intended_use?: string;
+  limitations?: readonly string[];
+  sha256?: string;
+  gate?: unknown;
+  uncertainty?: unknown;
+}
+
+const num = (v: unknown, digits = 3): string => (typeof v === 'number' && Number.isFinite(v) ? Number(v.toFixed(digits)).toString() : String(v));
+
+function humanCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+  return String(n);
+}
+
+export function describeCard(card: CardInfo): Array<[string, string]> {
+  const rows: Array<[string, string]> = [];
+  rows.push(['Model', `${card.name} ${card.version}`]);
+  if (card.architecture) rows.push(['Architecture', card.architecture]);
+  if (card.parameters !== undefined) rows.push(['Parameters', `${humanCount(card.parameters)} (${card.parameters})`]);
+  if (card.gflops_per_image !== undefined) rows.push(['Compute', `${num(card.gflops_per_image)} GFLOPs per image`]);
+  if (card.labels) rows.push(['Labels', `${card.labels.join(', ')} (probability is for ${card.labels[1] ?? 'label 1'})`]);
+  if (card.input) rows.push(['Input', `${card.input.channels ?? 1} channel${(card.input.channels ?? 1) === 1 ? '' : 's'}, ${card.input.width} x ${card.input.height}`]);
+  const pre = card.preprocessing;
+  if (pre) {
+    const parts: string[] = [];
+    if (pre.color) parts.push(pre.color === 'gray_bt601' ? 'grayscale (BT.601)' : pre.color);
+    if (pre.resize) parts.push(`resize ${pre.resize.mode ?? ''}${pre.resize.filter ? ` (${pre.resize.filter})` : ''}`.trim());
+    if (pre.scale !== undefined) parts.push(`scale ${pre.scale === 1 / 255 ? '1/255' : num(pre.scale, 6)}`);
+    const n = pre.normalize;
+    if (n) parts.push(n.mode === 'fixed' ? `normalize (x - ${num(n.mean)}) / ${num(n.std)}` : `normalize ${n.mode ?? ''}`.trim());
+    rows.push(['Preprocessing', parts.join('; ')]);
+  }
+  const post = card.postprocessing;
+  if (post) {
+    if (post.threshold !== undefined) rows.push(['Threshold', `${num(post.threshold, 4)}${post.threshold_policy ? ` (chosen by ${post.threshold_policy} on validation)` : ''}`]);
+    if (post.temperature !== undefined) rows.push(['Temperature', `${num(post.temperature, 4)} (probability = sigmoid(logit / T))`]);
+  }
+  const v = card.metrics?.validation;
+  if (v) {
+    const keys = ['n', 'accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'auc'];
+    const parts = keys.filter((k) => typeof v[k] === 'number').map((k) => `${k} ${num(v[k])}`);
+    const split = typeof v.split === 'string' ? ` on ${v.split}` : '';
+    rows.push(['Validation', parts.join(', ') + split]);
+  }
+  const t = card.training;
+  if (t) {
+    const parts: string[] = [];
+    if (t.data) parts.push(String(t.data));
+    if (typeof t.epochs === 'number') parts.push(`${t.epochs} epochs`);
+    if (typeof t.wall_time_s === 'number') parts.push(`${Math.round(t.wall_time_s)} s`);
+    if (t.machine) parts.push(`on ${String(t.machine)}`);
+    if (parts.length > 0) rows.push(['Training', parts.join(', ')]);
+  }
+  if (card.gate !== undefined) rows.push(['Input gate', 'out-of-distribution gate present']);
+  if (card.uncertainty !== undefined) rows.push(['Uncertainty', 'uncertainty estimate present']);
+  if (card.intended_use) rows.push(['Intended use', card.intended_use]);
+  for (const [i, l] of (card.limitations ?? []).entries()) rows.push([i === 0 ? 'Limitations' : '', `- ${l}`]);
+  if (card.sha256) rows.push(['SHA-256', card.sha256]);
+  return rows;
+}
