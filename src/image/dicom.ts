@@ -1,0 +1,204 @@
+/**
+ * DICOM decoding (dicom-parser) to RawImage: uncompressed transfer syntaxes only, first frame,
+ * modality rescale, VOI window (or min-max) to 0..255, MONOCHROME1 inverted, RGB / YBR_FULL colour.
+ * Patient and study tags are never read: only the image pixel module and the transfer syntax.
+ */
+import { createRequire } from 'node:module';
+import type { DataSet } from 'dicom-parser';
+import { PneumoError } from '../errors.ts';
+import type { DecodedImage, RawImage } from '../types.ts';
+
+// dicom-parser is a UMD bundle: load it through require so its exports are visible from ESM.
+const dicomParser = createRequire(import.meta.url)('dicom-parser') as typeof import('dicom-parser');
+
+const IMPLICIT_LE = '1.2.840.10008.1.2';
+const EXPLICIT_LE = '1.2.840.10008.1.2.1';
+const DEFLATED_LE = '1.2.840.10008.1.2.1.99';
+const EXPLICIT_BE = '1.2.840.10008.1.2.2';
+const UNCOMPRESSED = new Set([IMPLICIT_LE, EXPLICIT_LE, DEFLATED_LE, EXPLICIT_BE]);
+
+/** Names of the compressed transfer syntaxes we recognise (for a helpful 415 message). */
+const COMPRESSED_NAMES: Record<string, string> = {
+  '1.2.840.10008.1.2.4.50': 'JPEG Baseline (Process 1)',
+  '1.2.840.10008.1.2.4.51': 'JPEG Extended (Process 2 & 4)',
+  '1.2.840.10008.1.2.4.57': 'JPEG Lossless, Non-Hierarchical (Process 14)',
+  '1.2.840.10008.1.2.4.70': 'JPEG Lossless, Non-Hierarchical, First-Order Prediction',
+  '1.2.840.10008.1.2.4.80': 'JPEG-LS Lossless',
+  '1.2.840.10008.1.2.4.81': 'JPEG-LS Lossy (Near-Lossless)',
+  '1.2.840.10008.1.2.4.90': 'JPEG 2000 Image Compression (Lossless Only)',
+  '1.2.840.10008.1.2.4.91': 'JPEG 2000 Image Compression',
+  '1.2.840.10008.1.2.4.92': 'JPEG 2000 Part 2 Multi-component (Lossless Only)',
+  '1.2.840.10008.1.2.4.93': 'JPEG 2000 Part 2 Multi-component',
+  '1.2.840.10008.1.2.4.100': 'MPEG2 Main Profile / Main Level',
+  '1.2.840.10008.1.2.4.102': 'MPEG-4 AVC/H.264 High Profile',
+  '1.2.840.10008.1.2.4.110': 'JPEG XL Lossless',
+  '1.2.840.10008.1.2.4.112': 'JPEG XL',
+  '1.2.840.10008.1.2.4.201': 'High-Throughput JPEG 2000 (Lossless Only)',
+  '1.2.840.10008.1.2.4.202': 'High-Throughput JPEG 2000 with RPCL (Lossless Only)',
+  '1.2.840.10008.1.2.4.203': 'High-Throughput JPEG 2000',
+  '1.2.840.10008.1.2.5': 'RLE Lossless',
+};
+
+export interface DicomLimits {
+  maxPixels: number;
+}
+
+const undecodable = (why: string) => new PneumoError(422, 'undecodable_image', `The DICOM file could not be decoded: ${why}.`);
+const unsupported = (why: string) => new PneumoError(415, 'unsupported_media_type', `Unsupported DICOM: ${why}.`);
+
+function parse(bytes: Uint8Array): DataSet {
+  // dicom-parser needs a Buffer on Node (deflate path uses Buffer#copy); this wraps without copying.
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hasPreamble = buf.length >= 132 && buf.toString('latin1', 128, 132) === 'DICM';
+  // Without the Part-10 preamble, guess the VR encoding from the first element (2 letters = explicit).
+  const rawSyntax = /^[A-Z]{2}$/.test(buf.toString('latin1', 4, 6)) ? EXPLICIT_LE : IMPLICIT_LE;
+  try {
+    return dicomParser.parseDicom(buf, hasPreamble ? {} : { TransferSyntaxUID: rawSyntax });
+  } catch (e) {
+    // dicom-parser throws strings or Errors; its messages describe structure only, but stay generic.
+    throw undecodable('the data set is malformed or truncated');
+  }
+}
+
+function transferSyntax(ds: DataSet): string {
+  const el = ds.elements.x00020010 as { Value?: string } | undefined;
+  return (el?.Value ?? ds.string('x00020010') ?? IMPLICIT_LE).replace(/\0/g, '').trim();
+}
+
+/** Required unsigned short attribute of the image pixel module. */
+function us(ds: DataSet, tag: string, name: string): number {
+  const v = ds.uint16(tag);
+  if (v === undefined) throw undecodable(`missing ${name} (${tag.slice(1, 5)},${tag.slice(5)})`);
+  return v;
+}
+
+/** Reads the first frame's samples as numbers (stored-bit masking and sign extension applied). */
+function readSamples(ds: DataSet, count: number, bitsAllocated: number, bitsStored: number, highBit: number, signed: boolean, bigEndian: boolean): Float64Array {
+  const el = ds.elements.x7fe00010;
+  if (!el) throw undecodable('no pixel data');
+  if (el.encapsulatedPixelData) throw unsupported('encapsulated (compressed) pixel data');
+  const bytesPer = bitsAllocated / 8;
+  if (el.length < count * bytesPer || el.dataOffset + count * bytesPer > ds.byteArray.length) {
+    throw undecodable('the pixel data is shorter than Rows x Columns x Samples');
+  }
+  const view = new DataView(ds.byteArray.buffer, ds.byteArray.byteOffset + el.dataOffset, count * bytesPer);
+  const out = new Float64Array(count);
+  const shift = highBit + 1 - bitsStored;
+  const mask = bitsStored >= 32 ? 0xffffffff : 2 ** bitsStored - 1;
+  const signBit = 2 ** (bitsStored - 1);
+  for (let i = 0; i < count; i++) {
+    let raw: number;
+    if (bytesPer === 1) raw = view.getUint8(i);
+    else if (bytesPer === 2) raw = view.getUint16(i * 2, !bigEndian);
+    else raw = view.getUint32(i * 4, !bigEndian);
+    let v = Math.floor(raw / 2 ** shift) % (mask + 1);
+    if (signed && v >= signBit) v -= 2 * signBit;
+    out[i] = v;
+  }
+  return out;
+}
+
+/** VOI LUT per PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT, SIGMOID) to 0..255. */
+function applyWindow(values: Float64Array, center: number, width: number, fn: string): Float32Array {
+  const out = new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
+    let y: number;
+    if (fn === 'SIGMOID') y = 1 / (1 + Math.exp((-4 * (x - center)) / width));
+    else if (fn === 'LINEAR_EXACT') y = (x - center) / width + 0.5;
+    else y = (x - (center - 0.5)) / (width - 1) + 0.5;
+    out[i] = Math.min(1, Math.max(0, y)) * 255;
+  }
+  return out;
+}
+
+function minMax(values: Float64Array): Float32Array {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const out = new Float32Array(values.length);
+  if (hi > lo) for (let i = 0; i < values.length; i++) out[i] = ((values[i] - lo) / (hi - lo)) * 255;
+  return out;
+}
+
+/** Decodes a DICOM object (Part 10 or raw data set) to an image in 0..255. */
+export function decodeDicom(bytes: Uint8Array, limits: DicomLimits): DecodedImage {
+  const ds = parse(bytes);
+  const notes: string[] = [];
+  const syntax = transferSyntax(ds);
+  if (!UNCOMPRESSED.has(syntax)) {
+    const name = COMPRESSED_NAMES[syntax] ?? 'unknown transfer syntax';
+    throw unsupported(`compressed transfer syntax ${name} (${syntax}) is not supported; export the image uncompressed or as PNG`);
+  }
+  const rows = us(ds, 'x00280010', 'Rows');
+  const cols = us(ds, 'x00280011', 'Columns');
+  const samples = ds.uint16('x00280002') ?? 1;
+  const bitsAllocated = us(ds, 'x00280100', 'BitsAllocated');
+  const bitsStored = ds.uint16('x00280101') ?? bitsAllocated;
+  const highBit = ds.uint16('x00280102') ?? bitsStored - 1;
+  const signed = (ds.uint16('x00280103') ?? 0) === 1;
+  const photometric = (ds.string('x00280004') ?? (samples === 3 ? 'RGB' : 'MONOCHROME2')).toUpperCase();
+  const frames = ds.intString('x00280008') ?? 1;
+
+  if (rows * cols > limits.maxPixels) throw new PneumoError(422, 'unusable_image', 'The image has too many pixels to be processed.');
+  if (![8, 16, 32].includes(bitsAllocated)) throw unsupported(`BitsAllocated ${bitsAllocated}`);
+  if (bitsStored < 1 || bitsStored > bitsAllocated || highBit + 1 < bitsStored || highBit >= bitsAllocated) {
+    throw undecodable(`inconsistent BitsStored ${bitsStored} / HighBit ${highBit}`);
+  }
+  if (samples !== 1 && samples !== 3) throw unsupported(`SamplesPerPixel ${samples}`);
+  if (frames > 1) notes.push(`DICOM multi-frame (${frames} frames): first frame used`);
+
+  const bigEndian = syntax === EXPLICIT_BE;
+  const values = readSamples(ds, rows * cols * samples, bitsAllocated, bitsStored, highBit, signed, bigEndian);
+
+  if (samples === 3) {
+    if (photometric !== 'RGB' && photometric !== 'YBR_FULL') throw unsupported(`PhotometricInterpretation ${photometric}`);
+    const planar = (ds.uint16('x00280006') ?? 0) === 1;
+    const scale = 255 / (2 ** bitsStored - 1);
+    const n = rows * cols;
+    const data = new Float32Array(n * 3);
+    for (let p = 0; p < n; p++) {
+      const at = (c: number) => (planar ? values[c * n + p] : values[p * 3 + c]) * scale;
+      let [r, g, b] = [at(0), at(1), at(2)];
+      if (photometric === 'YBR_FULL') {
+        const [y, cb, cr] = [r, g, b];
+        r = y + 1.402 * (cr - 128);
+        g = y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128);
+        b = y + 1.772 * (cb - 128);
+      }
+      data[p * 3] = Math.min(255, Math.max(0, r));
+      data[p * 3 + 1] = Math.min(255, Math.max(0, g));
+      data[p * 3 + 2] = Math.min(255, Math.max(0, b));
+    }
+    if (photometric === 'YBR_FULL') notes.push('DICOM YBR_FULL converted to RGB');
+    return { image: { data, width: cols, height: rows, channels: 3 }, format: 'dicom', notes };
+  }
+
+  if (photometric !== 'MONOCHROME1' && photometric !== 'MONOCHROME2') throw unsupported(`PhotometricInterpretation ${photometric}`);
+  const slope = ds.floatString('x00281053') ?? 1;
+  const intercept = ds.floatString('x00281052') ?? 0;
+  if (slope !== 1 || intercept !== 0) {
+    for (let i = 0; i < values.length; i++) values[i] = values[i] * slope + intercept;
+    notes.push('DICOM rescale slope/intercept applied');
+  }
+  const center = ds.floatString('x00281050', 0);
+  const width = ds.floatString('x00281051', 0);
+  const fn = (ds.string('x00281056') ?? 'LINEAR').toUpperCase();
+  let data: Float32Array;
+  if (center !== undefined && width !== undefined && Number.isFinite(center) && width >= (fn === 'LINEAR' ? 1 : Number.MIN_VALUE)) {
+    data = applyWindow(values, center, width, fn);
+    notes.push(`DICOM VOI window applied (${fn})`);
+  } else {
+    data = minMax(values);
+    notes.push('DICOM min-max scaled to 0..255');
+  }
+  if (photometric === 'MONOCHROME1') {
+    for (let i = 0; i < data.length; i++) data[i] = 255 - data[i];
+    notes.push('DICOM MONOCHROME1 inverted');
+  }
+  const image: RawImage = { data, width: cols, height: rows, channels: 1 };
+  return { image, format: 'dicom', notes };
+}
