@@ -19,7 +19,7 @@ export interface CardInfo {
     normalize?: { mode?: string; mean?: number; std?: number };
   };
   postprocessing?: { temperature?: number; threshold?: number; threshold_policy?: string };
-  metrics?: { validation?: Record<string, unknown> };
+  metrics?: Record<string, unknown>; // metrics.validation: { n, accuracy, ..., split }
   training?: Record<string, unknown>;
   intended_use?: string;
   limitations?: readonly string[];
@@ -60,8 +60,8 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
     if (post.threshold !== undefined) rows.push(['Threshold', `${num(post.threshold, 4)}${post.threshold_policy ? ` (chosen by ${post.threshold_policy} on validation)` : ''}`]);
     if (post.temperature !== undefined) rows.push(['Temperature', `${num(post.temperature, 4)} (probability = sigmoid(logit / T))`]);
   }
-  const v = card.metrics?.validation;
-  if (v) {
+  const v = card.metrics?.validation as Record<string, unknown> | undefined;
+  if (v && typeof v === 'object') {
     const keys = ['n', 'accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'auc'];
     const parts = keys.filter((k) => typeof v[k] === 'number').map((k) => `${k} ${num(v[k])}`);
     const split = typeof v.split === 'string' ? ` on ${v.split}` : '';
