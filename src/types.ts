@@ -47,4 +47,8 @@ export interface AnalysisResult {
   timings_ms: Record<string, number>;
   cam?: CamResult;
   warnings: string[];
+  /** Safe, non-identifying notes from decoding (e.g. "DICOM VOI window applied"). */
+  notes?: string[];
+  /** Out-of-distribution score from the model's `ood` output, when it has one. */
+  ood?: number;
 }

@@ -1,0 +1,172 @@
+/**
+ * The model card (docs/model-contract.md): loading, validation and default resolution.
+ * Load-time problems are plain Errors whose message names the file and the field.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface PreprocessingSpec {
+  color: 'gray_bt601';
+  resize: { mode: 'stretch' | 'letterbox'; filter: 'bilinear_antialias'; pad_value: number };
+  scale: number;
+  normalize: { mode: 'fixed'; mean: number; std: number } | { mode: 'per_image' };
+}
+
+export interface ModelCard {
+  schema_version: 1;
+  name: string;
+  version: string;
+  file: string;
+  sha256: string;
+  architecture?: string;
+  parameters?: number;
+  gflops_per_image?: number;
+  labels: [string, string];
+  input: { name: string; channels: 1; height: number; width: number };
+  outputs: { logit: string; features: string; ood?: string };
+  preprocessing: PreprocessingSpec;
+  postprocessing: { temperature: number; threshold: number; threshold_policy?: string };
+  gradcam: { layer: string; output: string; weights: number[]; bias: number };
+  uncertainty?: Record<string, unknown>;
+  gate?: Record<string, unknown>;
+  metrics?: Record<string, unknown>;
+  training?: Record<string, unknown>;
+  intended_use?: string;
+  limitations?: string[];
+}
+
+/** A validated card with the absolute paths it was loaded from and points to. */
+export interface LoadedCard extends ModelCard {
+  cardPath: string;
+  modelPath: string;
+}
+
+/** Repository root, resolved from this file (src/model/card.ts). */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Card path: $PNEUMOLENS_MODEL if set, else models/<name in models/MODEL>. */
+export function defaultCardPath(env: NodeJS.ProcessEnv = process.env, root = REPO_ROOT): string {
+  const fromEnv = env.PNEUMOLENS_MODEL?.trim();
+  if (fromEnv) return resolve(fromEnv);
+  const pointer = resolve(root, 'models', 'MODEL');
+  if (!existsSync(pointer)) {
+    throw new Error(`No model configured: ${pointer} does not exist (it names the card, e.g. "pneumolens.json"); or set PNEUMOLENS_MODEL to a card path.`);
+  }
+  const name = readFileSync(pointer, 'utf8').trim().split(/\r?\n/)[0]?.trim();
+  if (!name) throw new Error(`${pointer} is empty: it must contain the card file name, e.g. "pneumolens.json".`);
+  return resolve(root, 'models', name);
+}
+
+type Json = Record<string, unknown>;
+
+/** Field checker bound to one file, so every message names file and field. */
+function checker(file: string) {
+  const fail = (field: string, want: string, got: unknown): never => {
+    throw new Error(`Invalid model card ${file}: "${field}" must be ${want} (got ${JSON.stringify(got)?.slice(0, 80)}).`);
+  };
+  const get = (obj: Json, path: string): unknown => path.split('.').reduce<unknown>((o, k) => (o as Json | undefined)?.[k], obj);
+  return {
+    fail,
+    obj(o: Json, path: string): Json {
+      const v = get(o, path);
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(path, 'an object', v);
+      return v as Json;
+    },
+    str(o: Json, path: string, allowed?: readonly string[]): string {
+      const v = get(o, path);
+      if (typeof v !== 'string' || v.length === 0) fail(path, 'a non-empty string', v);
+      if (allowed && !allowed.includes(v as string)) fail(path, `one of ${allowed.join(', ')}`, v);
+      return v as string;
+    },
+    num(o: Json, path: string, ok: (n: number) => boolean = () => true, want = 'a finite number'): number {
+      const v = get(o, path);
+      if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(path, want, v);
+      return v as number;
+    },
+    optional(o: Json, path: string): boolean {
+      return get(o, path) !== undefined && get(o, path) !== null;
+    },
+  };
+}
+
+/** Validates parsed card JSON; returns it typed. */
+export function validateCard(json: unknown, file = 'model card'): ModelCard {
+  const c = checker(file);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) c.fail('(root)', 'a JSON object', json);
+  const o = json as Json;
+  c.num(o, 'schema_version', (n) => n === 1, 'the number 1');
+  c.str(o, 'name');
+  c.str(o, 'version');
+  c.str(o, 'file');
+  const sha = c.str(o, 'sha256');
+  if (!/^[0-9a-f]{64}$/i.test(sha)) c.fail('sha256', '64 hex digits', sha);
+  const labels = o.labels;
+  if (!Array.isArray(labels) || labels.length !== 2 || !labels.every((l) => typeof l === 'string' && l)) {
+    c.fail('labels', 'two non-empty strings [negative, positive]', labels);
+  }
+  c.obj(o, 'input');
+  c.str(o, 'input.name');
+  c.num(o, 'input.channels', (n) => n === 1, 'the number 1');
+  const positiveInt = (n: number) => Number.isInteger(n) && n > 0 && n <= 4096;
+  c.num(o, 'input.height', positiveInt, 'a positive integer');
+  c.num(o, 'input.width', positiveInt, 'a positive integer');
+  c.obj(o, 'outputs');
+  c.str(o, 'outputs.logit');
+  c.str(o, 'outputs.features');
+  if (c.optional(o, 'outputs.ood')) c.str(o, 'outputs.ood');
+  c.obj(o, 'preprocessing');
+  c.str(o, 'preprocessing.color', ['gray_bt601']);
+  c.obj(o, 'preprocessing.resize');
+  c.str(o, 'preprocessing.resize.mode', ['stretch', 'letterbox']);
+  c.str(o, 'preprocessing.resize.filter', ['bilinear_antialias']);
+  c.num(o, 'preprocessing.resize.pad_value', (n) => n >= 0 && n <= 255, 'a number in 0..255');
+  c.num(o, 'preprocessing.scale', (n) => n > 0, 'a positive number');
+  c.obj(o, 'preprocessing.normalize');
+  const mode = c.str(o, 'preprocessing.normalize.mode', ['fixed', 'per_image']);
+  if (mode === 'fixed') {
+    c.num(o, 'preprocessing.normalize.mean');
+    c.num(o, 'preprocessing.normalize.std', (n) => n > 0, 'a positive number');
+  }
+  c.obj(o, 'postprocessing');
+  c.num(o, 'postprocessing.temperature', (n) => n > 0, 'a positive number');
+  c.num(o, 'postprocessing.threshold', (n) => n >= 0 && n <= 1, 'a number in 0..1');
+  c.obj(o, 'gradcam');
+  c.str(o, 'gradcam.layer');
+  const camOutput = c.str(o, 'gradcam.output');
+  const features = (o.outputs as Json).features;
+  if (camOutput !== features) c.fail('gradcam.output', `equal to outputs.features ("${String(features)}")`, camOutput);
+  const weights = (o.gradcam as Json).weights;
+  if (!Array.isArray(weights) || weights.length === 0 || !weights.every((w) => typeof w === 'number' && Number.isFinite(w))) {
+    c.fail('gradcam.weights', 'a non-empty array of finite numbers', Array.isArray(weights) ? `array(${weights.length})` : weights);
+  }
+  c.num(o, 'gradcam.bias');
+  return o as unknown as ModelCard;
+}
+
+/** Reads and validates a card; resolves the ONNX path relative to the card. */
+export function loadCard(cardPath: string = defaultCardPath()): LoadedCard {
+  const abs = resolve(cardPath);
+  if (!existsSync(abs)) throw new Error(`Model card not found: ${abs}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(abs, 'utf8'));
+  } catch (e) {
+    throw new Error(`Model card ${abs} is not valid JSON: ${(e as Error).message}`);
+  }
+  const card = validateCard(json, abs);
+  const modelPath = isAbsolute(card.file) ? card.file : resolve(dirname(abs), card.file);
+  if (!existsSync(modelPath)) throw new Error(`Model file named by ${abs} ("file") not found: ${modelPath}`);
+  return { ...card, cardPath: abs, modelPath };
+}
+
+/** Streams the ONNX file through SHA-256 and throws if it differs from card.sha256. */
+export async function verifyModelHash(card: LoadedCard): Promise<void> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(card.modelPath)) hash.update(chunk as Buffer);
+  const actual = hash.digest('hex');
+  if (actual !== card.sha256.toLowerCase()) {
+    throw new Error(`Model file ${card.modelPath} does not match its card ${card.cardPath}: sha256 ${actual} != ${card.sha256}.`);
+  }
+}

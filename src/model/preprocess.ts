@@ -1,0 +1,113 @@
+/**
+ * Stage 2, preprocess: RawImage (0..255) -> Float32Array [1, H, W] model input, exactly as in
+ * docs/model-contract.md (gray_bt601, stretch/letterbox with bilinear_antialias, scale, normalise).
+ */
+import { resizeAntialias } from '../image/resample.ts';
+import type { RawImage } from '../types.ts';
+import type { ModelCard, PreprocessingSpec } from './card.ts';
+
+/** Tolerance on the 0..255 range (float rounding of resampling), as on the Python side. */
+const RANGE_EPS = 1e-3;
+
+/** Colour step `gray_bt601`: alpha composited onto black, RGB -> 0.299 R + 0.587 G + 0.114 B. */
+export function toGray(image: RawImage): Float32Array {
+  const { data, width, height, channels } = image;
+  const n = width * height;
+  if (data.length !== n * channels) throw new Error(`toGray: expected ${n * channels} values, got ${data.length}`);
+  if (channels === 1) return data.slice();
+  // float32 at every step, in the order numpy evaluates the spec (bit-identical to the Python side).
+  const f = Math.fround;
+  const [wr, wg, wb] = [f(0.299), f(0.587), f(0.114)];
+  const out = new Float32Array(n);
+  for (let p = 0, i = 0; p < n; p++, i += channels) {
+    if (channels === 2) {
+      out[p] = f(data[i] * data[i + 1]) / 255;
+      continue;
+    }
+    const g = f(f(f(wr * data[i]) + f(wg * data[i + 1])) + f(wb * data[i + 2]));
+    out[p] = channels === 4 ? f(g * data[i + 3]) / 255 : g;
+  }
+  return out;
+}
+
+/** Python's round(): half to even. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** Placement of the resized image inside the target for the letterbox mode. */
+export function letterboxBox(width: number, height: number, outWidth: number, outHeight: number) {
+  const s = Math.min(outWidth / width, outHeight / height);
+  const w = Math.max(1, roundHalfEven(width * s));
+  const h = Math.max(1, roundHalfEven(height * s));
+  return { left: Math.floor((outWidth - w) / 2), top: Math.floor((outHeight - h) / 2), width: w, height: h };
+}
+
+/** Resize step: `stretch` or `letterbox` of a gray image to outWidth x outHeight. */
+export function resizeGray(
+  gray: Float32Array,
+  width: number,
+  height: number,
+  outWidth: number,
+  outHeight: number,
+  resize: PreprocessingSpec['resize'],
+): Float32Array {
+  if (resize.mode === 'stretch') return resizeAntialias(gray, width, height, outWidth, outHeight);
+  const box = letterboxBox(width, height, outWidth, outHeight);
+  const inner = resizeAntialias(gray, width, height, box.width, box.height);
+  const out = new Float32Array(outWidth * outHeight).fill(resize.pad_value);
+  for (let y = 0; y < box.height; y++) {
+    out.set(inner.subarray(y * box.width, (y + 1) * box.width), (box.top + y) * outWidth + box.left);
+  }
+  return out;
+}
+
+/**
+ * Scale and normalise 0..255 gray values. The single place that knows the pixel range: throws on
+ * NaN/Infinity, values outside 0..255 or a wrong length, so a mis-scaled input can never reach
+ * the model silently.
+ */
+export function normalize(values: Float32Array, spec: Pick<PreprocessingSpec, 'scale' | 'normalize'>, expectedLength?: number): Float32Array {
+  if (expectedLength !== undefined && values.length !== expectedLength) {
+    throw new Error(`normalize: expected ${expectedLength} values, got ${values.length}`);
+  }
+  if (values.length === 0) throw new Error('normalize: empty input');
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (!Number.isFinite(v)) throw new Error('normalize: input contains NaN or infinite values');
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (lo < -RANGE_EPS || hi > 255 + RANGE_EPS) {
+    throw new Error(`normalize: pixel values must be in 0..255, got ${lo.toFixed(3)}..${hi.toFixed(3)}`);
+  }
+  const scale = Math.fround(spec.scale);
+  const out = new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = values[i] * scale;
+  let mean: number;
+  let std: number;
+  if (spec.normalize.mode === 'fixed') {
+    mean = Math.fround(spec.normalize.mean);
+    std = Math.fround(spec.normalize.std);
+  } else {
+    let sum = 0;
+    for (const v of out) sum += v;
+    const m = sum / out.length;
+    let sq = 0;
+    for (const v of out) sq += (v - m) * (v - m);
+    mean = Math.fround(m);
+    std = Math.fround(Math.max(Math.sqrt(sq / out.length), 1e-6));
+  }
+  for (let i = 0; i < out.length; i++) out[i] = Math.fround(out[i] - mean) / std;
+  return out;
+}
+
+/** RawImage -> model input [1, H, W] (returned flat, length H*W) for the card's input size. */
+export function preprocess(image: RawImage, card: Pick<ModelCard, 'input' | 'preprocessing'>): Float32Array {
+  const { width: W, height: H } = card.input;
+  const gray = toGray(image);
+  const resized = resizeGray(gray, image.width, image.height, W, H, card.preprocessing.resize);
+  return normalize(resized, card.preprocessing, W * H);
+}

@@ -1,0 +1,169 @@
+/**
+ * The one path every front end uses: decode -> preprocess -> infer -> explain -> postprocess.
+ * Thin on purpose: each stage lives in its own module with a typed input and output.
+ */
+import { PneumoError } from './errors.ts';
+import { gradCam } from './explain/gradcam.ts';
+import { checkOverlayOptions, renderOverlay } from './explain/overlay.ts';
+import { decodeImage, type DecodeOptions } from './image/decode.ts';
+import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
+import { checkThreshold, postprocess } from './model/postprocess.ts';
+import { preprocess } from './model/preprocess.ts';
+import { ModelSession } from './model/session.ts';
+import type { AnalyseOptions, AnalysisResult, DecodedImage } from './types.ts';
+
+export interface EngineOptions {
+  /** Path to a model card (default: $PNEUMOLENS_MODEL, else models/MODEL). */
+  card?: string;
+  /** ONNX Runtime intra-op threads (default: number of cores). */
+  threads?: number;
+  /** Largest batch sent to the model at once by analyseMany (default 16). */
+  maxBatch?: number;
+  /** Decoder limits (max pixels, min side). */
+  decode?: DecodeOptions;
+  /** Check the ONNX file's SHA-256 against the card on load (default true). */
+  verifyHash?: boolean;
+}
+
+interface Prepared {
+  decoded: DecodedImage;
+  input: Float32Array;
+  timings: { decode: number; preprocess: number };
+}
+
+const since = (t0: number) => performance.now() - t0;
+
+/** Warnings a user should see about how the image was read. */
+function warningsFor(decoded: DecodedImage, inputW: number, inputH: number): string[] {
+  const { image, notes } = decoded;
+  const warnings = notes.filter((n) => /first frame/.test(n));
+  if (image.channels === 2 || image.channels === 4) warnings.push('The image has transparency; it was composited onto black.');
+  if (image.width < inputW || image.height < inputH) {
+    warnings.push(`The image (${image.width}x${image.height}) is smaller than the model input (${inputW}x${inputH}) and was upscaled.`);
+  }
+  const ratio = image.width / image.height;
+  if (ratio > 2 || ratio < 0.5) warnings.push(`Unusual aspect ratio ${image.width}x${image.height}; chest X-rays are roughly square.`);
+  return warnings;
+}
+
+export class Engine {
+  private constructor(
+    readonly card: LoadedCard,
+    private readonly session: ModelSession,
+    private readonly opts: EngineOptions,
+  ) {}
+
+  /** Loads and validates the card, verifies the ONNX file and creates the inference session. */
+  static async load(opts: EngineOptions = {}): Promise<Engine> {
+    const card = loadCard(opts.card);
+    if (opts.verifyHash ?? true) await verifyModelHash(card);
+    const session = await ModelSession.create(card.modelPath, card, { threads: opts.threads });
+    return new Engine(card, session, opts);
+  }
+
+  get threads(): number {
+    return this.session.threads;
+  }
+
+  get disposed(): boolean {
+    return this.session.disposed;
+  }
+
+  /** Analyses one image. Throws PneumoError for user-facing problems (bad image, bad option). */
+  async analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
+    const [result] = await this.run([bytes], opts);
+    if (result instanceof Error) throw result;
+    return result;
+  }
+
+  /**
+   * Analyses several images with batched inference. Per-item problems are returned in place, as
+   * PneumoError (unexpected failures become 500 internal_error); invalid options throw. The
+   * `infer` timing of an item is the wall time of the batch it was part of.
+   */
+  async analyseMany(items: Uint8Array[], opts: AnalyseOptions = {}): Promise<Array<AnalysisResult | PneumoError>> {
+    const results = await this.run(items, opts);
+    return results.map((r) =>
+      r instanceof PneumoError || !(r instanceof Error) ? r : new PneumoError(500, 'internal_error', 'Internal error while analysing the image.', { cause: r.message }),
+    );
+  }
+
+  /** Releases the inference session; the engine cannot be used afterwards. */
+  async dispose(): Promise<void> {
+    await this.session.dispose();
+  }
+
+  private async run(items: Uint8Array[], opts: AnalyseOptions): Promise<Array<AnalysisResult | Error>> {
+    if (opts.threshold !== undefined) checkThreshold(opts.threshold);
+    const wantCam = opts.cam ?? true;
+    if (wantCam) checkOverlayOptions({ colormap: opts.colormap, alpha: opts.alpha });
+    const prepared = await Promise.all(items.map((b) => this.prepare(b).catch((e: unknown) => toError(e))));
+    const out: Array<AnalysisResult | Error> = prepared.map((p) => (p instanceof Error ? p : new Error('not analysed')));
+    const ok = prepared.flatMap((p, i) => (p instanceof Error ? [] : [{ p, i }]));
+    const maxBatch = this.opts.maxBatch ?? 16;
+    const { height: H, width: W } = this.card.input;
+    for (let start = 0; start < ok.length; start += maxBatch) {
+      const chunk = ok.slice(start, start + maxBatch);
+      const batch = new Float32Array(chunk.length * H * W);
+      chunk.forEach(({ p }, k) => batch.set(p.input, k * H * W));
+      const t0 = performance.now();
+      const inferred = await this.session.run(batch, chunk.length);
+      const infer = since(t0);
+      for (const [k, { p, i }] of chunk.entries()) {
+        out[i] = await this.finish(p, inferred, k, infer, opts, wantCam).catch((e: unknown) => toError(e));
+      }
+    }
+    return out;
+  }
+
+  private async prepare(bytes: Uint8Array): Promise<Prepared> {
+    let t0 = performance.now();
+    const decoded = await decodeImage(bytes, this.opts.decode);
+    const decode = since(t0);
+    t0 = performance.now();
+    const input = preprocess(decoded.image, this.card);
+    return { decoded, input, timings: { decode, preprocess: since(t0) } };
+  }
+
+  private async finish(
+    p: Prepared,
+    inferred: Awaited<ReturnType<ModelSession['run']>>,
+    k: number,
+    infer: number,
+    opts: AnalyseOptions,
+    wantCam: boolean,
+  ): Promise<AnalysisResult> {
+    const logit = inferred.logit[k];
+    if (!Number.isFinite(logit)) throw new PneumoError(500, 'model_error', 'The model produced an invalid output for this image.');
+    const decision = postprocess(logit, this.card, opts.threshold);
+    const t0 = performance.now();
+    let cam: AnalysisResult['cam'];
+    if (wantCam) {
+      const [C, h, w] = inferred.featureShape;
+      const features = inferred.features.subarray(k * C * h * w, (k + 1) * C * h * w);
+      const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights);
+      const overlayPng = await renderOverlay(p.decoded.image, map, { colormap: opts.colormap, alpha: opts.alpha });
+      cam = { map: map.map, mapWidth: map.width, mapHeight: map.height, overlayPng };
+    }
+    const explain = since(t0);
+    const { image, format, notes } = p.decoded;
+    const timings_ms = { ...p.timings, infer, explain, total: p.timings.decode + p.timings.preprocess + infer + explain };
+    return {
+      label: decision.label,
+      probability: decision.probability,
+      logit,
+      threshold: decision.threshold,
+      model: { name: this.card.name, version: this.card.version },
+      image: { width: image.width, height: image.height, format },
+      timings_ms,
+      ...(cam ? { cam } : {}),
+      warnings: warningsFor(p.decoded, this.card.input.width, this.card.input.height),
+      notes,
+      ...(inferred.ood ? { ood: inferred.ood[k] } : {}),
+    };
+  }
+}
+
+function toError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
