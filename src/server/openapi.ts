@@ -1,0 +1,284 @@
+/**
+ * The hand-written OpenAPI 3 document of the HTTP API, and the small HTML docs page made from it.
+ * The predict query schema defined here is also the one Fastify validates with, so the document
+ * and the server cannot disagree about the parameters.
+ */
+
+/** Query parameters of POST /api/predict (JSON Schema, validated by Fastify). Add new ones here. */
+export const PREDICT_QUERY_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    cam: { type: 'boolean', default: true, description: 'Compute the Grad-CAM overlay (default true).' },
+    colormap: {
+      type: 'string',
+      enum: ['jet', 'viridis', 'inferno'],
+      description: 'Colour map of the Grad-CAM heatmap (default jet).',
+    },
+    alpha: { type: 'number', minimum: 0, maximum: 1, description: 'Opacity of the heatmap over the image, 0..1 (default 0.45).' },
+    threshold: {
+      type: 'number',
+      minimum: 0,
+      maximum: 1,
+      description: "Decision threshold on the calibrated probability, 0..1 (default: the model card's).",
+    },
+  },
+} as const;
+
+export interface PredictQuery {
+  cam?: boolean;
+  colormap?: 'jet' | 'viridis' | 'inferno';
+  alpha?: number;
+  threshold?: number;
+}
+
+const errorResponse = (description: string) => ({
+  description,
+  content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+});
+
+const retryAfter = {
+  'Retry-After': { description: 'Seconds to wait before retrying.', schema: { type: 'integer' } },
+};
+
+export function openApiDocument(info: { version: string; maxUploadBytes: number }) {
+  const mb = +(info.maxUploadBytes / (1024 * 1024)).toFixed(1);
+  return {
+    openapi: '3.0.3',
+    info: {
+      title: 'pneumolens API',
+      version: info.version,
+      description:
+        'Chest X-ray pneumonia detector: calibrated probability and Grad-CAM explanation. ' +
+        'Research and education tool, not a medical device.',
+      license: { name: 'MIT' },
+    },
+    paths: {
+      '/api/predict': {
+        post: {
+          summary: 'Analyse one chest X-ray',
+          description:
+            `Send the image as multipart/form-data (field \`file\`, at most ${mb} MB) or as JSON \`{"url": "https://..."}\`. ` +
+            'JPEG, PNG, WebP, TIFF and DICOM are read; the format is recognised from the bytes, never from the file name or Content-Type. ' +
+            'URLs must point to public http(s) hosts (an administrator can allow intranet hosts with PNEUMOLENS_URL_ALLOW).',
+          parameters: Object.entries(PREDICT_QUERY_SCHEMA.properties).map(([name, schema]) => {
+            const { description, ...rest } = schema as { description: string } & Record<string, unknown>;
+            return { name, in: 'query', required: false, description, schema: rest };
+          }),
+          requestBody: {
+            required: true,
+            content: {
+              'multipart/form-data': {
+                schema: {
+                  type: 'object',
+                  required: ['file'],
+                  properties: { file: { type: 'string', format: 'binary', description: 'The image file.' } },
+                },
+              },
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  required: ['url'],
+                  additionalProperties: false,
+                  properties: { url: { type: 'string', format: 'uri', maxLength: 2048, example: 'https://example.org/cxr.png' } },
+                },
+              },
+            },
+          },
+          'x-examples': [
+            'curl -F file=@chest.png "http://localhost:8080/api/predict?cam=true&alpha=0.5"',
+            'curl -H "content-type: application/json" -d \'{"url":"https://example.org/cxr.png"}\' http://localhost:8080/api/predict',
+          ],
+          responses: {
+            '200': {
+              description: 'The analysis.',
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/Prediction' } } },
+            },
+            '400': errorResponse('Malformed request: bad query parameter, bad JSON, missing file, or a URL that is not allowed (code url_forbidden).'),
+            '413': errorResponse(`The file (or the image at the URL) is larger than ${mb} MB.`),
+            '415': errorResponse('Not an image format that is read (JPEG, PNG, WebP, TIFF, DICOM), or a request content type that is not accepted.'),
+            '422': errorResponse('The image is corrupt, truncated, too large in pixels, or otherwise unusable.'),
+            '502': errorResponse('The image URL could not be fetched (code url_fetch_failed).'),
+            '503': { ...errorResponse('Busy (all analysis slots and the queue are taken), the model is not loaded yet, or the server is shutting down.'), headers: retryAfter },
+            '504': errorResponse('The analysis (or the URL fetch) did not finish in time.'),
+            '500': errorResponse('Unexpected server error (logged; no details are given).'),
+          },
+        },
+      },
+      '/api/health': {
+        get: {
+          summary: 'Liveness and readiness',
+          description: 'Answers 200 when the model is loaded and the server takes requests, 503 while loading, after a failed load or while shutting down.',
+          responses: {
+            '200': { description: 'Ready.', content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } } },
+            '503': { description: 'Alive but not ready.', content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } } },
+          },
+        },
+      },
+      '/api/model': {
+        get: {
+          summary: 'The model card',
+          description:
+            'Name, version, labels, preprocessing, calibration, threshold, validation metrics, intended use and limitations of the loaded model. ' +
+            'Long numeric arrays (such as the Grad-CAM weights) are summarised as {"omitted": true, "length": n}.',
+          responses: {
+            '200': { description: 'The model card.', content: { 'application/json': { schema: { type: 'object' } } } },
+            '503': errorResponse('The model is not loaded (yet).'),
+          },
+        },
+      },
+      '/api/openapi.json': {
+        get: {
+          summary: 'This document',
+          responses: { '200': { description: 'OpenAPI 3 document.', content: { 'application/json': { schema: { type: 'object' } } } } },
+        },
+      },
+    },
+    components: {
+      schemas: {
+        Error: {
+          type: 'object',
+          required: ['error'],
+          properties: {
+            error: {
+              type: 'object',
+              required: ['code', 'message'],
+              properties: {
+                code: {
+                  type: 'string',
+                  example: 'unsupported_media_type',
+                  description:
+                    'bad_request, not_found, payload_too_large, unsupported_media_type, undecodable_image, unusable_image, not_a_chest_xray, busy, timeout, url_forbidden, url_fetch_failed, model_error, internal_error',
+                },
+                message: { type: 'string', description: 'For people; may change between versions.' },
+              },
+            },
+          },
+        },
+        Prediction: {
+          type: 'object',
+          required: ['label', 'probability', 'threshold', 'model', 'image', 'timings_ms', 'gradcam', 'warnings'],
+          properties: {
+            label: { type: 'string', example: 'PNEUMONIA', description: 'PNEUMONIA if probability >= threshold, else NORMAL.' },
+            probability: { type: 'number', minimum: 0, maximum: 1, description: 'Calibrated probability of pneumonia.' },
+            threshold: { type: 'number', description: 'The decision threshold used.' },
+            logit: { type: 'number', description: 'Raw model logit (before temperature scaling).' },
+            model: { type: 'object', properties: { name: { type: 'string' }, version: { type: 'string' } } },
+            image: {
+              type: 'object',
+              properties: {
+                width: { type: 'integer' },
+                height: { type: 'integer' },
+                format: { type: 'string', enum: ['jpeg', 'png', 'webp', 'tiff', 'dicom'] },
+              },
+            },
+            timings_ms: { type: 'object', additionalProperties: { type: 'number' }, description: 'Per stage, plus queue wait and total.' },
+            gradcam: { type: 'string', nullable: true, description: 'PNG data URL of the Grad-CAM overlay; null when cam=false.' },
+            gradcam_map: {
+              type: 'object',
+              nullable: true,
+              description: 'The Grad-CAM map at the model layer resolution, normalised to 0..1, row-major.',
+              properties: { width: { type: 'integer' }, height: { type: 'integer' }, data: { type: 'array', items: { type: 'number' } } },
+            },
+            warnings: { type: 'array', items: { type: 'string' } },
+          },
+        },
+        Health: {
+          type: 'object',
+          properties: {
+            status: { type: 'string', enum: ['ok', 'loading', 'failed', 'shutting_down'] },
+            ready: { type: 'boolean' },
+            model: { type: 'object', nullable: true, properties: { name: { type: 'string' }, version: { type: 'string' } } },
+            uptime_s: { type: 'number' },
+            load: { type: 'object', properties: { active: { type: 'integer' }, queued: { type: 'integer' }, max_concurrent: { type: 'integer' }, max_queue: { type: 'integer' } } },
+          },
+        },
+      },
+    },
+  };
+}
+
+export type OpenApiDocument = ReturnType<typeof openApiDocument>;
+
+const esc = (s: unknown) =>
+  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
+
+/** Inline `code` spans of the descriptions, after escaping. */
+const md = (s: unknown) => esc(s).replace(/`([^`]+)`/g, '<code>$1</code>');
+
+function schemaText(schema: Record<string, unknown> | undefined): string {
+  if (!schema) return '';
+  if (typeof schema.$ref === 'string') return schema.$ref.split('/').pop() as string;
+  const parts: string[] = [String(schema.type ?? 'object')];
+  if (Array.isArray(schema.enum)) parts.push(`one of ${schema.enum.join(', ')}`);
+  if (schema.minimum !== undefined || schema.maximum !== undefined) parts.push(`${schema.minimum ?? '…'} to ${schema.maximum ?? '…'}`);
+  if (schema.default !== undefined) parts.push(`default ${JSON.stringify(schema.default)}`);
+  return parts.join(', ');
+}
+
+/** A readable, dependency-free HTML page generated from the OpenAPI document. */
+export function renderDocsHtml(doc: OpenApiDocument): string {
+  const sections: string[] = [];
+  for (const [path, methods] of Object.entries(doc.paths)) {
+    for (const [method, opRaw] of Object.entries(methods)) {
+      const op = opRaw as {
+        summary: string;
+        description?: string;
+        parameters?: Array<{ name: string; description: string; schema: Record<string, unknown> }>;
+        requestBody?: { content: Record<string, { schema: { properties?: Record<string, { description?: string; type?: string }> } }> };
+        responses: Record<string, { description: string }>;
+        'x-examples'?: string[];
+      };
+      const id = `${method}-${path}`.replace(/[^a-z0-9]+/gi, '-');
+      let html = `<section class="endpoint" id="${esc(id)}"><h2><span class="method">${esc(method.toUpperCase())}</span> <code>${esc(path)}</code></h2>`;
+      html += `<p><strong>${esc(op.summary)}</strong></p>`;
+      if (op.description) html += `<p>${md(op.description)}</p>`;
+      if (op.parameters?.length) {
+        html += '<h3>Query parameters</h3><table><thead><tr><th scope="col">Name</th><th scope="col">Type</th><th scope="col">Description</th></tr></thead><tbody>';
+        for (const p of op.parameters) {
+          html += `<tr><td><code>${esc(p.name)}</code></td><td>${esc(schemaText(p.schema))}</td><td>${md(p.description)}</td></tr>`;
+        }
+        html += '</tbody></table>';
+      }
+      if (op.requestBody) {
+        html += '<h3>Request body</h3><ul>';
+        for (const [type, c] of Object.entries(op.requestBody.content)) {
+          const fields = Object.entries(c.schema.properties ?? {})
+            .map(([k, v]) => `<code>${esc(k)}</code> (${esc(v.type ?? '')})`)
+            .join(', ');
+          html += `<li><code>${esc(type)}</code>: ${fields}</li>`;
+        }
+        html += '</ul>';
+      }
+      if (op['x-examples']?.length) {
+        html += '<h3>Examples</h3>' + op['x-examples'].map((e) => `<pre><code>${esc(e)}</code></pre>`).join('');
+      }
+      html += '<h3>Responses</h3><table><thead><tr><th scope="col">Status</th><th scope="col">Meaning</th></tr></thead><tbody>';
+      for (const [status, r] of Object.entries(op.responses)) html += `<tr><td>${esc(status)}</td><td>${md(r.description)}</td></tr>`;
+      html += '</tbody></table></section>';
+      sections.push(html);
+    }
+  }
+  const errorCodes = doc.components.schemas.Error.properties.error.properties.code.description;
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(doc.info.title)} ${esc(doc.info.version)}: documentation</title>
+<link rel="stylesheet" href="/style.css">
+</head>
+<body class="docs">
+<header class="site-header"><h1>${esc(doc.info.title)} <small>${esc(doc.info.version)}</small></h1>
+<p class="disclaimer" role="note">Research and education tool, not a medical device.</p></header>
+<main>
+<p>${md(doc.info.description)}</p>
+<p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a> (OpenAPI ${esc(doc.openapi)}). Web page: <a href="/">/</a>.</p>
+<h2>Errors</h2>
+<p>Every error is JSON <code>{"error": {"code": "...", "message": "..."}}</code> with the HTTP status. Codes: ${esc(errorCodes)}.</p>
+${sections.join('\n')}
+</main>
+</body>
+</html>
+`;
+}

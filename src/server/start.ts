@@ -1,0 +1,139 @@
+/**
+ * Starting and stopping the server: `serve()` listens with a given engine (tests, load test);
+ * `startServer()` is what `pneumolens serve` / `npm start` run: it loads the engine, listens on
+ * $PORT or 8080, and on SIGINT/SIGTERM stops taking requests, lets the in-flight ones finish, then
+ * disposes the engine. It resolves once the server has stopped.
+ */
+import { buildApp, type AppOptions, type PredictEngine } from './app.js';
+import type { FastifyInstance } from 'fastify';
+
+export interface ServeOptions extends AppOptions {
+  port?: number;
+  host?: string;
+  /** Close open connections that are still busy after this long (default 30 s). */
+  shutdownTimeoutMs?: number;
+  /** Install SIGINT/SIGTERM handlers that shut the server down gracefully (default false). */
+  handleSignals?: boolean;
+}
+
+export interface RunningServer {
+  app: FastifyInstance;
+  /** e.g. http://127.0.0.1:8080 */
+  url: string;
+  port: number;
+  /** Graceful shutdown: refuse new requests (503), finish in-flight ones, close. Idempotent. */
+  close(): Promise<void>;
+  /** Settles when the server has closed (by close() or a signal). */
+  closed: Promise<void>;
+}
+
+export async function serve(opts: ServeOptions): Promise<RunningServer> {
+  const app = buildApp(opts);
+  await app.listen({ port: opts.port ?? 8080, host: opts.host ?? '127.0.0.1' });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 8080);
+  const host = typeof addr === 'object' && addr ? addr.address : '127.0.0.1';
+  const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 30_000;
+
+  let markClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (markClosed = resolve));
+  let closing: Promise<void> | undefined;
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (closing) {
+      app.log.warn({ signal }, 'second signal: closing all connections now');
+      app.server.closeAllConnections();
+      return;
+    }
+    app.log.info({ signal }, 'shutting down: finishing in-flight requests');
+    void close();
+  };
+
+  function close(): Promise<void> {
+    closing ??= (async () => {
+      const force = setTimeout(() => {
+        app.log.warn('shutdown timeout: closing the remaining connections');
+        app.server.closeAllConnections();
+      }, shutdownTimeoutMs);
+      force.unref();
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+        if (opts.handleSignals) for (const s of signals) process.off(s, onSignal);
+        markClosed();
+      }
+    })();
+    return closing;
+  }
+
+  if (opts.handleSignals) for (const s of signals) process.on(s, onSignal);
+  const shownHost = host.includes(':') ? `[${host}]` : host;
+  return { app, url: `http://${shownHost}:${port}`, port, close, closed };
+}
+
+function envNumber(name: string, min: number, integer: boolean): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
+    throw new Error(`${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}, got '${raw}'`);
+  }
+  return v;
+}
+
+/** Server settings from the environment (all optional). */
+export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: number; host?: string } {
+  const mb = envNumber('PNEUMOLENS_MAX_UPLOAD_MB', 0.001, false);
+  const port = envNumber('PORT', 0, true);
+  if (port !== undefined && port > 65535) throw new Error(`PORT must be a port number, got '${process.env.PORT}'`);
+  return {
+    ...(port !== undefined ? { port } : {}),
+    ...(process.env.HOST ? { host: process.env.HOST } : {}),
+    ...(mb !== undefined ? { maxUploadBytes: Math.round(mb * 1024 * 1024) } : {}),
+    maxConcurrent: envNumber('PNEUMOLENS_MAX_CONCURRENT', 1, true),
+    maxQueue: envNumber('PNEUMOLENS_MAX_QUEUE', 0, true),
+    requestTimeoutMs: envNumber('PNEUMOLENS_REQUEST_TIMEOUT_MS', 1, true),
+    urlAllowList: (process.env.PNEUMOLENS_URL_ALLOW ?? '').split(/[\s,]+/).filter(Boolean),
+  };
+}
+
+/**
+ * Loads the engine and serves until SIGINT/SIGTERM. Port: opts.port, else $PORT, else 8080; host:
+ * opts.host, else $HOST, else 127.0.0.1. The port opens while the model loads (health answers 503
+ * 'loading' meanwhile); a model that fails to load closes the server and rejects.
+ */
+export async function startServer(opts: { port?: number; host?: string } = {}): Promise<void> {
+  const env = serverOptionsFromEnv();
+  const { Engine } = await import('../pipeline.js');
+  const loading: Promise<PredictEngine & { dispose(): void }> = Engine.load({
+    ...(process.env.PNEUMOLENS_MODEL ? { card: process.env.PNEUMOLENS_MODEL } : {}),
+  });
+  loading.catch(() => undefined); // handled below, after listen
+  let running: RunningServer;
+  try {
+    running = await serve({
+      ...env,
+      engine: loading,
+      port: opts.port ?? env.port ?? 8080,
+      host: opts.host ?? env.host ?? '127.0.0.1',
+      logger: true,
+      handleSignals: true,
+    });
+  } catch (e) {
+    // e.g. the port is taken: release the engine once it has loaded
+    loading.then((engine) => engine.dispose(), () => undefined);
+    throw e;
+  }
+  let engine: (PredictEngine & { dispose(): void }) | undefined;
+  try {
+    engine = await loading;
+  } catch (e) {
+    await running.close();
+    throw e;
+  }
+  running.app.log.info({ url: running.url, model: `${engine.card.name} ${engine.card.version}` }, 'pneumolens is ready');
+  await running.closed;
+  engine.dispose();
+}

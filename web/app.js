@@ -1,0 +1,448 @@
+// pneumolens web page: vanilla JS, no build step. Talks to /api/predict and /api/model.
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  /** The current input: { kind: 'file', file } or { kind: 'url', url }. */
+  input: null,
+  /** Object URL of the chosen file, when the browser can display it. */
+  originalUrl: null,
+  /** The original as a loaded <img> for canvas blending (null: not displayable here). */
+  originalImg: null,
+  /** The last API answer. */
+  result: null,
+  /** Colour-mapped heatmap at display size (canvas), for client-side blending. */
+  heatmap: null,
+  card: null,
+  busy: false,
+};
+
+// ---------- colour maps (same stops as the server's, for the client-side blend) ----------
+const STOPS = {
+  viridis: ['#440154', '#472d7b', '#3b528b', '#2c728e', '#21918c', '#28ae80', '#5ec962', '#addc30', '#fde725'],
+  inferno: ['#000004', '#1f0c48', '#550f6d', '#88226a', '#ba3655', '#e35933', '#f98e09', '#f8c932', '#fcffa4'],
+};
+const hex = (h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16));
+const clamp01 = (v) => Math.min(1, Math.max(0, v));
+
+function colour(name, v) {
+  v = clamp01(v);
+  if (name === 'jet') {
+    return [clamp01(1.5 - Math.abs(4 * v - 3)), clamp01(1.5 - Math.abs(4 * v - 2)), clamp01(1.5 - Math.abs(4 * v - 1))].map((c) =>
+      Math.round(c * 255),
+    );
+  }
+  const stops = STOPS[name] ?? STOPS.viridis;
+  const x = v * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const a = hex(stops[i]);
+  const b = hex(stops[i + 1]);
+  const t = x - i;
+  return a.map((c, k) => Math.round(c + (b[k] - c) * t));
+}
+
+/** Bilinear upsampling (align_corners=false) of the CAM map, colour-mapped, into a canvas. */
+function renderHeatmap(map, width, height, colormap) {
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext('2d');
+  const img = ctx.createImageData(width, height);
+  const { width: mw, height: mh, data } = map;
+  const lut = Array.from({ length: 256 }, (_, i) => colour(colormap, i / 255));
+  const sy = mh / height;
+  const sx = mw / width;
+  for (let y = 0; y < height; y++) {
+    const fy = Math.min(mh - 1, Math.max(0, (y + 0.5) * sy - 0.5));
+    const y0 = Math.floor(fy);
+    const y1 = Math.min(mh - 1, y0 + 1);
+    const wy = fy - y0;
+    for (let x = 0; x < width; x++) {
+      const fx = Math.min(mw - 1, Math.max(0, (x + 0.5) * sx - 0.5));
+      const x0 = Math.floor(fx);
+      const x1 = Math.min(mw - 1, x0 + 1);
+      const wx = fx - x0;
+      const v =
+        (1 - wy) * ((1 - wx) * data[y0 * mw + x0] + wx * data[y0 * mw + x1]) + wy * ((1 - wx) * data[y1 * mw + x0] + wx * data[y1 * mw + x1]);
+      const c = lut[Math.round(clamp01(v) * 255)];
+      const o = (y * width + x) * 4;
+      img.data[o] = c[0];
+      img.data[o + 1] = c[1];
+      img.data[o + 2] = c[2];
+      img.data[o + 3] = 255;
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+  return canvas;
+}
+
+// ---------- status and errors ----------
+function setStatus(text) {
+  $('status').textContent = text;
+}
+
+function showError(message) {
+  const el = $('error');
+  el.textContent = message;
+  el.hidden = !message;
+}
+
+async function errorMessage(res) {
+  try {
+    const body = await res.json();
+    if (body && body.error && body.error.message) return `${body.error.message} (${res.status} ${body.error.code})`;
+  } catch {
+    /* not JSON */
+  }
+  return `The server answered ${res.status} ${res.statusText}.`;
+}
+
+// ---------- input ----------
+function resetPreview() {
+  if (state.originalUrl) URL.revokeObjectURL(state.originalUrl);
+  state.originalUrl = null;
+  state.originalImg = null;
+}
+
+function loadImage(src) {
+  return new Promise((resolve) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => resolve(null);
+    img.src = src;
+  });
+}
+
+async function chooseFile(file) {
+  if (!file) return;
+  resetPreview();
+  state.input = { kind: 'file', file };
+  state.originalUrl = URL.createObjectURL(file);
+  state.originalImg = await loadImage(state.originalUrl);
+  const preview = $('preview');
+  preview.hidden = false;
+  $('preview-img').hidden = !state.originalImg;
+  if (state.originalImg) $('preview-img').src = state.originalUrl;
+  $('preview-note').textContent = state.originalImg
+    ? `${file.size.toLocaleString()} bytes`
+    : `${file.size.toLocaleString()} bytes; this browser cannot preview the format (e.g. DICOM or TIFF), the server will read it.`;
+  await analyse();
+}
+
+async function chooseUrl(url) {
+  resetPreview();
+  state.input = { kind: 'url', url };
+  $('preview').hidden = false;
+  $('preview-img').hidden = true;
+  $('preview-note').textContent = 'The server fetches the image from the URL.';
+  await analyse();
+}
+
+function queryString(alpha) {
+  const q = new URLSearchParams({ cam: 'true', colormap: $('colormap').value, alpha: String(alpha) });
+  const t = $('threshold').value.trim();
+  if (t !== '') q.set('threshold', t);
+  return q.toString();
+}
+
+/** Sends the current input to the API; alpha only matters for the server-rendered overlay. */
+async function request(alpha) {
+  const init = { method: 'POST' };
+  if (state.input.kind === 'file') {
+    const form = new FormData();
+    form.append('file', state.input.file);
+    init.body = form;
+  } else {
+    init.headers = { 'content-type': 'application/json' };
+    init.body = JSON.stringify({ url: state.input.url });
+  }
+  return fetch(`/api/predict?${queryString(alpha)}`, init);
+}
+
+async function analyse() {
+  if (!state.input || state.busy) return;
+  const t = $('threshold').value.trim();
+  if (t !== '' && !(Number(t) >= 0 && Number(t) <= 1)) {
+    showError('The decision threshold must be a number between 0 and 1.');
+    return;
+  }
+  state.busy = true;
+  document.body.classList.add('busy');
+  showError('');
+  setStatus('Analysing…');
+  try {
+    const res = await request(currentAlpha());
+    if (!res.ok) {
+      showError(await errorMessage(res));
+      setStatus('');
+      return;
+    }
+    state.result = await res.json();
+    showResult();
+    setStatus(`Done: ${state.result.label}, probability ${pct(state.result.probability)}.`);
+  } catch {
+    showError('Could not reach the server. Is it running?');
+    setStatus('');
+  } finally {
+    state.busy = false;
+    document.body.classList.remove('busy');
+  }
+}
+
+// ---------- result ----------
+const pct = (p) => `${(p * 100).toFixed(1)} %`;
+
+function currentAlpha() {
+  return $('cam-on').checked ? Number($('opacity').value) : 0;
+}
+
+function showResult() {
+  const r = state.result;
+  $('result').hidden = false;
+  const label = $('label');
+  label.textContent = r.label;
+  label.dataset.label = r.label;
+  $('probability').textContent = pct(r.probability);
+  $('threshold-value').textContent = r.threshold.toFixed(2);
+  $('bar-fill').style.width = `${r.probability * 100}%`;
+  $('bar-threshold').style.left = `${r.threshold * 100}%`;
+  $('bar').setAttribute('aria-label', `Probability ${pct(r.probability)}, threshold ${pct(r.threshold)}`);
+  const warnings = $('warnings');
+  warnings.replaceChildren(
+    ...r.warnings.map((w) => {
+      const li = document.createElement('li');
+      li.textContent = w;
+      return li;
+    }),
+  );
+  const t = r.timings_ms ?? {};
+  $('timings').textContent = `${r.image.format.toUpperCase()} ${r.image.width}×${r.image.height}; model ${r.model.name} ${r.model.version}; ${Math.round(t.total ?? 0)} ms on the server.`;
+
+  const original = $('original');
+  original.hidden = !state.originalImg;
+  $('original-missing').hidden = !!state.originalImg;
+  if (state.originalImg) original.src = state.originalUrl;
+
+  state.heatmap = null;
+  if (state.originalImg && r.gradcam_map) {
+    const { w, h } = displaySize(state.originalImg.naturalWidth, state.originalImg.naturalHeight);
+    state.heatmap = renderHeatmap(r.gradcam_map, w, h, $('colormap').value);
+  }
+  drawOverlay();
+  $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
+}
+
+function displaySize(w, h, max = 1024) {
+  const s = Math.min(1, max / Math.max(w, h));
+  return { w: Math.max(1, Math.round(w * s)), h: Math.max(1, Math.round(h * s)) };
+}
+
+/** Client-side blend when the browser shows the original; else the server's overlay PNG. */
+function drawOverlay() {
+  const r = state.result;
+  if (!r) return;
+  const canvas = $('overlay-canvas');
+  const img = $('overlay-img');
+  $('opacity-value').textContent = `${Math.round(Number($('opacity').value) * 100)} %`;
+  if (state.originalImg && state.heatmap) {
+    canvas.hidden = false;
+    img.hidden = true;
+    canvas.width = state.heatmap.width;
+    canvas.height = state.heatmap.height;
+    const ctx = canvas.getContext('2d');
+    ctx.globalAlpha = 1;
+    ctx.drawImage(state.originalImg, 0, 0, canvas.width, canvas.height);
+    ctx.globalAlpha = currentAlpha();
+    if (ctx.globalAlpha > 0) ctx.drawImage(state.heatmap, 0, 0);
+    ctx.globalAlpha = 1;
+  } else {
+    canvas.hidden = true;
+    img.hidden = false;
+    img.src = r.gradcam ?? '';
+  }
+}
+
+let rerequestTimer = 0;
+/** Opacity or toggle change: instant on the canvas; the server-rendered overlay is asked again. */
+function onOverlayControl() {
+  drawOverlay();
+  if (!(state.originalImg && state.heatmap) && state.input) {
+    clearTimeout(rerequestTimer);
+    rerequestTimer = setTimeout(analyse, 350);
+  }
+}
+
+function download(name, blob) {
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+async function overlayBlob() {
+  if (state.originalImg && state.heatmap) {
+    return new Promise((resolve) => $('overlay-canvas').toBlob(resolve, 'image/png'));
+  }
+  return dataUrlBlob(state.result.gradcam);
+}
+
+function dataUrlBlob(dataUrl) {
+  const [head, b64] = dataUrl.split(',');
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Blob([bytes], { type: head.slice(5).split(';')[0] });
+}
+
+function report() {
+  const r = state.result;
+  return {
+    tool: 'pneumolens',
+    disclaimer: 'Research and education tool, not a medical device.',
+    generated_at: new Date().toISOString(),
+    model: r.model,
+    label: r.label,
+    probability: r.probability,
+    threshold: r.threshold,
+    logit: r.logit,
+    image: r.image,
+    warnings: r.warnings,
+    timings_ms: r.timings_ms,
+    gradcam_map: r.gradcam_map,
+    ...(r.uncertainty !== undefined ? { uncertainty: r.uncertainty } : {}),
+    ...(r.gate !== undefined ? { gate: r.gate } : {}),
+  };
+}
+
+// ---------- zoom ----------
+function zoom(src, alt) {
+  if (!src) return;
+  const img = $('zoom-img');
+  img.src = src;
+  img.alt = alt;
+  $('zoom-dialog').showModal();
+}
+
+// ---------- model card ----------
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+}
+
+async function loadCard() {
+  const box = $('model-card');
+  try {
+    const res = await fetch('/api/model');
+    if (!res.ok) {
+      box.replaceChildren(el('p', await errorMessage(res), 'hint'));
+      return;
+    }
+    const c = await res.json();
+    state.card = c;
+    const parts = [el('p', `${c.name} ${c.version}${c.architecture ? `: ${c.architecture}` : ''}`, 'model-name')];
+    const v = c.metrics?.validation;
+    if (v) {
+      const dl = el('dl', undefined, 'metrics');
+      const rows = [
+        ['AUC', v.auc],
+        ['Sensitivity', v.sensitivity],
+        ['Specificity', v.specificity],
+        ['Accuracy', v.accuracy],
+        ['F1', v.f1],
+      ];
+      for (const [k, val] of rows) {
+        if (typeof val !== 'number') continue;
+        dl.append(el('dt', k), el('dd', val.toFixed(3)));
+      }
+      parts.push(el('p', `Validation (${v.split ?? 'held-out'}, n = ${v.n ?? '?'}):`), dl);
+    }
+    const pp = c.postprocessing;
+    if (pp) parts.push(el('p', `Decision threshold ${pp.threshold} (${pp.threshold_policy ?? 'chosen on validation'}); temperature ${pp.temperature}.`));
+    if (c.intended_use) parts.push(el('h3', 'Intended use'), el('p', c.intended_use));
+    if (Array.isArray(c.limitations) && c.limitations.length) {
+      const ul = el('ul');
+      for (const l of c.limitations) ul.append(el('li', l));
+      parts.push(el('h3', 'Limitations'), ul);
+    }
+    box.replaceChildren(...parts);
+  } catch {
+    box.replaceChildren(el('p', 'Could not load the model card.', 'hint'));
+  }
+}
+
+async function loadLimits() {
+  try {
+    const doc = await (await fetch('/api/openapi.json')).json();
+    const m = /at most ([\d.]+ MB)/.exec(doc.paths['/api/predict'].post.description);
+    if (m) $('max-size').textContent = m[1];
+  } catch {
+    /* keep the default text */
+  }
+}
+
+// ---------- wiring ----------
+function init() {
+  $('file').addEventListener('change', (e) => chooseFile(e.target.files[0]));
+  const dz = $('dropzone');
+  for (const ev of ['dragenter', 'dragover']) {
+    dz.addEventListener(ev, (e) => {
+      e.preventDefault();
+      dz.classList.add('over');
+    });
+  }
+  for (const ev of ['dragleave', 'drop']) dz.addEventListener(ev, () => dz.classList.remove('over'));
+  dz.addEventListener('drop', (e) => {
+    e.preventDefault();
+    const f = e.dataTransfer?.files?.[0];
+    if (f) chooseFile(f);
+  });
+  // Dropping outside the zone must not navigate away from the page.
+  window.addEventListener('dragover', (e) => e.preventDefault());
+  window.addEventListener('drop', (e) => e.preventDefault());
+
+  $('url-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const url = $('url').value.trim();
+    if (!/^https?:\/\//i.test(url)) {
+      showError('Enter an http:// or https:// URL.');
+      $('url').focus();
+      return;
+    }
+    chooseUrl(url);
+  });
+  $('again').addEventListener('click', analyse);
+  $('colormap').addEventListener('change', () => state.result && analyse());
+  $('opacity').addEventListener('input', () => {
+    if (state.originalImg && state.heatmap) drawOverlay();
+    else $('opacity-value').textContent = `${Math.round(Number($('opacity').value) * 100)} %`;
+  });
+  $('opacity').addEventListener('change', onOverlayControl);
+  $('cam-on').addEventListener('change', () => {
+    $('opacity').disabled = !$('cam-on').checked;
+    onOverlayControl();
+  });
+  $('zoom-original').addEventListener('click', () => zoom(state.originalImg ? state.originalUrl : null, 'The original image, enlarged'));
+  $('zoom-overlay').addEventListener('click', () => {
+    const src = state.originalImg && state.heatmap ? $('overlay-canvas').toDataURL('image/png') : state.result?.gradcam;
+    zoom(src, 'The Grad-CAM overlay, enlarged');
+  });
+  $('zoom-dialog').addEventListener('click', (e) => {
+    if (e.target === $('zoom-dialog')) $('zoom-dialog').close();
+  });
+  $('download-png').addEventListener('click', async () => {
+    if (state.result) download(`pneumolens-gradcam-${Date.now()}.png`, await overlayBlob());
+  });
+  $('download-json').addEventListener('click', () => {
+    if (state.result) {
+      download(`pneumolens-report-${Date.now()}.json`, new Blob([JSON.stringify(report(), null, 2)], { type: 'application/json' }));
+    }
+  });
+  loadCard();
+  loadLimits();
+}
+
+init();
