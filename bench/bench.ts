@@ -1,0 +1,186 @@
+/**
+ * Throughput benchmark, all in one run on the same images:
+ *   (a) raw ONNX Runtime session on ready (preprocessed) tensors,
+ *   (b) the full pipeline, file bytes -> probability, Grad-CAM off,
+ *   (c) the same with Grad-CAM and the overlay PNG,
+ * plus single-image latency p50/p95 of (c). Files are read into memory first, so disk I/O is not
+ * timed. Prints numbers; not a test.
+ *
+ *   npm run bench -- [--dir DIR] [--n 300] [--batch 8] [--threads T] [--latency 60] [--json]
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
+import { listImages } from '../src/cli/files.ts';
+import { decodeImage } from '../src/image/decode.ts';
+import { REPO_ROOT } from '../src/model/card.ts';
+import { preprocess } from '../src/model/preprocess.ts';
+import { ModelSession } from '../src/model/session.ts';
+import { Engine } from '../src/pipeline.ts';
+import { quantile } from '../src/eval/metrics.ts';
+
+const { values } = parseArgs({
+  options: {
+    dir: { type: 'string' },
+    n: { type: 'string', default: '300' },
+    batch: { type: 'string', default: '8' },
+    threads: { type: 'string' },
+    latency: { type: 'string', default: '60' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const N = Number(values.n);
+const BATCH = Number(values.batch);
+const LATENCY_N = Number(values.latency);
+const threads = values.threads === undefined ? undefined : Number(values.threads);
+for (const [k, v] of Object.entries({ n: N, batch: BATCH, latency: LATENCY_N })) {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`);
+}
+
+const log = (s: string): void => void process.stderr.write(s + '\n');
+
+/** Up to n files, alternating the classes of a DIR/{NORMAL,PNEUMONIA} layout when there is one. */
+async function pickFiles(dir: string, n: number): Promise<string[]> {
+  const classes = ['NORMAL', 'PNEUMONIA'].map((c) => join(dir, c)).filter((d) => existsSync(d));
+  const lists = classes.length > 0 ? await Promise.all(classes.map(listImages)) : [await listImages(dir)];
+  const out: string[] = [];
+  for (let i = 0; out.length < n && lists.some((l) => i < l.length); i++) {
+    for (const l of lists) if (i < l.length && out.length < n) out.push(l[i]);
+  }
+  return out;
+}
+
+/** Chest-like synthetic images: a dark background, two bright lung fields, ribs and noise. */
+async function synthesize(n: number): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  const W = 512;
+  const H = 512;
+  let s = 1;
+  const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  for (let k = 0; k < n; k++) {
+    const px = Buffer.alloc(W * H);
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const lung = Math.exp(-(((Math.abs(x - W / 2) - W / 5) / (W / 8)) ** 2) - ((y - H / 2) / (H / 3)) ** 2);
+        const rib = 0.15 * Math.max(0, Math.sin(y / 9 + k));
+        px[y * W + x] = Math.max(0, Math.min(255, 40 + 150 * (1 - lung) * 0.6 + 120 * lung * rib + 25 * rnd()));
+      }
+    }
+    out.push(await sharp(px, { raw: { width: W, height: H, channels: 1 } }).jpeg({ quality: 90 }).toBuffer());
+  }
+  return out;
+}
+
+async function timeit(fn: () => Promise<void>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+async function main(): Promise<void> {
+  const defaultDir = resolve(REPO_ROOT, '..', 'shared', 'data', 'chest_xray_train');
+  const dir = values.dir ?? (existsSync(defaultDir) ? defaultDir : undefined);
+  let bytes: Uint8Array[];
+  let source: string;
+  if (dir !== undefined) {
+    const files = await pickFiles(dir, N);
+    if (files.length === 0) throw new Error(`no images under ${dir}`);
+    bytes = await Promise.all(files.map((f) => readFile(f)));
+    source = `${files.length} files from ${dir}`;
+  } else {
+    bytes = await synthesize(N);
+    source = `${N} synthetic 512x512 JPEGs`;
+  }
+  log(`bench: ${source}, batch ${BATCH}`);
+
+  const engine = await Engine.load(threads !== undefined ? { threads } : {});
+  const card = engine.card;
+  // Engine keeps its session private: (a) uses a second session made exactly as Engine.load makes
+  // it (same model file, same card, same thread count), run one at a time with the engine's.
+  const session = await ModelSession.create(card.modelPath, card, { threads: engine.threads });
+  const hw = card.input.height * card.input.width;
+
+  // (a) preprocess everything once (untimed), then time only the session on batches
+  const tensors: Float32Array[] = [];
+  for (const b of bytes) tensors.push(preprocess((await decodeImage(b)).image, card));
+  const batches: Array<{ data: Float32Array; n: number }> = [];
+  for (let i = 0; i < tensors.length; i += BATCH) {
+    const part = tensors.slice(i, i + BATCH);
+    const data = new Float32Array(part.length * hw);
+    part.forEach((t, j) => data.set(t, j * hw));
+    batches.push({ data, n: part.length });
+  }
+  const chunks = (cam: boolean) => async (): Promise<void> => {
+    for (let i = 0; i < bytes.length; i += BATCH) {
+      const res = await engine.analyseMany(bytes.slice(i, i + BATCH), { cam });
+      const bad = res.find((r) => r instanceof Error);
+      if (bad) throw bad;
+    }
+  };
+
+  // warm-up of each path on one batch
+  await session.run(batches[0].data, batches[0].n);
+  await engine.analyseMany(bytes.slice(0, BATCH), { cam: true });
+
+  const load0 = loadavg()[0];
+  log('bench: (a) raw session ...');
+  const ta = await timeit(async () => {
+    for (const b of batches) await session.run(b.data, b.n);
+  });
+  log('bench: (b) pipeline, cam off ...');
+  const tb = await timeit(chunks(false));
+  log('bench: (c) pipeline, cam on ...');
+  const tc = await timeit(chunks(true));
+  log(`bench: latency of (c), ${Math.min(LATENCY_N, bytes.length)} single images ...`);
+  const lat: number[] = [];
+  for (const b of bytes.slice(0, LATENCY_N)) lat.push((await timeit(async () => void (await engine.analyse(b, { cam: true })))) * 1000);
+  lat.sort((x, y) => x - y);
+  const load1 = loadavg()[0];
+  await engine.dispose();
+  await session.dispose();
+
+  const n = bytes.length;
+  const r = {
+    images: n,
+    source,
+    batch: BATCH,
+    threads: session.threads,
+    model: `${card.name} ${card.version}`,
+    gflops_per_image: card.gflops_per_image ?? null,
+    a_raw_session_img_s: n / ta,
+    b_pipeline_img_s: n / tb,
+    c_pipeline_cam_img_s: n / tc,
+    ratio_b_over_a: ta / tb,
+    ratio_c_over_a: ta / tc,
+    latency_c_ms: { p50: quantile(lat, 0.5), p95: quantile(lat, 0.95), n: lat.length },
+    machine: {
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores: availableParallelism(),
+      memory_gib: Math.round(totalmem() / 2 ** 30),
+      node: process.version,
+      loadavg_1m_before: load0,
+      loadavg_1m_after: load1,
+    },
+  };
+  if (values.json) {
+    process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    return;
+  }
+  const f = (x: number): string => x.toFixed(1);
+  process.stdout.write(
+    [
+      `pneumolens bench: ${r.model}, ${source}`,
+      `machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memory_gib} GiB, node ${r.machine.node}, ORT threads ${r.threads}, load avg ${f(load0)} -> ${f(load1)}`,
+      `batch ${BATCH}${r.gflops_per_image !== null ? `, ${r.gflops_per_image} GFLOPs/image` : ''}`,
+      `(a) raw ONNX session on tensors   ${f(r.a_raw_session_img_s).padStart(8)} img/s${r.gflops_per_image !== null ? `  (${f(r.a_raw_session_img_s * r.gflops_per_image)} GFLOP/s)` : ''}`,
+      `(b) pipeline bytes -> prob        ${f(r.b_pipeline_img_s).padStart(8)} img/s   b/a = ${r.ratio_b_over_a.toFixed(2)}`,
+      `(c) pipeline + Grad-CAM overlay   ${f(r.c_pipeline_cam_img_s).padStart(8)} img/s   c/a = ${r.ratio_c_over_a.toFixed(2)}`,
+      `(c) single-image latency          p50 ${f(r.latency_c_ms.p50)} ms, p95 ${f(r.latency_c_ms.p95)} ms (n=${r.latency_c_ms.n})`,
+    ].join('\n') + '\n',
+  );
+}
+
+await main();

@@ -1,0 +1,63 @@
+/** Command-line parsing on node:util parseArgs, with typed number/choice checks that raise UsageError. */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UsageError } from './io.js';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+export interface Parsed {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
+export function parse(args: string[], options: Options): Parsed {
+  try {
+    const { values, positionals } = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    return { values: values as Parsed['values'], positionals };
+  } catch (e) {
+    // parseArgs errors read like "Unknown option '--x'. To specify a positional argument starting with a '-' ..."
+    const msg = e instanceof Error ? e.message.split('. To specify')[0] : String(e);
+    throw new UsageError(msg);
+  }
+}
+
+export function str(p: Parsed, name: string): string | undefined {
+  const v = p.values[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function flag(p: Parsed, name: string): boolean {
+  return p.values[name] === true;
+}
+
+/** A number option within [min, max]; `integer` demands a whole number. */
+export function num(p: Parsed, name: string, min: number, max: number, integer = false): number | undefined {
+  const raw = str(p, name);
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
+    throw new UsageError(`--${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got '${raw}'`);
+  }
+  return v;
+}
+
+export function choice<T extends string>(p: Parsed, name: string, choices: readonly T[]): T | undefined {
+  const raw = str(p, name);
+  if (raw === undefined) return undefined;
+  if (!(choices as readonly string[]).includes(raw)) throw new UsageError(`--${name} must be one of ${choices.join(', ')}, got '${raw}'`);
+  return raw as T;
+}
+
+/** Options every engine-using command accepts. */
+export const ENGINE_OPTIONS = {
+  model: { type: 'string' },
+  threads: { type: 'string' },
+} as const satisfies Options;
+
+export const ENGINE_HELP = `  --model CARD       model card JSON to use (default: $PNEUMOLENS_MODEL, else models/MODEL)
+  --threads N        ONNX Runtime intra-op threads`;
+
+export function engineOptions(p: Parsed): { card?: string; threads?: number } {
+  const card = str(p, 'model');
+  const threads = num(p, 'threads', 1, 256, true);
+  return { ...(card !== undefined ? { card } : {}), ...(threads !== undefined ? { threads } : {}) };
+}

@@ -1,0 +1,17 @@
+/** Loads the engine for a command (or reuses the one in Io) and always releases what it loaded. */
+import { resolve } from 'node:path';
+import type { Engine } from '../pipeline.js';
+import type { Io } from './io.js';
+
+export async function withEngine<T>(io: Io, opts: { card?: string; threads?: number }, fn: (engine: Engine) => Promise<T>): Promise<T> {
+  if (io.engine) return fn(io.engine);
+  // imported lazily so --help and usage errors never load ONNX Runtime
+  const { Engine } = await import('../pipeline.js');
+  const card = opts.card ?? (io.env.PNEUMOLENS_MODEL?.trim() || undefined);
+  const engine = await Engine.load({ ...opts, ...(card !== undefined ? { card: resolve(io.cwd, card) } : {}) });
+  try {
+    return await fn(engine);
+  } finally {
+    await engine.dispose();
+  }
+}

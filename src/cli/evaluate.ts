@@ -1,0 +1,196 @@
+/** `pneumolens evaluate`: metrics, JSON and HTML report on a labelled folder DIR/{NORMAL,PNEUMONIA}. */
+import { readdir, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { renderReport, worstErrors, type FailedItem, type GalleryItem, type ReportItem } from '../eval/report.js';
+import { curves, summarize, type MetricsSummary } from '../eval/summary.js';
+import type { Engine } from '../pipeline.js';
+import { ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
+import { analyseFiles } from './batch.js';
+import { withEngine } from './engine.js';
+import { listImages } from './files.js';
+import { EXIT_OK, UsageError, type Io } from './io.js';
+import { Progress } from './progress.js';
+
+export const help = `Usage: pneumolens evaluate [options] <dir>
+
+Evaluates the model on a labelled folder: <dir>/NORMAL and <dir>/PNEUMONIA (folder names
+matched case-insensitively against the model's labels), searched recursively for images.
+Files that cannot be analysed are counted and listed, not fatal.
+
+Options:
+  --json FILE        write every metric as JSON to FILE ('-' for stdout, which then carries only JSON)
+  --report FILE      write a self-contained HTML report (plots, sweep, worst errors with Grad-CAM)
+  --threshold X      decision threshold in [0, 1] (default: the model card's)
+  --limit N          use at most the first N images of each class
+  --gallery K        false positives and false negatives to show in the report (default 6 each)
+  --bootstrap N      bootstrap resamples for the AUC confidence interval (default 1000)
+  --seed S           bootstrap seed (default 42)
+  --batch N          images per inference batch (default 8)
+  --quiet            no progress bar
+${ENGINE_HELP}
+  -h, --help         this help
+
+Exit status: 0 on success (even when some files fail to decode), 1 when nothing could be
+evaluated or the model failed, 2 on a usage error. Research and education tool, not a medical device.
+`;
+
+/** The class folders under dir, matched case-insensitively to the labels. */
+export async function classFolders(dir: string, labels: readonly string[]): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => {
+    throw new UsageError(`${dir}: not a readable directory`);
+  });
+  return labels.map((label) => {
+    const hits = entries.filter((e) => e.isDirectory() && e.name.toLowerCase() === label.toLowerCase());
+    if (hits.length === 0) throw new UsageError(`${dir} has no ${label} folder (expected ${labels.map((l) => `${dir}/${l}`).join(' and ')})`);
+    if (hits.length > 1) throw new UsageError(`${dir} has several folders named like ${label}: ${hits.map((h) => h.name).join(', ')}`);
+    return join(dir, hits[0].name);
+  });
+}
+
+export interface EvaluationJson extends MetricsSummary {
+  model: { name: string; version: string };
+  dataset: string;
+  errors: FailedItem[];
+  predictions: ReportItem[];
+}
+
+function fmtPct(v: number | null): string {
+  return v === null ? 'n/a' : `${(v * 100).toFixed(1)}%`;
+}
+
+function fmt(v: number | null, d = 4): string {
+  return v === null ? 'n/a' : v.toFixed(d);
+}
+
+export function summaryText(e: EvaluationJson, labels: readonly string[]): string {
+  const c = e.confusion;
+  const ci = e.auc_ci95 ? ` (95% CI ${fmt(e.auc_ci95.lower)}-${fmt(e.auc_ci95.upper)})` : '';
+  const lines = [
+    `Model        ${e.model.name} ${e.model.version}`,
+    `Data         ${e.dataset}: ${e.n} images (${e.negatives} ${labels[0]}, ${e.positives} ${labels[1]})${e.errors.length ? `, ${e.errors.length} failed` : ''}`,
+    `Threshold    ${e.threshold}`,
+    `Accuracy     ${fmtPct(e.accuracy)}`,
+    `Sensitivity  ${fmtPct(e.sensitivity)}`,
+    `Specificity  ${fmtPct(e.specificity)}`,
+    `Precision    ${fmtPct(e.precision)}`,
+    `NPV          ${fmtPct(e.npv)}`,
+    `F1           ${fmt(e.f1)}`,
+    `ROC-AUC      ${fmt(e.auc)}${ci}`,
+    `PR-AUC       ${fmt(e.pr_auc)}`,
+    `Brier        ${fmt(e.brier)}`,
+    `ECE          ${fmt(e.ece)}`,
+    `Youden       ${e.youden ? `threshold ${fmt(e.youden.threshold)}, J ${fmt(e.youden.youden)}` : 'n/a'}`,
+    `Confusion    TP ${c.tp}  FP ${c.fp}  TN ${c.tn}  FN ${c.fn}`,
+  ];
+  return lines.join('\n') + '\n';
+}
+
+async function galleryWithOverlays(engine: Engine, gallery: GalleryItem[], root: string, io: Io, threshold: number): Promise<GalleryItem[]> {
+  const files = gallery.map((g) => join(root, g.file));
+  const out: GalleryItem[] = [];
+  let k = 0;
+  for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: true, threshold }, 4)) {
+    for (const o of outcomes) {
+      const g = gallery[k++];
+      out.push(o.result?.cam ? { ...g, overlayPng: o.result.cam.overlayPng } : g);
+    }
+  }
+  return out;
+}
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const p = parse(args, {
+    ...ENGINE_OPTIONS,
+    json: { type: 'string' },
+    report: { type: 'string' },
+    threshold: { type: 'string' },
+    limit: { type: 'string' },
+    gallery: { type: 'string' },
+    bootstrap: { type: 'string' },
+    seed: { type: 'string' },
+    batch: { type: 'string' },
+    quiet: { type: 'boolean' },
+  });
+  if (flag(p, 'help')) {
+    io.stdout.write(help);
+    return EXIT_OK;
+  }
+  if (p.positionals.length !== 1) throw new UsageError(p.positionals.length === 0 ? 'no data directory given' : 'give exactly one data directory');
+  const jsonOut = str(p, 'json');
+  const reportOut = str(p, 'report');
+  if (jsonOut === '' || reportOut === '') throw new UsageError('--json and --report need a file name');
+  const thresholdArg = num(p, 'threshold', 0, 1);
+  const limit = num(p, 'limit', 1, Number.MAX_SAFE_INTEGER, true);
+  const galleryK = num(p, 'gallery', 0, 100, true) ?? 6;
+  const resamples = num(p, 'bootstrap', 1, 100_000, true) ?? 1000;
+  const seed = num(p, 'seed', 0, 2 ** 32 - 1, true) ?? 42;
+  const batch = num(p, 'batch', 1, 256, true) ?? 8;
+  const engineOpts = engineOptions(p);
+  const dataDir = p.positionals[0];
+  const root = resolve(io.cwd, dataDir);
+
+  return withEngine(io, engineOpts, async (engine) => {
+    const labels = engine.card.labels;
+    const threshold = thresholdArg ?? engine.card.postprocessing.threshold;
+    const folders = await classFolders(root, labels);
+    const files: string[] = [];
+    const truths: Array<0 | 1> = [];
+    for (const [cls, folder] of folders.entries()) {
+      let found = await listImages(folder);
+      if (limit !== undefined) found = found.slice(0, limit);
+      for (const f of found) {
+        files.push(f);
+        truths.push(cls as 0 | 1);
+      }
+    }
+    if (files.length === 0) {
+      io.stderr.write(`pneumolens: no images found under ${dataDir}\n`);
+      return 1;
+    }
+
+    const progress = new Progress(files.length, io.stderr, 'evaluate ', flag(p, 'quiet') ? false : undefined);
+    const items: ReportItem[] = [];
+    const failures: FailedItem[] = [];
+    let k = 0;
+    for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: false, threshold }, batch)) {
+      for (const o of outcomes) {
+        const file = relative(root, o.file);
+        const truth = truths[k++];
+        if (o.result) items.push({ file, truth, probability: o.result.probability });
+        else failures.push({ file, code: o.error?.code ?? 'internal_error', message: o.error?.message ?? 'unknown error' });
+      }
+      progress.tick(outcomes.length, outcomes.filter((o) => o.error).length);
+    }
+    progress.finish();
+    for (const f of failures) io.stderr.write(`pneumolens: ${f.file}: ${f.code}: ${f.message}\n`);
+    if (items.length === 0) {
+      io.stderr.write(`pneumolens: none of the ${files.length} images could be analysed\n`);
+      return 1;
+    }
+
+    const y = items.map((i) => i.truth);
+    const prob = items.map((i) => i.probability);
+    const summary = summarize(y, prob, threshold, { bootstrap: { resamples, seed } });
+    const result: EvaluationJson = {
+      model: { name: engine.card.name, version: engine.card.version },
+      dataset: dataDir,
+      ...summary,
+      errors: failures,
+      predictions: items,
+    };
+
+    if (jsonOut !== undefined) {
+      const text = JSON.stringify(result, null, 2) + '\n';
+      if (jsonOut === '-') io.stdout.write(text);
+      else await writeFile(resolve(io.cwd, jsonOut), text);
+    }
+    if (jsonOut !== '-') io.stdout.write(summaryText(result, labels));
+    if (reportOut !== undefined) {
+      const gallery = await galleryWithOverlays(engine, worstErrors(items, threshold, galleryK), root, io, threshold);
+      const html = renderReport({ dataset: dataDir, card: engine.card, summary, curves: curves(y, prob), items, failures, gallery });
+      await writeFile(resolve(io.cwd, reportOut), html);
+      if (jsonOut !== '-') io.stdout.write(`Report       ${reportOut}\n`);
+    }
+    return EXIT_OK;
+  });
+}

@@ -1,0 +1,67 @@
+/**
+ * Predict output: one row per file, rendered as an aligned table, CSV or JSON. Columns are listed
+ * once in COLUMNS; JSON carries every result field except the bulky ones, so fields the engine adds
+ * later (e.g. rejected / reason / uncertainty) appear without changes here.
+ */
+import type { AnalysisResult } from '../types.js';
+import type { FileOutcome } from './batch.js';
+
+export interface PredictRow extends FileOutcome {
+  /** Path of the written Grad-CAM overlay, with --cam. */
+  camFile?: string;
+}
+
+interface Column {
+  header: string;
+  value(row: PredictRow): string;
+}
+
+const prob = (r: AnalysisResult): string => r.probability.toFixed(4);
+
+export const COLUMNS: Column[] = [
+  { header: 'file', value: (row) => row.file },
+  { header: 'label', value: (row) => row.result?.label ?? '' },
+  { header: 'probability', value: (row) => (row.result ? prob(row.result) : '') },
+  { header: 'threshold', value: (row) => (row.result ? String(row.result.threshold) : '') },
+  { header: 'logit', value: (row) => (row.result ? row.result.logit.toFixed(4) : '') },
+  { header: 'width', value: (row) => (row.result ? String(row.result.image.width) : '') },
+  { header: 'height', value: (row) => (row.result ? String(row.result.image.height) : '') },
+  { header: 'format', value: (row) => row.result?.image.format ?? '' },
+  { header: 'warnings', value: (row) => row.result?.warnings.join('; ') ?? '' },
+  { header: 'cam_file', value: (row) => row.camFile ?? '' },
+  { header: 'error_code', value: (row) => row.error?.code ?? '' },
+  { header: 'error_message', value: (row) => row.error?.message ?? '' },
+];
+
+/** The table shows the few columns a person reads; errors replace the label. */
+const TABLE_COLUMNS = ['file', 'label', 'probability', 'threshold'];
+
+function csvCell(s: string): string {
+  return /[",\n\r]/.test(s) || /^[=+\-@]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function csvHeader(): string {
+  return COLUMNS.map((c) => c.header).join(',') + '\n';
+}
+
+export function csvRow(row: PredictRow): string {
+  return COLUMNS.map((c) => csvCell(c.value(row))).join(',') + '\n';
+}
+
+export function jsonRow(row: PredictRow): Record<string, unknown> {
+  if (row.error) return { file: row.file, error: row.error };
+  const { cam, timings_ms: _timings, ...rest } = row.result as AnalysisResult;
+  return { file: row.file, ...rest, ...(row.camFile ? { cam_file: row.camFile } : {}) };
+}
+
+export function table(rows: PredictRow[]): string {
+  const cols = COLUMNS.filter((c) => TABLE_COLUMNS.includes(c.header));
+  const head = cols.map((c) => c.header.toUpperCase());
+  const ok = rows.filter((r) => !r.error).map((r) => cols.map((c) => c.value(r)));
+  const widths = head.map((h, j) => Math.max(h.length, ...ok.map((r) => r[j].length), ...rows.filter((r) => r.error).map((r) => (j === 0 ? r.file.length : 0))));
+  const line = (cells: string[]): string => cells.map((v, j) => (j === cells.length - 1 ? v : v.padEnd(widths[j]))).join('  ').trimEnd() + '\n';
+  return (
+    line(head) +
+    rows.map((r) => (r.error ? line([r.file, `ERROR ${r.error.code}: ${r.error.message}`]) : line(cols.map((c) => c.value(r))))).join('')
+  );
+}

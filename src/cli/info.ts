@@ -1,0 +1,34 @@
+/** `pneumolens info`: the model card in words. */
+import { describeCard } from '../eval/card.js';
+import { ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, parse } from './args.js';
+import { withEngine } from './engine.js';
+import { EXIT_OK, UsageError, type Io } from './io.js';
+
+export const help = `Usage: pneumolens info [options]
+
+Describes the model: name, version, architecture, size, input and preprocessing, threshold and
+how it was chosen, temperature, validation metrics, intended use and limitations.
+
+Options:
+  --json             print the model card JSON instead
+${ENGINE_HELP}
+  -h, --help         this help
+`;
+
+export function cardText(rows: Array<[string, string]>): string {
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n') + '\n\nResearch and education tool, not a medical device.\n';
+}
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const p = parse(args, { ...ENGINE_OPTIONS, json: { type: 'boolean' } });
+  if (flag(p, 'help')) {
+    io.stdout.write(help);
+    return EXIT_OK;
+  }
+  if (p.positionals.length > 0) throw new UsageError(`info takes no arguments, got '${p.positionals[0]}'`);
+  return withEngine(io, engineOptions(p), async (engine) => {
+    io.stdout.write(flag(p, 'json') ? JSON.stringify(engine.card, null, 2) + '\n' : cardText(describeCard(engine.card)));
+    return EXIT_OK;
+  });
+}

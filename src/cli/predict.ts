@@ -1,0 +1,116 @@
+/** `pneumolens predict`: probability and label for each image, as a table, CSV or JSON. */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import type { AnalyseOptions, Colormap } from '../types.js';
+import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
+import { analyseFiles } from './batch.js';
+import { withEngine } from './engine.js';
+import { expandInputs } from './files.js';
+import { csvHeader, csvRow, jsonRow, table, type PredictRow } from './format.js';
+import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
+import { Progress } from './progress.js';
+
+export const help = `Usage: pneumolens predict [options] <file|dir|glob>...
+
+Predicts NORMAL / PNEUMONIA for each image. Directories are searched recursively for
+.jpg .jpeg .png .webp .tif .tiff .dcm files (and extensionless files that look like images);
+quote globs such as 'data/**/*.png' to let pneumolens expand them.
+
+Options:
+  --json             print JSON to stdout
+  --csv              print CSV to stdout
+  --cam DIR          write the Grad-CAM overlay of each image to DIR as <name>.cam.png
+  --threshold X      decision threshold in [0, 1] (default: the model card's)
+  --colormap NAME    overlay colormap: jet, viridis, inferno (default jet)
+  --alpha A          overlay opacity in [0, 1] (default 0.45)
+  --batch N          images per inference batch (default 8)
+  --quiet            no progress bar
+${ENGINE_HELP}
+  -h, --help         this help
+
+Exit status: 0 when every input was analysed, 1 when some input failed (the others are still
+reported), 2 on a usage error. Research and education tool, not a medical device.
+`;
+
+const COLORMAPS = ['jet', 'viridis', 'inferno'] as const satisfies readonly Colormap[];
+
+/** A flat, unique-enough overlay name: the input's path relative to cwd with separators as "__". */
+export function camFileName(file: string, cwd: string): string {
+  const abs = resolve(cwd, file);
+  let rel = relative(cwd, abs);
+  if (rel.startsWith('..') || isAbsolute(rel)) rel = abs.replace(/^[/\\]+/, '');
+  return rel.replace(/\.[^./\\]+$/, '').replace(/[/\\:]+/g, '__') + '.cam.png';
+}
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const p = parse(args, {
+    ...ENGINE_OPTIONS,
+    json: { type: 'boolean' },
+    csv: { type: 'boolean' },
+    cam: { type: 'string' },
+    threshold: { type: 'string' },
+    colormap: { type: 'string' },
+    alpha: { type: 'string' },
+    batch: { type: 'string' },
+    quiet: { type: 'boolean' },
+  });
+  if (flag(p, 'help')) {
+    io.stdout.write(help);
+    return EXIT_OK;
+  }
+  if (flag(p, 'json') && flag(p, 'csv')) throw new UsageError('choose one of --json and --csv');
+  if (p.positionals.length === 0) throw new UsageError('no input files given');
+  const camDir = str(p, 'cam');
+  if (camDir === '') throw new UsageError('--cam needs a directory');
+  const threshold = num(p, 'threshold', 0, 1);
+  const colormap = choice(p, 'colormap', COLORMAPS);
+  const alpha = num(p, 'alpha', 0, 1);
+  const batch = num(p, 'batch', 1, 256, true) ?? 8;
+  const engineOpts = engineOptions(p);
+
+  const { files, missing } = await expandInputs(p.positionals, io.cwd);
+  for (const m of missing) io.stderr.write(`pneumolens: ${m}: no such file, or no images found\n`);
+  if (files.length === 0) return EXIT_FAILED;
+
+  const opts: AnalyseOptions = {
+    cam: camDir !== undefined,
+    ...(threshold !== undefined ? { threshold } : {}),
+    ...(colormap !== undefined ? { colormap } : {}),
+    ...(alpha !== undefined ? { alpha } : {}),
+  };
+  const camAbs = camDir === undefined ? undefined : resolve(io.cwd, camDir);
+  if (camAbs) await mkdir(camAbs, { recursive: true });
+
+  return withEngine(io, engineOpts, async (engine) => {
+    const progress = new Progress(files.length, io.stderr, 'predict ', flag(p, 'quiet') ? false : undefined);
+    const rows: PredictRow[] = [];
+    if (flag(p, 'csv')) io.stdout.write(csvHeader());
+    for await (const outcomes of analyseFiles(engine, files, io.cwd, opts, batch)) {
+      for (const o of outcomes) {
+        const row: PredictRow = { ...o };
+        if (camAbs && o.result?.cam) {
+          const name = camFileName(o.file, io.cwd);
+          await writeFile(join(camAbs, name), o.result.cam.overlayPng);
+          row.camFile = join(camDir as string, name);
+          delete o.result.cam; // the PNG is on disk; do not hold every overlay in memory
+        }
+        rows.push(row);
+        if (flag(p, 'csv')) io.stdout.write(csvRow(row));
+      }
+      progress.tick(outcomes.length, outcomes.filter((o) => o.error).length);
+    }
+    progress.finish();
+    const failed = rows.filter((r) => r.error);
+    for (const r of failed) io.stderr.write(`pneumolens: ${r.file}: ${r.error!.code}: ${r.error!.message}\n`);
+    if (flag(p, 'json')) {
+      io.stdout.write(JSON.stringify({ model: { name: engine.card.name, version: engine.card.version }, results: rows.map(jsonRow) }, null, 2) + '\n');
+    } else if (!flag(p, 'csv')) {
+      io.stdout.write(table(rows));
+    }
+    if (failed.length > 0 || missing.length > 0) {
+      io.stderr.write(`pneumolens: ${failed.length + missing.length} input(s) failed, ${rows.length - failed.length} analysed\n`);
+      return EXIT_FAILED;
+    }
+    return EXIT_OK;
+  });
+}

@@ -1,0 +1,31 @@
+/** `pneumolens serve`: starts the web server (src/server). */
+import { flag, num, parse, str } from './args.js';
+import { EXIT_OK, UsageError, type Io } from './io.js';
+
+export const help = `Usage: pneumolens serve [options]
+
+Starts the web interface and the HTTP API.
+
+Options:
+  --port N           TCP port (default: $PORT, else 8080)
+  --host H           interface to listen on (default: $HOST, else 127.0.0.1)
+
+Serves until SIGINT/SIGTERM, then finishes the requests in flight. The model is the one named by
+$PNEUMOLENS_MODEL, else models/MODEL.
+  -h, --help         this help
+`;
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const p = parse(args, { port: { type: 'string' }, host: { type: 'string' } });
+  if (flag(p, 'help')) {
+    io.stdout.write(help);
+    return EXIT_OK;
+  }
+  if (p.positionals.length > 0) throw new UsageError(`serve takes no arguments, got '${p.positionals[0]}'`);
+  const port = num(p, 'port', 0, 65535, true);
+  const host = str(p, 'host');
+  // imported lazily: the other commands never load the web stack
+  const { startServer } = await import('../server/start.js');
+  await startServer({ ...(port !== undefined ? { port } : {}), ...(host !== undefined ? { host } : {}) });
+  return EXIT_OK;
+}
