@@ -101,14 +101,22 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/** Keys of the loaded card that describe this machine, not the model (absolute file paths). */
+const LOCAL_CARD_KEYS = new Set(['cardPath', 'modelPath']);
+
+/** The card as served by GET /api/model: no local paths, long numeric arrays summarised. */
+export function publicCard(card: object): unknown {
+  return compactArrays(Object.fromEntries(Object.entries(card).filter(([k]) => !LOCAL_CARD_KEYS.has(k))));
+}
+
 /** Replaces long numeric arrays (weights, gate statistics) with a summary; copies the rest. */
-export function publicCard(value: unknown): unknown {
+function compactArrays(value: unknown): unknown {
   if (Array.isArray(value)) {
     if (value.length > 64 && value.every((v) => typeof v === 'number')) return { omitted: true, length: value.length };
-    return value.map(publicCard);
+    return value.map(compactArrays);
   }
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, publicCard(v)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, compactArrays(v)]));
   }
   return value;
 }
@@ -328,7 +336,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         return toPredictResponse(result, {
           [input.source === 'url' ? 'fetch' : 'upload']: round(t1 - t0, 1),
           queue: round(started - t1, 1),
-          total: round(t2 - t0, 1),
+          server_total: round(t2 - t0, 1),
         });
       } finally {
         clearTimeout(timer);

@@ -172,7 +172,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 format: { type: 'string', enum: ['jpeg', 'png', 'webp', 'tiff', 'dicom'] },
               },
             },
-            timings_ms: { type: 'object', additionalProperties: { type: 'number' }, description: 'Per stage, plus queue wait and total.' },
+            timings_ms: { type: 'object', additionalProperties: { type: 'number' }, description: 'Per stage (decode, preprocess, infer, explain, total), plus upload or fetch, queue wait and server_total.' },
             gradcam: { type: 'string', nullable: true, description: 'PNG data URL of the Grad-CAM overlay; null when cam=false.' },
             gradcam_map: {
               type: 'object',

@@ -107,7 +107,7 @@ export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: nu
 export async function startServer(opts: { port?: number; host?: string } = {}): Promise<void> {
   const env = serverOptionsFromEnv();
   const { Engine } = await import('../pipeline.js');
-  const loading: Promise<PredictEngine & { dispose(): void }> = Engine.load({
+  const loading: Promise<PredictEngine & { dispose(): void | Promise<void> }> = Engine.load({
     ...(process.env.PNEUMOLENS_MODEL ? { card: process.env.PNEUMOLENS_MODEL } : {}),
   });
   loading.catch(() => undefined); // handled below, after listen
@@ -123,10 +123,10 @@ export async function startServer(opts: { port?: number; host?: string } = {}): 
     });
   } catch (e) {
     // e.g. the port is taken: release the engine once it has loaded
-    loading.then((engine) => engine.dispose(), () => undefined);
+    loading.then((engine) => engine.dispose(), () => undefined).catch(() => undefined);
     throw e;
   }
-  let engine: (PredictEngine & { dispose(): void }) | undefined;
+  let engine: (PredictEngine & { dispose(): void | Promise<void> }) | undefined;
   try {
     engine = await loading;
   } catch (e) {
@@ -135,5 +135,5 @@ export async function startServer(opts: { port?: number; host?: string } = {}): 
   }
   running.app.log.info({ url: running.url, model: `${engine.card.name} ${engine.card.version}` }, 'pneumolens is ready');
   await running.closed;
-  engine.dispose();
+  await engine.dispose();
 }
