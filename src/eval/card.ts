@@ -42,7 +42,7 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
   rows.push(['Model', `${card.name} ${card.version}`]);
   if (card.architecture) rows.push(['Architecture', card.architecture]);
   if (card.parameters !== undefined) rows.push(['Parameters', `${humanCount(card.parameters)} (${card.parameters})`]);
-  if (card.gflops_per_image !== undefined) rows.push(['Compute', `${num(card.gflops_per_image)} GFLOPs per image`]);
+  if (card.gflops_per_image !== undefined) rows.push(['Compute', `${Number(card.gflops_per_image.toPrecision(3))} GFLOPs per image`]);
   if (card.labels) rows.push(['Labels', `${card.labels.join(', ')} (probability is for ${card.labels[1] ?? 'label 1'})`]);
   if (card.input) rows.push(['Input', `${card.input.channels ?? 1} channel${(card.input.channels ?? 1) === 1 ? '' : 's'}, ${card.input.width} x ${card.input.height}`]);
   const pre = card.preprocessing;

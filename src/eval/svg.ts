@@ -9,7 +9,7 @@ export function esc(s: string): string {
 
 const W = 360;
 const H = 300;
-const M = { left: 50, right: 14, top: 28, bottom: 44 };
+const M = { left: 50, right: 14, top: 40, bottom: 44 };
 const PW = W - M.left - M.right;
 const PH = H - M.top - M.bottom;
 
@@ -71,11 +71,13 @@ export function plot(opts: {
   parts.push(`<text x="${W / 2}" y="16" font-size="13" font-weight="bold" text-anchor="middle">${esc(opts.title)}</text>`);
   parts.push(`<text x="${M.left + PW / 2}" y="${H - 8}" font-size="11" text-anchor="middle">${esc(opts.xLabel)}</text>`);
   parts.push(`<text x="12" y="${M.top + PH / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${M.top + PH / 2})">${esc(opts.yLabel)}</text>`);
-  (opts.legend ?? []).forEach((l, i) => {
-    const ly = M.top + 10 + i * 14;
-    parts.push(`<rect x="${M.left + PW - 110}" y="${ly - 5}" width="10" height="10" fill="${l.color}" fill-opacity="0.7"/>`);
-    parts.push(`<text x="${M.left + PW - 96}" y="${ly}" font-size="10" dominant-baseline="middle">${esc(l.label)}</text>`);
-  });
+  // legend in one row between the title and the frame, so it never hides data
+  let lx = M.left;
+  for (const l of opts.legend ?? []) {
+    parts.push(`<rect x="${lx}" y="${M.top - 15}" width="10" height="10" fill="${l.color}" fill-opacity="0.7"/>`);
+    parts.push(`<text x="${lx + 14}" y="${M.top - 10}" font-size="10" dominant-baseline="middle">${esc(l.label)}</text>`);
+    lx += 24 + l.label.length * 6;
+  }
   parts.push('</svg>');
   return parts.join('\n');
 }
@@ -157,7 +159,7 @@ export function histogramPlot(series: Array<{ label: string; color: string; valu
     for (const v of s.values) c[Math.min(bins - 1, Math.max(0, Math.floor(v * bins)))]++;
     return c;
   });
-  const yMax = Math.max(1, ...counts.flat());
+  const yMax = Math.max(1, ...counts.flat()) * 1.08;
   return plot({
     title: 'Score histogram by true class',
     xLabel: 'Predicted probability of PNEUMONIA',
