@@ -6,7 +6,9 @@
  * plus single-image latency p50/p95 of (c). Files are read into memory first, so disk I/O is not
  * timed. Prints numbers; not a test.
  *
- *   npm run bench -- [--dir DIR] [--n 300] [--batch 8] [--threads T] [--latency 60] [--json]
+ *   npm run bench -- [--dir DIR | --synthetic] [--n 300] [--batch 8] [--threads T] [--latency 60] [--json]
+ *
+ * Images: --dir DIR, else ../shared/data/chest_xray_train when it exists, else synthetic JPEGs.
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -30,6 +32,7 @@ const { values } = parseArgs({
     threads: { type: 'string' },
     latency: { type: 'string', default: '60' },
     json: { type: 'boolean', default: false },
+    synthetic: { type: 'boolean', default: false },
   },
 });
 const N = Number(values.n);
@@ -82,7 +85,7 @@ async function timeit(fn: () => Promise<void>): Promise<number> {
 
 async function main(): Promise<void> {
   const defaultDir = resolve(REPO_ROOT, '..', 'shared', 'data', 'chest_xray_train');
-  const dir = values.dir ?? (existsSync(defaultDir) ? defaultDir : undefined);
+  const dir = values.synthetic ? undefined : (values.dir ?? (existsSync(defaultDir) ? defaultDir : undefined));
   let bytes: Uint8Array[];
   let source: string;
   if (dir !== undefined) {
@@ -176,8 +179,8 @@ async function main(): Promise<void> {
       `machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memory_gib} GiB, node ${r.machine.node}, ORT threads ${r.threads}, load avg ${f(load0)} -> ${f(load1)}`,
       `batch ${BATCH}${r.gflops_per_image !== null ? `, ${r.gflops_per_image} GFLOPs/image` : ''}`,
       `(a) raw ONNX session on tensors   ${f(r.a_raw_session_img_s).padStart(8)} img/s${r.gflops_per_image !== null ? `  (${f(r.a_raw_session_img_s * r.gflops_per_image)} GFLOP/s)` : ''}`,
-      `(b) pipeline bytes -> prob        ${f(r.b_pipeline_img_s).padStart(8)} img/s   b/a = ${r.ratio_b_over_a.toFixed(2)}`,
-      `(c) pipeline + Grad-CAM overlay   ${f(r.c_pipeline_cam_img_s).padStart(8)} img/s   c/a = ${r.ratio_c_over_a.toFixed(2)}`,
+      `(b) pipeline bytes -> prob        ${f(r.b_pipeline_img_s).padStart(8)} img/s   b/a = ${r.ratio_b_over_a.toPrecision(3)}`,
+      `(c) pipeline + Grad-CAM overlay   ${f(r.c_pipeline_cam_img_s).padStart(8)} img/s   c/a = ${r.ratio_c_over_a.toPrecision(3)}`,
       `(c) single-image latency          p50 ${f(r.latency_c_ms.p50)} ms, p95 ${f(r.latency_c_ms.p95)} ms (n=${r.latency_c_ms.n})`,
     ].join('\n') + '\n',
   );
