@@ -130,3 +130,25 @@ describe('CLI usage errors (no model needed)', () => {
     expect(i.out.join('')).toContain('evaluate');
   });
 });
+
+describe('Progress', () => {
+  it('draws on a terminal only, for more than one item, and erases itself', async () => {
+    const { Progress } = await import('../src/cli/progress.js');
+    const tty: string[] = [];
+    const p = new Progress(3, { write: (s: string) => tty.push(s), isTTY: true, columns: 100 }, 'x ');
+    p.tick(1);
+    p.tick(2, 1);
+    p.finish();
+    expect(tty[0]).toMatch(/^\rx \[#+-+\] 1\/3 /);
+    expect(tty.at(-2)).toMatch(/^\rx \[#{30}\] 3\/3 .*1 failed/);
+    expect(tty.at(-1)).toMatch(/^\r +\r$/);
+    const piped: string[] = [];
+    const q = new Progress(3, { write: (s: string) => piped.push(s) });
+    q.tick(3);
+    q.finish();
+    expect(piped).toEqual([]);
+    const single: string[] = [];
+    new Progress(1, { write: (s: string) => single.push(s), isTTY: true }).tick();
+    expect(single).toEqual([]);
+  });
+});
