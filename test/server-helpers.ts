@@ -76,6 +76,17 @@ export function grayPng(width = 32, height = 32, level = 100): Buffer {
   return makePng({ width, height, channels: 1, bitDepth: 8, samples });
 }
 
+/** A gray PNG of noise: does not compress, so its size is about width*height bytes. */
+export function noisePng(width: number, height: number): Buffer {
+  const samples = new Uint8Array(width * height);
+  let x = 12345;
+  for (let i = 0; i < samples.length; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    samples[i] = x >>> 24;
+  }
+  return makePng({ width, height, channels: 1, bitDepth: 8, samples });
+}
+
 /** A PNG whose header claims 100000 x 100000 pixels (a decompression bomb). */
 export function pixelBombPng(): Buffer {
   return makePng({ width: 16, height: 16, channels: 1, bitDepth: 8, samples: new Uint8Array(256), headerSize: { width: 100_000, height: 100_000 } });

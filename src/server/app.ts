@@ -210,6 +210,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     }
   });
 
+  // While shutting down, answers close their connection so keep-alive sockets do not hold close().
+  app.addHook('onSend', async (_req, reply) => {
+    if (state.status === 'shutting_down') reply.header('connection', 'close');
+  });
+
   app.setErrorHandler((err, req, reply) => {
     const mapped = mapError(err, maxUploadText);
     if (mapped.unexpected) req.log.error({ err }, 'unexpected error');
