@@ -2,7 +2,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { colormapLut } from '../src/explain/colormaps.ts';
 import { gradCam, gradCamAlphas, weightedCam } from '../src/explain/gradcam.ts';
-import { blendOverlay, overlaySize, renderOverlay } from '../src/explain/overlay.ts';
+import { blendOverlay, overlayBase, overlaySize, renderOverlay } from '../src/explain/overlay.ts';
 import { headLogit } from '../src/model/session.ts';
 import { PneumoError } from '../src/errors.ts';
 
@@ -66,12 +66,13 @@ describe('colormaps', () => {
 
 describe('overlay', () => {
   const image = { data: new Float32Array(32 * 16).fill(100), width: 32, height: 16, channels: 1 as const };
+  const base = { data: image.data, width: 32, height: 16 };
   const cam = { map: Float32Array.from([0, 1, 1, 0]), width: 2, height: 2 };
 
   it('alpha 0 shows only the image, alpha 1 only the colour-mapped CAM', () => {
-    const plain = blendOverlay(image, cam, { alpha: 0 });
+    const plain = blendOverlay(base, cam, { alpha: 0 });
     expect(plain.rgb.every((v) => v === 100)).toBe(true);
-    const heat = blendOverlay(image, cam, { alpha: 1, colormap: 'jet' });
+    const heat = blendOverlay(base, cam, { alpha: 1, colormap: 'jet' });
     expect(Array.from(heat.rgb.subarray(0, 3))).toEqual([0, 0, 128]); // top-left is cam 0
     const last = (32 * 16 - 1) * 3; // bottom-right is cam 0 too, bottom-left/top-right 1
     expect(Array.from(heat.rgb.subarray(last, last + 3))).toEqual([0, 0, 128]);
@@ -80,7 +81,7 @@ describe('overlay', () => {
   });
 
   it('blends with the opacity', () => {
-    const half = blendOverlay(image, { map: new Float32Array(4), width: 2, height: 2 }, { alpha: 0.5, colormap: 'jet' });
+    const half = blendOverlay(base, { map: new Float32Array(4), width: 2, height: 2 }, { alpha: 0.5, colormap: 'jet' });
     expect(Array.from(half.rgb.subarray(0, 3))).toEqual([50, 50, 114]);
   });
 
@@ -90,11 +91,13 @@ describe('overlay', () => {
     const png = await renderOverlay(image, cam, { maxSide: 16, colormap: 'inferno' });
     const meta = await sharp(png).metadata();
     expect([meta.format, meta.width, meta.height, meta.channels]).toEqual(['png', 16, 8, 3]);
+    const small = await overlayBase({ data: new Float32Array(64 * 32).fill(300), width: 64, height: 32, channels: 1 }, 16);
+    expect([small.width, small.height, small.data[0]]).toEqual([16, 8, 255]); // clamped, then downscaled
   });
 
   it('rejects a bad opacity or colormap with 400', () => {
     for (const opts of [{ alpha: 1.2 }, { alpha: NaN }, { colormap: 'rainbow' as never }]) {
-      expect(() => blendOverlay(image, cam, opts)).toThrow(PneumoError);
+      expect(() => blendOverlay(base, cam, opts)).toThrow(PneumoError);
     }
   });
 });

@@ -4,8 +4,8 @@
  * computation so front ends can re-render with another colormap or opacity.
  */
 import { PneumoError } from '../errors.ts';
-import { resizeAntialias, upsampleBilinear } from '../image/resample.ts';
-import { encodePng } from '../image/sharp-io.ts';
+import { upsampleBilinear } from '../image/resample.ts';
+import { encodePng, resizeGray8 } from '../image/sharp-io.ts';
 import { toGray } from '../model/preprocess.ts';
 import type { Colormap, RawImage } from '../types.ts';
 import { COLORMAPS, colormapLut } from './colormaps.ts';
@@ -43,25 +43,41 @@ export function overlaySize(width: number, height: number, maxSide: number): { w
   return { width: Math.max(1, Math.round(width * s)), height: Math.max(1, Math.round(height * s)) };
 }
 
-/** Blends the colour-mapped CAM over the grayscale image; returns interleaved 8-bit RGB. */
-export function blendOverlay(image: RawImage, cam: CamMap, opts: OverlayOptions = {}): { rgb: Uint8Array; width: number; height: number } {
-  const { colormap, alpha, maxSide } = checkOverlayOptions(opts);
+/** A single-channel image in 0..255 at the overlay size. */
+export interface GrayBase {
+  data: ArrayLike<number>;
+  width: number;
+  height: number;
+}
+
+/** The grayscale image at overlay size (downscaled with sharp when larger than maxSide). */
+export async function overlayBase(image: RawImage, maxSide = DEFAULT_MAX_SIDE): Promise<GrayBase> {
+  const gray = image.channels === 1 ? image.data : toGray(image);
   const { width, height } = overlaySize(image.width, image.height, maxSide);
-  const gray = toGray(image);
-  const base = width === image.width && height === image.height ? gray : resizeAntialias(gray, image.width, image.height, width, height);
+  if (width === image.width && height === image.height) return { data: gray, width, height };
+  const gray8 = new Uint8Array(gray.length);
+  for (let i = 0; i < gray.length; i++) gray8[i] = Math.round(Math.min(255, Math.max(0, gray[i])));
+  return { data: await resizeGray8(gray8, image.width, image.height, width, height), width, height };
+}
+
+/** Blends the colour-mapped CAM (upsampled to the base size) over the gray base; 8-bit RGB out. */
+export function blendOverlay(base: GrayBase, cam: CamMap, opts: OverlayOptions = {}): { rgb: Uint8Array; width: number; height: number } {
+  const { colormap, alpha } = checkOverlayOptions(opts);
+  const { width, height, data } = base;
   const heat = upsampleBilinear(cam.map, cam.width, cam.height, width, height);
   const lut = colormapLut(colormap);
   const rgb = new Uint8Array(width * height * 3);
   for (let p = 0; p < width * height; p++) {
-    const g = base[p] * (1 - alpha);
+    const g = data[p] * (1 - alpha);
     const idx = Math.round(Math.min(1, Math.max(0, heat[p])) * 255) * 3;
     for (let c = 0; c < 3; c++) rgb[p * 3 + c] = Math.round(Math.min(255, Math.max(0, g + alpha * lut[idx + c])));
   }
   return { rgb, width, height };
 }
 
-/** The overlay as a PNG. */
+/** The overlay as a PNG at the image size, longest side capped at maxSide. */
 export async function renderOverlay(image: RawImage, cam: CamMap, opts: OverlayOptions = {}): Promise<Buffer> {
-  const { rgb, width, height } = blendOverlay(image, cam, opts);
+  const { maxSide } = checkOverlayOptions(opts);
+  const { rgb, width, height } = blendOverlay(await overlayBase(image, maxSide), cam, opts);
   return encodePng(rgb, width, height, 3);
 }

@@ -52,16 +52,18 @@ export function resizeAntialias(src: Float32Array, width: number, height: number
   if (outWidth < 1 || outHeight < 1) throw new Error(`resizeAntialias: bad output size ${outWidth}x${outHeight}`);
   let cur = src;
   if (outWidth !== width) {
-    const f = antialiasWeights(width, outWidth);
+    const { start, count, offset, weights } = antialiasWeights(width, outWidth);
     const next = new Float32Array(outWidth * height);
     for (let y = 0; y < height; y++) {
       const row = y * width;
+      const dst = y * outWidth;
       for (let i = 0; i < outWidth; i++) {
         let acc = 0;
-        const s = row + f.start[i];
-        const o = f.offset[i];
-        for (let k = 0; k < f.count[i]; k++) acc += f.weights[o + k] * cur[s + k];
-        next[y * outWidth + i] = acc;
+        const s = row + start[i];
+        const o = offset[i];
+        const n = count[i];
+        for (let k = 0; k < n; k++) acc += weights[o + k] * cur[s + k];
+        next[dst + i] = acc;
       }
     }
     cur = next;

@@ -57,6 +57,16 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
   }
 }
 
+/** Downscales an 8-bit gray image for display (previews, overlays; not for model input). */
+export async function resizeGray8(pixels: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Promise<Uint8Array> {
+  const out = await sharp(pixels, { raw: { width, height, channels: 1 } })
+    .resize(outWidth, outHeight, { fit: 'fill' })
+    .toColourspace('b-w')
+    .raw()
+    .toBuffer();
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+}
+
 /** Encodes interleaved 8-bit pixels (1..4 channels) as PNG. */
 export async function encodePng(
   pixels: Uint8Array,
@@ -64,5 +74,5 @@ export async function encodePng(
   height: number,
   channels: 1 | 2 | 3 | 4,
 ): Promise<Buffer> {
-  return sharp(pixels, { raw: { width, height, channels } }).png({ compressionLevel: 6 }).toBuffer();
+  return sharp(pixels, { raw: { width, height, channels } }).png({ compressionLevel: 4 }).toBuffer();
 }
