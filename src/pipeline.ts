@@ -9,7 +9,7 @@ import { decodeImage, type DecodeOptions } from './image/decode.ts';
 import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
 import { checkThreshold, postprocess } from './model/postprocess.ts';
 import { preprocess } from './model/preprocess.ts';
-import { ModelSession } from './model/session.ts';
+import { ModelSession, type InferenceOutput } from './model/session.ts';
 import type { AnalyseOptions, AnalysisResult, DecodedImage } from './types.ts';
 
 export interface EngineOptions {
@@ -84,7 +84,9 @@ export class Engine {
   async analyseMany(items: Uint8Array[], opts: AnalyseOptions = {}): Promise<Array<AnalysisResult | PneumoError>> {
     const results = await this.run(items, opts);
     return results.map((r) =>
-      r instanceof PneumoError || !(r instanceof Error) ? r : new PneumoError(500, 'internal_error', 'Internal error while analysing the image.', { cause: r.message }),
+      r instanceof PneumoError || !(r instanceof Error)
+        ? r
+        : Object.assign(new PneumoError(500, 'internal_error', 'Internal error while analysing the image.'), { cause: r }),
     );
   }
 
@@ -97,20 +99,25 @@ export class Engine {
     if (opts.threshold !== undefined) checkThreshold(opts.threshold);
     const wantCam = opts.cam ?? true;
     if (wantCam) checkOverlayOptions({ colormap: opts.colormap, alpha: opts.alpha });
-    const prepared = await Promise.all(items.map((b) => this.prepare(b).catch((e: unknown) => toError(e))));
-    const out: Array<AnalysisResult | Error> = prepared.map((p) => (p instanceof Error ? p : new Error('not analysed')));
-    const ok = prepared.flatMap((p, i) => (p instanceof Error ? [] : [{ p, i }]));
+    const out: Array<AnalysisResult | Error> = [];
     const maxBatch = this.opts.maxBatch ?? 16;
     const { height: H, width: W } = this.card.input;
-    for (let start = 0; start < ok.length; start += maxBatch) {
-      const chunk = ok.slice(start, start + maxBatch);
-      const batch = new Float32Array(chunk.length * H * W);
-      chunk.forEach(({ p }, k) => batch.set(p.input, k * H * W));
-      const t0 = performance.now();
-      const inferred = await this.session.run(batch, chunk.length);
-      const infer = since(t0);
-      for (const [k, { p, i }] of chunk.entries()) {
-        out[i] = await this.finish(p, inferred, k, infer, opts, wantCam).catch((e: unknown) => toError(e));
+    // Chunk by chunk, so at most maxBatch decoded images are held at once.
+    for (let start = 0; start < items.length; start += maxBatch) {
+      const prepared = await Promise.all(items.slice(start, start + maxBatch).map((b) => this.prepare(b).catch(toError)));
+      const ok = prepared.filter((p): p is Prepared => !(p instanceof Error));
+      let inferred: InferenceOutput | null = null;
+      let infer = 0;
+      if (ok.length > 0) {
+        const batch = new Float32Array(ok.length * H * W);
+        ok.forEach((p, k) => batch.set(p.input, k * H * W));
+        const t0 = performance.now();
+        inferred = await this.session.run(batch, ok.length);
+        infer = since(t0);
+      }
+      for (const p of prepared) {
+        if (p instanceof Error || !inferred) out.push(p as Error);
+        else out.push(await this.finish(p, inferred, ok.indexOf(p), infer, opts, wantCam).catch(toError));
       }
     }
     return out;
@@ -127,7 +134,7 @@ export class Engine {
 
   private async finish(
     p: Prepared,
-    inferred: Awaited<ReturnType<ModelSession['run']>>,
+    inferred: InferenceOutput,
     k: number,
     infer: number,
     opts: AnalyseOptions,

@@ -115,6 +115,17 @@ describe('Engine (tiny model)', () => {
 });
 
 describe('Engine.load', () => {
+  it('splits analyseMany into batches of maxBatch with identical results', async () => {
+    const e = await Engine.load({ card: writeTinyModel(SPEC).cardPath, threads: 1, maxBatch: 2 });
+    const imgs = [1, 2, 3, 4, 5].map((k) => png(32, 32, (i) => (i * k) % 256));
+    const many = await e.analyseMany([...imgs.slice(0, 2), Buffer.from('x'), ...imgs.slice(2)], { cam: false });
+    expect(many).toHaveLength(6);
+    expect(many[2]).toBeInstanceOf(PneumoError);
+    const logits = many.filter((r) => !(r instanceof PneumoError)).map((r) => (r as { logit: number }).logit);
+    for (const [k, img] of imgs.entries()) expect(logits[k]).toBeCloseTo((await e.analyse(img, { cam: false })).logit, 5);
+    await e.dispose();
+  });
+
   it('refuses an ONNX file whose sha256 differs from the card', async () => {
     const { cardPath } = writeTinyModel(SPEC, (c) => (c.sha256 = '0'.repeat(64)));
     await expect(Engine.load({ card: cardPath, threads: 1 })).rejects.toThrow(/does not match its card/);
