@@ -189,3 +189,26 @@ export class LogCapture {
     return this.lines.join('');
   }
 }
+
+/**
+ * A gray chest-like PNG: bright body, two darker lung fields, a spine, texture, and an optional
+ * brighter opacity in the lower left lung. Synthetic (no patient data), deterministic.
+ */
+export function chestPng(width = 320, height = 360, opts: { seed?: number; opacity?: boolean } = {}): Buffer {
+  const samples = new Uint8Array(width * height);
+  let s = opts.seed ?? 7;
+  const rnd = (): number => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const u = x / width - 0.5;
+      const v = y / height - 0.5;
+      const body = Math.exp(-((u / 0.42) ** 6) - ((v / 0.55) ** 6));
+      const lung = Math.exp(-(((Math.abs(u) - 0.19) / 0.12) ** 2) - (((v + 0.02) / 0.3) ** 4));
+      const spine = Math.exp(-((u / 0.035) ** 2)) * body;
+      const blob = opts.opacity ? Math.exp(-(((u + 0.2) / 0.07) ** 2) - (((v - 0.12) / 0.08) ** 2)) : 0;
+      const val = 20 + 170 * body - 120 * lung + 50 * spine + 90 * blob + 18 * rnd();
+      samples[y * width + x] = Math.max(0, Math.min(255, Math.round(val)));
+    }
+  }
+  return makePng({ width, height, channels: 1, bitDepth: 8, samples });
+}

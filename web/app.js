@@ -215,7 +215,7 @@ function showResult() {
     }),
   );
   const t = r.timings_ms ?? {};
-  $('timings').textContent = `${r.image.format.toUpperCase()} ${r.image.width}×${r.image.height}; model ${r.model.name} ${r.model.version}; ${Math.round(t.total ?? 0)} ms on the server.`;
+  $('timings').textContent = `${r.image.format.toUpperCase()} ${r.image.width}×${r.image.height}; model ${r.model.name} ${r.model.version}; ${Math.round(t.server_total ?? t.total ?? 0)} ms on the server.`;
 
   const original = $('original');
   original.hidden = !state.originalImg;
@@ -356,7 +356,9 @@ async function loadCard() {
       ];
       for (const [k, val] of rows) {
         if (typeof val !== 'number') continue;
-        dl.append(el('dt', k), el('dd', val.toFixed(3)));
+        const pair = el('div');
+        pair.append(el('dt', k), el('dd', val.toFixed(3)));
+        dl.append(pair);
       }
       parts.push(el('p', `Validation (${v.split ?? 'held-out'}, n = ${v.n ?? '?'}):`), dl);
     }
