@@ -1,0 +1,83 @@
+"""Batched augmentation on CPU tensors (affine via one grid_sample for the whole batch).
+
+Chest anatomy is not left-right symmetric, so flips are off unless asked for.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AugmentConfig:
+    rotate_deg: float = 10.0
+    shift: float = 0.08          # fraction of the image
+    scale_min: float = 0.85      # zoom out / in
+    scale_max: float = 1.20
+    shear_deg: float = 8.0
+    brightness: float = 0.12     # additive, on 0..1 values
+    contrast: float = 0.25       # multiplicative around the image mean, 1 +- this
+    gamma: float = 0.30          # gamma in [1-g, 1+g]
+    noise: float = 0.02          # gaussian noise std, applied to half the batch
+    blur_p: float = 0.2          # probability of a 3x3 blur
+    erase_p: float = 0.25        # probability of one random-erasing box
+    hflip_p: float = 0.0
+
+
+def affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    u = lambda: torch.rand(n, generator=g) * 2 - 1  # noqa: E731
+    ang = u() * math.radians(cfg.rotate_deg)
+    sh = u() * math.radians(cfg.shear_deg)
+    s = cfg.scale_min + torch.rand(n, generator=g) * (cfg.scale_max - cfg.scale_min)
+    tx, ty = u() * cfg.shift * 2, u() * cfg.shift * 2
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    # output->input sampling matrix: inverse zoom, rotation and shear
+    a11 = cos / s
+    a12 = (-sin + torch.tan(sh) * cos) / s
+    a21 = sin / s
+    a22 = (cos + torch.tan(sh) * sin) / s
+    theta = torch.stack([torch.stack([a11, a12, tx], 1), torch.stack([a21, a22, ty], 1)], 1)
+    if cfg.hflip_p > 0:
+        flip = (torch.rand(n, generator=g) < cfg.hflip_p).float() * -2 + 1
+        theta[:, 0, 0] *= flip
+        theta[:, 1, 0] *= flip
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    shape = (n, 1, 1, 1)
+    gam = 1 + (torch.rand(shape, generator=g) * 2 - 1) * cfg.gamma
+    x = x.clamp(0, 1) ** gam
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    c = 1 + (torch.rand(shape, generator=g) * 2 - 1) * cfg.contrast
+    b = (torch.rand(shape, generator=g) * 2 - 1) * cfg.brightness
+    x = (x - mean) * c + mean + b
+    if cfg.blur_p > 0:
+        k = torch.tensor([[1., 2., 1.], [2., 4., 2.], [1., 2., 1.]]).div(16).view(1, 1, 3, 3)
+        blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+        m = (torch.rand(shape, generator=g) < cfg.blur_p).float()
+        x = m * blurred + (1 - m) * x
+    if cfg.noise > 0:
+        m = (torch.rand(shape, generator=g) < 0.5).float()
+        x = x + m * torch.randn(x.shape, generator=g) * cfg.noise
+    if cfg.erase_p > 0:
+        h, w = x.shape[2], x.shape[3]
+        for i in range(n):
+            if torch.rand(1, generator=g).item() < cfg.erase_p:
+                eh = int(h * (0.1 + 0.2 * torch.rand(1, generator=g).item()))
+                ew = int(w * (0.1 + 0.2 * torch.rand(1, generator=g).item()))
+                y0 = int(torch.randint(0, h - eh + 1, (1,), generator=g))
+                x0 = int(torch.randint(0, w - ew + 1, (1,), generator=g))
+                x[i, :, y0:y0 + eh, x0:x0 + ew] = torch.rand(1, generator=g).item()
+    return x.clamp(0, 1)
+
+
+def augment(x01: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """x01: [N,1,H,W] float in 0..1 -> augmented, same range."""
+    return photometric(affine(x01, cfg, g), cfg, g)

@@ -1,0 +1,159 @@
+"""Dataset reading, patient-level splitting and in-memory loading.
+
+Layouts: DIR/{NORMAL,PNEUMONIA}/* or DIR/{train,val,test}/{NORMAL,PNEUMONIA}/*.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .preprocess import load_gray, resize, DEFAULT_SPEC
+
+CLASSES = ("NORMAL", "PNEUMONIA")
+IMAGE_EXT = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+_PATTERNS = [
+    re.compile(r"^(person\d+)_", re.I),                 # person1202_bacteria_3152.jpeg
+    re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-\d+", re.I),   # IM-0115-0001.jpeg, NORMAL2-IM-1427-0001.jpeg
+]
+
+
+def patient_id(filename: str) -> str:
+    """Patient id parsed from a Kermany-style file name; falls back to the file stem."""
+    base = os.path.basename(filename)
+    for p in _PATTERNS:
+        m = p.match(base)
+        if m:
+            return m.group(1).upper()
+    return os.path.splitext(base)[0].upper()
+
+
+@dataclass
+class Sample:
+    path: str
+    label: int          # 0 NORMAL, 1 PNEUMONIA
+    patient: str
+    digest: str = ""    # sha1 of the file bytes, for exact-duplicate detection
+    subset: str = ""    # train/val/test when the folder layout says so
+
+
+def _class_dirs(root: str) -> Dict[int, str]:
+    out = {}
+    for name in os.listdir(root):
+        up = name.upper()
+        if up in CLASSES and os.path.isdir(os.path.join(root, name)):
+            out[CLASSES.index(up)] = os.path.join(root, name)
+    return out
+
+
+def scan(root: str) -> List[Sample]:
+    """List labelled images under `root` in either supported layout, sorted for determinism."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    groups: List[Tuple[str, str]] = []
+    if _class_dirs(root):
+        groups.append(("", root))
+    for sub in ("train", "val", "test"):
+        p = os.path.join(root, sub)
+        if os.path.isdir(p) and _class_dirs(p):
+            groups.append((sub, p))
+    if not groups:
+        raise ValueError(f"{root}: expected NORMAL/ and PNEUMONIA/ folders (or train|val|test/ with them)")
+    samples: List[Sample] = []
+    for subset, base in groups:
+        for label, d in sorted(_class_dirs(base).items()):
+            for f in sorted(os.listdir(d)):
+                if os.path.splitext(f)[1].lower() in IMAGE_EXT:
+                    samples.append(Sample(os.path.join(d, f), label, patient_id(f), subset=subset))
+    return samples
+
+
+def add_digests(samples: Sequence[Sample]) -> None:
+    for s in samples:
+        with open(s.path, "rb") as fh:
+            s.digest = hashlib.sha1(fh.read()).hexdigest()
+
+
+def patient_split(samples: Sequence[Sample], val_fraction: float = 0.15, seed: int = 0
+                  ) -> Tuple[List[Sample], List[Sample]]:
+    """Split by patient, stratified by class, seeded. Exact duplicates (same bytes) are grouped with
+    each other, so no duplicate straddles the two sides."""
+    if not samples:
+        raise ValueError("no samples to split")
+    if any(not s.digest for s in samples):
+        add_digests(samples)
+    # union-find over patients linked by shared digests
+    parent: Dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    by_digest: Dict[str, str] = {}
+    for s in samples:
+        find(s.patient)
+        if s.digest in by_digest:
+            parent[find(s.patient)] = find(by_digest[s.digest])
+        else:
+            by_digest[s.digest] = s.patient
+    groups: Dict[str, List[Sample]] = {}
+    for s in samples:
+        groups.setdefault(find(s.patient), []).append(s)
+    # stratify: a group's class is its majority label
+    rng = random.Random(seed)
+    train: List[Sample] = []
+    val: List[Sample] = []
+    for label in (0, 1):
+        keys = sorted(k for k, g in groups.items() if round(sum(x.label for x in g) / len(g)) == label)
+        rng.shuffle(keys)
+        n_img = sum(len(groups[k]) for k in keys)
+        target = val_fraction * n_img
+        taken = 0
+        for k in keys:
+            if taken < target:
+                val.extend(groups[k])
+                taken += len(groups[k])
+            else:
+                train.extend(groups[k])
+    return train, val
+
+
+def load_images(samples: Sequence[Sample], size: Tuple[int, int], spec=DEFAULT_SPEC, log=sys.stderr,
+                progress: bool = True) -> Tuple[np.ndarray, np.ndarray, List[Sample]]:
+    """Decode + colour + resize every sample to uint8-rounded 0..255 arrays [N,H,W] (normalisation is
+    applied later, per batch). Unreadable files are reported and skipped."""
+    from .progress import Progress
+
+    h, w = size
+    out = np.zeros((len(samples), h, w), dtype=np.uint8)
+    labels = np.zeros(len(samples), dtype=np.float32)
+    kept: List[Sample] = []
+    bar = Progress(len(samples), "load") if progress else None
+    for s in samples:
+        try:
+            g = load_gray(s.path)
+            if g.ndim != 2 or min(g.shape) < 8:
+                raise ValueError(f"unusable image shape {g.shape}")
+            r = resize(g, h, w, spec)
+        except Exception as e:  # noqa: BLE001 - any decode failure skips the file
+            print(f"skipping unreadable image {s.path}: {e}", file=log)
+            if bar:
+                bar.update()
+            continue
+        out[len(kept)] = np.clip(np.rint(r), 0, 255).astype(np.uint8)
+        labels[len(kept)] = s.label
+        kept.append(s)
+        if bar:
+            bar.update()
+    if bar:
+        bar.close()
+    return out[:len(kept)], labels[:len(kept)], kept

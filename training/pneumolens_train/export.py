@@ -1,0 +1,262 @@
+"""Export trained checkpoint(s) to ONNX with a model card and golden parity fixtures.
+
+    /usr/bin/python3 -m pneumolens_train.export --run runs/cbam --name pneumolens --out ../models
+    # feature-level ensemble of several trained runs (one concatenated head, logits averaged):
+    /usr/bin/python3 -m pneumolens_train.export --run runs/a runs/b --name pneumolens --out ../models
+
+The ONNX graph outputs `logit` [N] and `features` [N,C,h,w]; the head is GAP + Linear, so the
+Grad-CAM of the logit is exact in closed form (docs/model-contract.md). The export runs the ONNX
+file in ONNX Runtime (onnxruntime-node, the product's runtime) and fails if any output differs
+from PyTorch by 1e-4 or more.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import load_images, scan
+from .models import Classifier, count_params, gflops
+from .preprocess import load_gray, preprocess_gray
+from .train import calibrate_logits, load_checkpoint, machine, predict_logits
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ORT_CHECK = os.path.join(REPO, "training", "ort_check.mjs")
+
+
+class Exported(torch.nn.Module):
+    def __init__(self, model: Classifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        logit, features = self.model(x)
+        return logit, features
+
+
+def combine(models: Sequence[Classifier]) -> Classifier:
+    """Feature-level ensemble of trained models: their feature maps concatenated, one linear head
+    whose weights are the members' heads divided by the member count (= the mean of their logits)."""
+    if len(models) == 1:
+        return models[0]
+    k = len(models)
+    combo = Classifier([b for m in models for b in m.backbones], dropout=0.0)
+    with torch.no_grad():
+        combo.fc.weight.copy_(torch.cat([m.fc.weight for m in models], dim=1) / k)
+        combo.fc.bias.copy_(sum(m.fc.bias for m in models) / k)
+    return combo.eval()
+
+
+def run_ort(onnx_path: str, x: np.ndarray) -> Dict[str, np.ndarray]:
+    with tempfile.NamedTemporaryFile(suffix=".f32", delete=False) as fh:
+        fh.write(np.ascontiguousarray(x, dtype="<f4").tobytes())
+        tmp = fh.name
+    try:
+        r = subprocess.run(["node", ORT_CHECK, onnx_path, tmp, *map(str, x.shape)], capture_output=True,
+                           text=True, cwd=REPO, timeout=300)
+    finally:
+        os.unlink(tmp)
+    if r.returncode != 0:
+        raise RuntimeError(f"ONNX Runtime check failed to run: {r.stderr.strip()[-2000:]}")
+    out = json.loads(r.stdout)
+    return {k: np.asarray(v["data"], dtype=np.float32).reshape(v["dims"]) for k, v in out.items()}
+
+
+def gradcam_autograd(model: Classifier, x: torch.Tensor) -> np.ndarray:
+    """Grad-CAM of the logit at the features layer with PyTorch autograd (reference for parity)."""
+    model.eval()
+    x = x.clone().requires_grad_(False)
+    f = model.features(x)
+    f.retain_grad()
+    logit = model.fc(f.mean(dim=(2, 3))).squeeze(1)
+    logit.sum().backward()
+    alpha = f.grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((alpha * f).sum(dim=1)).detach().numpy()
+    mx = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
+    return np.where(mx > 0, cam / np.where(mx > 0, mx, 1), 0).astype(np.float32)
+
+
+def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir: Optional[str],
+           fixture_images: Sequence[str], data: Optional[str]) -> Dict:
+    cfgs, models, cals = [], [], []
+    for r in runs:
+        with open(os.path.join(r, "config.json")) as fh:
+            cfgs.append(json.load(fh))
+        with open(os.path.join(r, "calibration.json")) as fh:
+            cals.append(json.load(fh))
+        models.append(load_checkpoint(os.path.join(r, "best.pt")))
+    c0 = cfgs[0]
+    for c in cfgs[1:]:
+        for key in ("size", "normalize", "resize_mode", "seed", "val_fraction", "data"):
+            if c[key] != c0[key]:
+                raise ValueError(f"runs disagree on {key}: {c[key]!r} vs {c0[key]!r}")
+    model = combine(models)
+    size = int(c0["size"])
+    from .config import TrainConfig
+    spec = TrainConfig(**{k: v for k, v in c0.items()}).preprocessing_spec()
+
+    # calibration of the exported model (re-done for an ensemble) on the same patient-level split
+    if len(models) > 1:
+        if not data:
+            data = c0["data"]
+        split = json.load(open(os.path.join(runs[0], "split.json")))
+        vf = set(split["val_files"])
+        val_s = [s for s in scan(data) if os.path.basename(s.path) in vf]
+        xva, yva, val_s = load_images(val_s, (size, size), spec)
+        vl = predict_logits(model, xva, c0["normalize"])
+        calib = calibrate_logits(vl, yva, c0.get("threshold_policy", "youden"))
+        calib["val_split"] = cals[0]["val_split"]
+    else:
+        calib = cals[0]
+
+    os.makedirs(out_dir, exist_ok=True)
+    onnx_path = os.path.join(out_dir, f"{name}.onnx")
+    dummy = torch.randn(2, 1, size, size)
+    torch.onnx.export(Exported(model).eval(), dummy, onnx_path, input_names=["input"], output_names=["logit", "features"],
+                      dynamic_axes={"input": {0: "batch"}, "logit": {0: "batch"}, "features": {0: "batch"}},
+                      opset_version=13, do_constant_folding=True)
+    # verify ONNX Runtime == PyTorch on sample inputs
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(3, 1, size, size, generator=g)
+    model.eval()  # torch.onnx.export restores the wrapper's mode; make sure the reference runs in eval
+    with torch.no_grad():
+        ref_logit, ref_feat = model(sample)
+    got = run_ort(onnx_path, sample.numpy())
+    d_logit = float(np.abs(got["logit"] - ref_logit.numpy()).max())
+    d_feat = float(np.abs(got["features"] - ref_feat.numpy()).max())
+    print(f"ONNX Runtime vs PyTorch: max |diff| logit {d_logit:.2e}, features {d_feat:.2e}", file=sys.stderr)
+    if not (d_logit < 1e-4 and d_feat < 1e-4):
+        os.unlink(onnx_path)
+        raise RuntimeError(f"ONNX export differs from PyTorch (logit {d_logit}, features {d_feat}); removed")
+
+    sha = hashlib.sha256(open(onnx_path, "rb").read()).hexdigest()
+    m = calib["metrics"]
+    archs = [c["arch"] for c in cfgs]
+    arch_text = (" + ".join(archs) + " feature-level ensemble (feature maps concatenated, one GAP+linear head)"
+                 if len(models) > 1 else archs[0])
+    wall = sum(cal.get("wall_time_s", 0) for cal in cals)
+    card = {
+        "schema_version": 1,
+        "name": name,
+        "version": version,
+        "file": os.path.basename(onnx_path),
+        "sha256": sha,
+        "architecture": arch_text,
+        "parameters": count_params(model),
+        "gflops_per_image": round(gflops(model, size), 3),
+        "labels": ["NORMAL", "PNEUMONIA"],
+        "input": {"name": "input", "channels": 1, "height": size, "width": size},
+        "outputs": {"logit": "logit", "features": "features"},
+        "preprocessing": spec,
+        "postprocessing": {"temperature": calib["temperature"], "threshold": calib["threshold"],
+                           "threshold_policy": calib["threshold_policy"]},
+        "gradcam": {"layer": "last convolutional block (features output)", "output": "features",
+                    "weights": [float(v) for v in model.fc.weight.detach().view(-1)],
+                    "bias": float(model.fc.bias.detach().view(-1)[0])},
+        "metrics": {"validation": {
+            "n": m["n"], "accuracy": m["accuracy"], "sensitivity": m["sensitivity"],
+            "specificity": m["specificity"], "precision": m["precision"], "npv": m["npv"], "f1": m["f1"],
+            "auc": m["auc"], "confusion": {k: m[k] for k in ("tp", "fp", "tn", "fn")},
+            "threshold": m["threshold"], "ece_before_calibration": calib.get("ece_before"),
+            "ece_after_calibration": calib.get("ece_after"),
+            "split": calib["val_split"]["method"] + f" ({calib['val_split']['n_patients']} patients, "
+                     f"{calib['val_split']['n_normal']} NORMAL / {calib['val_split']['n_pneumonia']} PNEUMONIA images)",
+            "caveat": "Validation images come from the same hospital and period as the training images; "
+                      "performance on the official held-out test split is lower (see README)."}},
+        "training": {
+            "data": "Kermany et al. 2018 pediatric chest X-rays (Guangzhou Women and Children's Medical Center), "
+                    "official training split, 5,216 images resized to 224x224, CC BY 4.0",
+            "runs": [{"arch": c["arch"], "epochs_run": cal.get("epochs_run"), "best_epoch": cal.get("best_epoch"),
+                      "wall_time_s": cal.get("wall_time_s"), "val_auc": cal["metrics"]["auc"],
+                      "config": {k: c[k] for k in ("size", "epochs", "batch_size", "lr", "schedule", "loss",
+                                                     "balance", "label_smoothing", "mixup", "augment", "ema")}}
+                     for c, cal in zip(cfgs, cals)],
+            "wall_time_s": wall,
+            "machine": cals[0].get("machine", machine()),
+            "command": "see README 'Retraining'",
+            "exported": datetime.datetime.utcnow().replace(microsecond=0).isoformat() + "Z",
+            "exporter": f"pneumolens_train {__version__}, torch {torch.__version__}",
+        },
+        "intended_use": "Research and education: triage experiments, teaching how CNNs read chest X-rays, "
+                        "and benchmarking. Not a medical device; not for diagnosis or treatment decisions.",
+        "limitations": [
+            "Trained only on frontal (AP) pediatric chest X-rays (ages 1-5) from one hospital; adults, lateral views "
+            "and other hospitals' images are out of distribution.",
+            "Binary NORMAL vs PNEUMONIA only; other findings (effusion, nodules, tubes, COVID-19) are not modelled.",
+            "Validation numbers are measured on a patient-level split of the same source and overstate real-world "
+            "performance.",
+            "Grad-CAM shows where the last convolutional block's evidence lies at 7x7 resolution; it is not a "
+            "segmentation of the pathology.",
+        ],
+    }
+    card_path = os.path.join(out_dir, f"{name}.json")
+    with open(card_path, "w") as fh:
+        json.dump(card, fh, indent=2)
+    with open(os.path.join(out_dir, "MODEL"), "w") as fh:
+        fh.write(os.path.basename(card_path) + "\n")
+    print(f"wrote {onnx_path} ({os.path.getsize(onnx_path) / 1e6:.1f} MB) and {card_path}", file=sys.stderr)
+    if fixtures_dir:
+        write_fixtures(model, card, card_path, fixtures_dir, fixture_images)
+    return card
+
+
+def write_fixtures(model: Classifier, card: Dict, card_path: str, fixtures_dir: str, images: Sequence[str]) -> None:
+    """Golden fixtures for the TypeScript parity test: preprocessed tensor, logit, probability, Grad-CAM."""
+    os.makedirs(fixtures_dir, exist_ok=True)
+    spec = card["preprocessing"]
+    size = (card["input"]["height"], card["input"]["width"])
+    t = card["postprocessing"]["temperature"]
+    cases = []
+    for src in images:
+        base = os.path.splitext(os.path.basename(src))[0]
+        dst = os.path.join(fixtures_dir, base + ".png")
+        if os.path.abspath(src) != os.path.abspath(dst):
+            shutil.copyfile(src, dst)
+        x = preprocess_gray(load_gray(dst), size, spec)
+        xt = torch.from_numpy(x).unsqueeze(0)
+        with torch.no_grad():
+            logit = float(model(xt)[0][0])
+        cam = gradcam_autograd(model, xt)[0]
+        x.astype("<f4").tofile(os.path.join(fixtures_dir, base + ".f32"))
+        cases.append({"image": base + ".png", "tensor": base + ".f32", "logit": logit,
+                      "probability": float(1 / (1 + np.exp(-logit / t))),
+                      "cam": [round(float(v), 7) for v in cam.reshape(-1)], "cam_shape": list(cam.shape)})
+    manifest = {"card": os.path.relpath(card_path, REPO), "cases": cases,
+                "written_by": "training/pneumolens_train/export.py"}
+    with open(os.path.join(fixtures_dir, "manifest.json"), "w") as fh:
+        json.dump(manifest, fh, indent=1)
+    print(f"wrote {len(cases)} golden fixtures to {fixtures_dir}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Export pneumolens run(s) to ONNX + model card + fixtures")
+    ap.add_argument("--run", nargs="+", required=True, help="training output folder(s); several = ensemble")
+    ap.add_argument("--name", default="pneumolens")
+    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--out", default=os.path.join(REPO, "models"))
+    ap.add_argument("--fixtures", default=os.path.join(REPO, "test", "fixtures", "golden"))
+    ap.add_argument("--fixture-images", nargs="*", default=None,
+                    help="PNG images for the golden fixtures (default: the ones already in --fixtures)")
+    ap.add_argument("--data", default=None, help="dataset folder (for ensemble re-calibration)")
+    a = ap.parse_args(argv)
+    imgs = a.fixture_images
+    if imgs is None:
+        imgs = sorted(os.path.join(a.fixtures, f) for f in os.listdir(a.fixtures) if f.endswith(".png")) \
+            if os.path.isdir(a.fixtures) else []
+    export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

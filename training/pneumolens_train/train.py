@@ -1,0 +1,324 @@
+"""Train a pneumolens model.
+
+    /usr/bin/python3 -m pneumolens_train.train --config configs/cbam_cnn.json --out runs/cbam
+    /usr/bin/python3 -m pneumolens_train.train --config configs/cbam_cnn.json --out runs/cbam --resume
+
+Writes to OUT: last.pt (every epoch, for --resume), best.pt (best validation AUC of the EMA
+weights), history.csv/json, curves.png, split.json (which patients went where) and
+calibration.json (temperature, threshold, validation metrics of the best checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import calibrate as cal
+from .augment import AugmentConfig, augment
+from .config import TrainConfig
+from .data import add_digests, load_images, patient_split, scan
+from .losses import focal_loss, mixup, smooth, weighted_bce
+from .models import build_model, count_params, gflops
+from .progress import Progress
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def normalize_batch(x01: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "fixed":
+        return (x01 - 0.5) / 0.25
+    m = x01.mean(dim=(1, 2, 3), keepdim=True)
+    s = x01.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)
+    return (x01 - m) / s
+
+
+def aug_config(cfg: TrainConfig) -> Optional[AugmentConfig]:
+    if cfg.augment == "none":
+        return None
+    a = AugmentConfig(hflip_p=cfg.hflip)
+    if cfg.augment == "light":
+        a = AugmentConfig(rotate_deg=5, shift=0.04, scale_min=0.95, scale_max=1.08, shear_deg=3,
+                          brightness=0.05, contrast=0.1, gamma=0.1, noise=0.0, blur_p=0.0, erase_p=0.0,
+                          hflip_p=cfg.hflip)
+    return a
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: np.ndarray, mode: str, batch: int = 64) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch]).float().div_(255).unsqueeze(1)
+        out.append(model(normalize_batch(x, mode))[0].float().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+class EMA:
+    """Exponential moving average of the weights (and a copy of the buffers)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def plot_history(history: List[Dict], path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are a convenience; the CSV/JSON carry the numbers
+        print("matplotlib not installed: skipping curves.png", file=sys.stderr)
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(ep, [h["train_loss"] for h in history], label="train loss")
+    ax[0].plot(ep, [h["val_loss"] for h in history], label="val loss")
+    ax[0].set_xlabel("epoch"); ax[0].legend(); ax[0].grid(alpha=.3)
+    ax[1].plot(ep, [h["val_auc"] for h in history], label="val ROC-AUC")
+    ax[1].plot(ep, [h["val_accuracy"] for h in history], label="val accuracy @0.5")
+    ax[1].set_xlabel("epoch"); ax[1].legend(); ax[1].grid(alpha=.3)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def prepare_data(cfg: TrainConfig, log=sys.stderr):
+    samples = scan(cfg.data)
+    if cfg.limit and len(samples) > cfg.limit:
+        rng = random.Random(cfg.seed)
+        samples = sorted(rng.sample(samples, cfg.limit), key=lambda s: s.path)
+    add_digests(samples)
+    train_s, val_s = patient_split(samples, cfg.val_fraction, cfg.seed)
+    spec = cfg.preprocessing_spec()
+    xtr, ytr, train_s = load_images(train_s, (cfg.size, cfg.size), spec, log)
+    xva, yva, val_s = load_images(val_s, (cfg.size, cfg.size), spec, log)
+    return xtr, ytr, train_s, xva, yva, val_s
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Dict:
+    os.makedirs(cfg.out, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    t_start = time.time()
+    xtr, ytr, train_s, xva, yva, val_s = prepare_data(cfg)
+    if len(set(ytr.tolist())) < 2 or len(set(yva.tolist())) < 2:
+        raise ValueError("both classes are needed in the training and the validation split")
+    with open(os.path.join(cfg.out, "split.json"), "w") as fh:
+        json.dump({"train_patients": sorted({s.patient for s in train_s}),
+                   "val_patients": sorted({s.patient for s in val_s}),
+                   "val_files": [os.path.basename(s.path) for s in val_s]}, fh)
+    with open(os.path.join(cfg.out, "config.json"), "w") as fh:
+        json.dump(cfg.to_dict(), fh, indent=2)
+    n_pos, n_neg = float(ytr.sum()), float(len(ytr) - ytr.sum())
+    print(f"train {len(ytr)} images ({int(n_neg)} NORMAL / {int(n_pos)} PNEUMONIA, {len({s.patient for s in train_s})} "
+          f"patients), val {len(yva)} images ({len({s.patient for s in val_s})} patients)", file=sys.stderr)
+
+    model = build_model(cfg.arch, cfg.members, cfg.pretrained, cfg.dropout, cfg.width)
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(ytr) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15,
+                                                    div_factor=20, final_div_factor=200)
+    elif cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / max(1, steps_per_epoch)) * 0.5 * (1 + math.cos(math.pi * s / total)))
+    else:
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=2)
+    history: List[Dict] = []
+    start_epoch, best_auc, best_epoch, step = 0, -1.0, -1, 0
+    last_path, best_path = os.path.join(cfg.out, "last.pt"), os.path.join(cfg.out, "best.pt")
+    if resume and os.path.exists(last_path):
+        ck = torch.load(last_path, map_location="cpu")
+        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        if ema and ck.get("ema"):
+            ema.model.load_state_dict(ck["ema"])
+        start_epoch, best_auc, best_epoch, step = ck["epoch"] + 1, ck["best_auc"], ck["best_epoch"], ck["step"]
+        history = ck["history"]
+        torch.set_rng_state(ck["torch_rng"]); np.random.set_state(ck["np_rng"])
+        t_start -= ck.get("elapsed", 0.0)
+        print(f"resumed from {last_path} at epoch {start_epoch}", file=sys.stderr)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + start_epoch)
+    acfg = aug_config(cfg)
+    pos_w = n_neg / n_pos if cfg.balance == "weighted" else None
+    stopped = ""
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.freeze_epochs and cfg.pretrained:
+            for b in model.backbones:
+                for p in b.parameters():
+                    p.requires_grad_(epoch >= cfg.freeze_epochs)
+        model.train()
+        if cfg.balance == "sampler":
+            w = np.where(ytr > 0.5, 0.5 / n_pos, 0.5 / n_neg)
+            order = torch.multinomial(torch.from_numpy(w), len(ytr), replacement=True, generator=gen).numpy()
+        else:
+            order = torch.randperm(len(ytr), generator=gen).numpy()
+        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        t_ep, run_loss = time.time(), 0.0
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            x = torch.from_numpy(xtr[idx]).float().div_(255).unsqueeze(1)
+            y = torch.from_numpy(ytr[idx])
+            if acfg:
+                x = augment(x, acfg, gen)
+            x = normalize_batch(x, cfg.normalize)
+            y = smooth(y, cfg.label_smoothing)
+            x, y = mixup(x, y, cfg.mixup, gen)
+            logit, _ = model(x)
+            loss = focal_loss(logit, y, cfg.focal_gamma) if cfg.loss == "focal" else weighted_bce(logit, y, pos_w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            if cfg.schedule != "plateau":
+                sched.step()
+            if ema:
+                ema.update(model, step)
+            step += 1
+            run_loss += float(loss)
+            bar.update(postfix=f"loss {run_loss / (i + 1):.4f}")
+        bar.close()
+        evaluated = ema.model if ema else model
+        vl = predict_logits(evaluated, xva, cfg.normalize)
+        vp = cal.sigmoid(vl)
+        m = cal.binary_metrics(yva, vp, 0.5)
+        val_loss = cal.nll(vl, yva, 1.0)
+        if cfg.schedule == "plateau":
+            sched.step(m["auc"])
+        rec = {"epoch": epoch + 1, "train_loss": run_loss / steps_per_epoch, "val_loss": val_loss,
+               "val_auc": m["auc"], "val_accuracy": m["accuracy"], "val_sensitivity": m["sensitivity"],
+               "val_specificity": m["specificity"], "lr": opt.param_groups[0]["lr"],
+               "epoch_s": time.time() - t_ep}
+        history.append(rec)
+        print(json.dumps(rec), file=sys.stderr)
+        if m["auc"] > best_auc:
+            best_auc, best_epoch = m["auc"], epoch + 1
+            torch.save({"model": evaluated.state_dict(), "config": cfg.to_dict(), "epoch": epoch + 1}, best_path)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "ema": ema.model.state_dict() if ema else None, "epoch": epoch, "best_auc": best_auc,
+                    "best_epoch": best_epoch, "step": step, "history": history,
+                    "torch_rng": torch.get_rng_state(), "np_rng": np.random.get_state(),
+                    "elapsed": time.time() - t_start}, last_path + ".tmp")
+        os.replace(last_path + ".tmp", last_path)
+        write_history(cfg.out, history)
+        if epoch + 1 - best_epoch >= cfg.patience:
+            stopped = f"early stop: no AUC gain for {cfg.patience} epochs"
+            break
+        if cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes:
+            stopped = f"wall-clock budget of {cfg.max_minutes} min reached"
+            break
+    if stopped:
+        print(stopped, file=sys.stderr)
+    result = finish(cfg, xva, yva, val_s, time.time() - t_start, len(history), best_epoch, stopped)
+    return result
+
+
+def write_history(out: str, history: List[Dict]) -> None:
+    with open(os.path.join(out, "history.json"), "w") as fh:
+        json.dump(history, fh, indent=1)
+    with open(os.path.join(out, "history.csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(history[0].keys()))
+        w.writeheader(); w.writerows(history)
+    plot_history(history, os.path.join(out, "curves.png"))
+
+
+def finish(cfg: TrainConfig, xva, yva, val_s, wall: float, epochs_run: int, best_epoch: int, stopped: str) -> Dict:
+    """Calibrate the best checkpoint on validation: temperature, threshold, metrics."""
+    model = load_checkpoint(os.path.join(cfg.out, "best.pt"))
+    vl = predict_logits(model, xva, cfg.normalize)
+    result = calibrate_logits(vl, yva, cfg.threshold_policy)
+    result.update({
+        "arch": cfg.arch, "members": cfg.members, "best_epoch": best_epoch, "epochs_run": epochs_run,
+        "wall_time_s": round(wall, 1), "machine": machine(), "stopped": stopped,
+        "parameters": count_params(model), "gflops_per_image": round(gflops(model, cfg.size), 3),
+        "val_split": {"n_images": int(len(yva)), "n_patients": len({s.patient for s in val_s}),
+                      "n_normal": int((yva == 0).sum()), "n_pneumonia": int((yva == 1).sum()),
+                      "method": f"by patient, stratified by class, seed {cfg.seed}, {cfg.val_fraction:.0%} of images; "
+                                "exact duplicate files kept on one side"},
+    })
+    np.save(os.path.join(cfg.out, "val_logits.npy"), vl)
+    np.save(os.path.join(cfg.out, "val_labels.npy"), yva)
+    with open(os.path.join(cfg.out, "calibration.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    print(json.dumps({k: result[k] for k in ("temperature", "threshold", "metrics")}, indent=1), file=sys.stderr)
+    return result
+
+
+def calibrate_logits(vl, yva, policy: str) -> Dict:
+    t = cal.fit_temperature(vl, yva)
+    p = cal.sigmoid(np.asarray(vl) / t)
+    thr, pol = cal.choose_threshold(yva, p, policy)
+    m = cal.binary_metrics(yva, p, thr)
+    return {"temperature": t, "threshold": thr, "threshold_policy": pol, "metrics": m,
+            "nll_before": cal.nll(vl, yva, 1.0), "nll_after": cal.nll(vl, yva, t),
+            "ece_before": cal.ece(yva, cal.sigmoid(vl)), "ece_after": cal.ece(yva, p)}
+
+
+def load_checkpoint(path: str) -> torch.nn.Module:
+    ck = torch.load(path, map_location="cpu")
+    c = ck["config"]
+    model = build_model(c["arch"], c.get("members", []), None, c.get("dropout", 0.2), c.get("width", 1.0))
+    model.load_state_dict(ck["model"])
+    return model.eval()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Train a pneumolens chest X-ray model")
+    ap.add_argument("--config", help="JSON config (see pneumolens_train/config.py for keys)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    for f in TrainConfig.__dataclass_fields__.values():
+        if f.name == "members":
+            ap.add_argument("--members", nargs="+")
+        else:
+            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
+    a = vars(ap.parse_args(argv))
+    resume = a.pop("resume")
+    path = a.pop("config")
+    try:
+        cfg = TrainConfig.from_sources(path, a)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    train(cfg, resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
