@@ -14,7 +14,8 @@ const card: CardInfo = {
   input: { name: 'input', channels: 1, height: 224, width: 224 },
   preprocessing: { color: 'gray_bt601', resize: { mode: 'stretch', filter: 'bilinear_antialias' }, scale: 1 / 255, normalize: { mode: 'fixed', mean: 0.5, std: 0.25 } },
   postprocessing: { temperature: 1.3, threshold: 0.5, threshold_policy: 'youden' },
-  metrics: { validation: { n: 100, accuracy: 0.9, auc: 0.95, split: 'val' } },
+  metrics: { validation: { n: 100, accuracy: 0.9, auc: 0.95, split: 'val', caveat: 'Same hospital.' } },
+  training: { data: 'Kermany 2018', runs: [{ epochs_run: 2 }, { epochs_run: 3 }], wall_time_s: 436.8, machine: '2 cores' },
   intended_use: 'Teaching.',
   limitations: ['Trained on pediatric images.', 'Not validated.'],
 };
@@ -111,7 +112,9 @@ describe('describeCard', () => {
     expect(rows.get('Preprocessing')).toBe('grayscale (BT.601); resize stretch (bilinear_antialias); scale 1/255; normalize (x - 0.5) / 0.25');
     expect(rows.get('Threshold')).toBe('0.5 (chosen by youden on validation)');
     expect(rows.get('Temperature')).toContain('1.3');
-    expect(rows.get('Validation')).toBe('n 100, accuracy 0.9, auc 0.95 on val');
+    expect(rows.get('Validation')).toBe('n 100, accuracy 0.9, auc 0.95; split: val');
+    expect(rows.get('Training')).toBe('Kermany 2018, 5 epochs, 437 s of training, on 2 cores');
+    expect(describeCard(card).find(([, v]) => v.startsWith('Caveat'))?.[1]).toBe('Caveat: Same hospital.');
     expect(rows.get('Limitations')).toBe('- Trained on pediatric images.');
   });
 });

@@ -62,17 +62,22 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
   }
   const v = card.metrics?.validation as Record<string, unknown> | undefined;
   if (v && typeof v === 'object') {
-    const keys = ['n', 'accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'auc'];
+    const keys = ['n', 'accuracy', 'sensitivity', 'specificity', 'precision', 'npv', 'f1', 'auc'];
     const parts = keys.filter((k) => typeof v[k] === 'number').map((k) => `${k} ${num(v[k])}`);
-    const split = typeof v.split === 'string' ? ` on ${v.split}` : '';
+    if (typeof v.ece_after_calibration === 'number') parts.push(`ECE ${num(v.ece_after_calibration)}`);
+    if (typeof v.threshold === 'number') parts.push(`at threshold ${num(v.threshold, 4)}`);
+    const split = typeof v.split === 'string' ? `; split: ${v.split}` : '';
     rows.push(['Validation', parts.join(', ') + split]);
+    if (typeof v.caveat === 'string') rows.push(['', `Caveat: ${v.caveat}`]);
   }
   const t = card.training;
   if (t) {
     const parts: string[] = [];
     if (t.data) parts.push(String(t.data));
-    if (typeof t.epochs === 'number') parts.push(`${t.epochs} epochs`);
-    if (typeof t.wall_time_s === 'number') parts.push(`${Math.round(t.wall_time_s)} s`);
+    const runs = Array.isArray(t.runs) ? (t.runs as Array<Record<string, unknown>>) : [];
+    const epochs = typeof t.epochs === 'number' ? t.epochs : runs.map((r) => r.epochs_run).filter((e): e is number => typeof e === 'number').reduce((a, b) => a + b, 0) || undefined;
+    if (epochs !== undefined) parts.push(`${epochs} epochs`);
+    if (typeof t.wall_time_s === 'number') parts.push(`${Math.round(t.wall_time_s)} s of training`);
     if (t.machine) parts.push(`on ${String(t.machine)}`);
     if (parts.length > 0) rows.push(['Training', parts.join(', ')]);
   }
