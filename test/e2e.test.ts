@@ -51,7 +51,7 @@ async function colouredFraction(page: Page): Promise<number> {
 
 describe('web page, end to end', () => {
   it('uploads an image and shows the label, the probability bar and the Grad-CAM heatmap', async () => {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, reducedMotion: 'reduce' });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
@@ -99,7 +99,7 @@ describe('web page, end to end', () => {
   });
 
   it('is usable at phone width and shows API errors clearly', async () => {
-    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, reducedMotion: 'reduce' });
     await page.goto(server.url);
     await page.setInputFiles('#file', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('this is not an image') });
     const error = page.locator('#error');

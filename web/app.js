@@ -228,7 +228,8 @@ function showResult() {
     state.heatmap = renderHeatmap(r.gradcam_map, w, h, $('colormap').value);
   }
   drawOverlay();
-  $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
+  const reduced = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+  $('result').scrollIntoView({ behavior: reduced ? 'auto' : 'smooth', block: 'start' });
 }
 
 function displaySize(w, h, max = 1024) {
@@ -363,7 +364,8 @@ async function loadCard() {
       parts.push(el('p', `Validation (${v.split ?? 'held-out'}, n = ${v.n ?? '?'}):`), dl);
     }
     const pp = c.postprocessing;
-    if (pp) parts.push(el('p', `Decision threshold ${pp.threshold} (${pp.threshold_policy ?? 'chosen on validation'}); temperature ${pp.temperature}.`));
+    const r3 = (x) => (typeof x === 'number' ? +x.toFixed(3) : x);
+    if (pp) parts.push(el('p', `Decision threshold ${r3(pp.threshold)} (${pp.threshold_policy ?? 'chosen on validation'}); calibration temperature ${r3(pp.temperature)}.`));
     if (c.intended_use) parts.push(el('h3', 'Intended use'), el('p', c.intended_use));
     if (Array.isArray(c.limitations) && c.limitations.length) {
       const ul = el('ul');
