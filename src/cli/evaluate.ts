@@ -1,7 +1,7 @@
 /** `pneumolens evaluate`: metrics, JSON and HTML report on a labelled folder DIR/{NORMAL,PNEUMONIA}. */
 import { readdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { renderReport, worstErrors, type FailedItem, type GalleryItem, type ReportItem } from '../eval/report.js';
+import { renderReport, thr, worstErrors, type FailedItem, type GalleryItem, type ReportItem } from '../eval/report.js';
 import { curves, summarize, type MetricsSummary } from '../eval/summary.js';
 import type { Engine } from '../pipeline.js';
 import { ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
@@ -68,7 +68,7 @@ export function summaryText(e: EvaluationJson, labels: readonly string[]): strin
   const lines = [
     `Model        ${e.model.name} ${e.model.version}`,
     `Data         ${e.dataset}: ${e.n} images (${e.negatives} ${labels[0]}, ${e.positives} ${labels[1]})${e.errors.length ? `, ${e.errors.length} failed` : ''}`,
-    `Threshold    ${e.threshold}`,
+    `Threshold    ${thr(e.threshold)}`,
     `Accuracy     ${fmtPct(e.accuracy)}`,
     `Sensitivity  ${fmtPct(e.sensitivity)}`,
     `Specificity  ${fmtPct(e.specificity)}`,

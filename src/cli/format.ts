@@ -14,6 +14,8 @@ export interface PredictRow extends FileOutcome {
 interface Column {
   header: string;
   value(row: PredictRow): string;
+  /** Shorter form for the table (default: value). */
+  display?(row: PredictRow): string;
 }
 
 const prob = (r: AnalysisResult): string => r.probability.toFixed(4);
@@ -22,7 +24,11 @@ export const COLUMNS: Column[] = [
   { header: 'file', value: (row) => row.file },
   { header: 'label', value: (row) => row.result?.label ?? '' },
   { header: 'probability', value: (row) => (row.result ? prob(row.result) : '') },
-  { header: 'threshold', value: (row) => (row.result ? String(row.result.threshold) : '') },
+  {
+    header: 'threshold',
+    value: (row) => (row.result ? String(row.result.threshold) : ''),
+    display: (row) => (row.result ? String(Number(row.result.threshold.toFixed(4))) : ''),
+  },
   { header: 'logit', value: (row) => (row.result ? row.result.logit.toFixed(4) : '') },
   { header: 'width', value: (row) => (row.result ? String(row.result.image.width) : '') },
   { header: 'height', value: (row) => (row.result ? String(row.result.image.height) : '') },
@@ -57,11 +63,12 @@ export function jsonRow(row: PredictRow): Record<string, unknown> {
 export function table(rows: PredictRow[]): string {
   const cols = COLUMNS.filter((c) => TABLE_COLUMNS.includes(c.header));
   const head = cols.map((c) => c.header.toUpperCase());
-  const ok = rows.filter((r) => !r.error).map((r) => cols.map((c) => c.value(r)));
+  const cell = (c: Column, r: PredictRow): string => (c.display ?? c.value)(r);
+  const ok = rows.filter((r) => !r.error).map((r) => cols.map((c) => cell(c, r)));
   const widths = head.map((h, j) => Math.max(h.length, ...ok.map((r) => r[j].length), ...rows.filter((r) => r.error).map((r) => (j === 0 ? r.file.length : 0))));
   const line = (cells: string[]): string => cells.map((v, j) => (j === cells.length - 1 ? v : v.padEnd(widths[j]))).join('  ').trimEnd() + '\n';
   return (
     line(head) +
-    rows.map((r) => (r.error ? line([r.file, `ERROR ${r.error.code}: ${r.error.message}`]) : line(cols.map((c) => c.value(r))))).join('')
+    rows.map((r) => (r.error ? line([r.file, `ERROR ${r.error.code}: ${r.error.message}`]) : line(cols.map((c) => cell(c, r))))).join('')
   );
 }

@@ -58,6 +58,8 @@ export function worstErrors(items: ReportItem[], threshold: number, k: number): 
 
 const pct = (v: number | null): string => (v === null ? 'n/a' : `${(v * 100).toFixed(1)}%`);
 const dec = (v: number | null, d = 3): string => (v === null ? 'n/a' : v.toFixed(d));
+/** A threshold to at most 4 decimals, without trailing zeros. */
+export const thr = (t: number): string => String(Number(t.toFixed(4)));
 
 const CSS = `
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:16px 24px;color:#222}
@@ -94,7 +96,7 @@ export function renderReport(input: ReportInput): string {
   out.push(`<title>pneumolens evaluation: ${esc(input.card.name)} ${esc(input.card.version)}</title><style>${CSS}</style></head><body>`);
   out.push(`<h1>pneumolens evaluation report</h1>`);
   out.push(`<p class="disclaimer">${DISCLAIMER} Metrics describe this data set only; they are not a clinical validation.</p>`);
-  out.push(`<p>Model <b>${esc(input.card.name)} ${esc(input.card.version)}</b> on <code>${esc(input.dataset)}</code>: ${s.n} images (${s.negatives} ${neg}, ${s.positives} ${pos}), threshold ${s.threshold}. Generated ${esc(when)}.</p>`);
+  out.push(`<p>Model <b>${esc(input.card.name)} ${esc(input.card.version)}</b> on <code>${esc(input.dataset)}</code>: ${s.n} images (${s.negatives} ${neg}, ${s.positives} ${pos}), threshold ${thr(s.threshold)}. Generated ${esc(when)}.</p>`);
   if (input.failures.length > 0) out.push(`<p><b>${input.failures.length}</b> file(s) could not be analysed and are not counted (listed at the end).</p>`);
 
   out.push(`<h2>Summary</h2>`);
@@ -118,7 +120,7 @@ export function renderReport(input: ReportInput): string {
     ),
   );
 
-  out.push(`<h2>Confusion matrix at threshold ${s.threshold}</h2>`);
+  out.push(`<h2>Confusion matrix at threshold ${thr(s.threshold)}</h2>`);
   out.push(`<table class="cm"><tr><th></th><th>predicted ${neg}</th><th>predicted ${pos}</th></tr>`);
   out.push(`<tr><th>true ${neg}</th><td class="ok">TN ${c.tn}</td><td class="bad">FP ${c.fp}</td></tr>`);
   out.push(`<tr><th>true ${pos}</th><td class="bad">FN ${c.fn}</td><td class="ok">TP ${c.tp}</td></tr></table>`);
