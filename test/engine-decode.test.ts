@@ -35,6 +35,17 @@ describe('decodeImage: raster formats (sharp)', () => {
     image.data.forEach((v, i) => expect(v).toBeCloseTo(samples[i] / 257, 4));
   });
 
+  it('maps 16-bit RGB and 16-bit gray+alpha PNGs by value/257, keeping channels', async () => {
+    const rgb = ramp(16 * 16 * 3, (i) => 257 * (i % 256));
+    const a = await decodeImage(makePng({ width: 16, height: 16, channels: 3, bitDepth: 16, samples: rgb }));
+    expect(a.image.channels).toBe(3);
+    expect(Array.from(a.image.data.subarray(0, 4))).toEqual([0, 1, 2, 3]);
+    const ga = ramp(16 * 16 * 2, (i) => (i % 2 ? 65535 : 257 * (i % 200)));
+    const b = await decodeImage(makePng({ width: 16, height: 16, channels: 2, bitDepth: 16, samples: ga }));
+    expect(b.image.channels).toBe(2);
+    expect(Array.from(b.image.data.subarray(0, 4))).toEqual([0, 255, 2, 255]);
+  });
+
   it('keeps alpha for RGBA and gray+alpha PNGs', async () => {
     const rgba = ramp(16 * 16 * 4, (i) => (i * 37) % 256);
     const a = await decodeImage(makePng({ width: 16, height: 16, channels: 4, bitDepth: 8, samples: rgba }));

@@ -55,22 +55,25 @@ export async function overlayBase(image: RawImage, maxSide = DEFAULT_MAX_SIDE): 
   const gray = image.channels === 1 ? image.data : toGray(image);
   const { width, height } = overlaySize(image.width, image.height, maxSide);
   if (width === image.width && height === image.height) return { data: gray, width, height };
-  const gray8 = new Uint8Array(gray.length);
-  for (let i = 0; i < gray.length; i++) gray8[i] = Math.round(Math.min(255, Math.max(0, gray[i])));
+  const gray8 = new Uint8Array(new Uint8ClampedArray(gray).buffer); // native round + clamp to 0..255
   return { data: await resizeGray8(gray8, image.width, image.height, width, height), width, height };
 }
 
 /** Blends the colour-mapped CAM (upsampled to the base size) over the gray base; 8-bit RGB out. */
-export function blendOverlay(base: GrayBase, cam: CamMap, opts: OverlayOptions = {}): { rgb: Uint8Array; width: number; height: number } {
+export function blendOverlay(base: GrayBase, cam: CamMap, opts: OverlayOptions = {}): { rgb: Uint8ClampedArray; width: number; height: number } {
   const { colormap, alpha } = checkOverlayOptions(opts);
   const { width, height, data } = base;
   const heat = upsampleBilinear(cam.map, cam.width, cam.height, width, height);
   const lut = colormapLut(colormap);
-  const rgb = new Uint8Array(width * height * 3);
-  for (let p = 0; p < width * height; p++) {
-    const g = data[p] * (1 - alpha);
-    const idx = Math.round(Math.min(1, Math.max(0, heat[p])) * 255) * 3;
-    for (let c = 0; c < 3; c++) rgb[p * 3 + c] = Math.round(Math.min(255, Math.max(0, g + alpha * lut[idx + c])));
+  const rgb = new Uint8ClampedArray(width * height * 3); // rounds and clamps on store
+  const beta = 1 - alpha;
+  for (let p = 0, o = 0; p < width * height; p++, o += 3) {
+    const g = data[p] * beta;
+    const t = heat[p];
+    const idx = (((t < 0 ? 0 : t > 1 ? 1 : t) * 255 + 0.5) | 0) * 3;
+    rgb[o] = g + alpha * lut[idx];
+    rgb[o + 1] = g + alpha * lut[idx + 1];
+    rgb[o + 2] = g + alpha * lut[idx + 2];
   }
   return { rgb, width, height };
 }
@@ -79,5 +82,5 @@ export function blendOverlay(base: GrayBase, cam: CamMap, opts: OverlayOptions =
 export async function renderOverlay(image: RawImage, cam: CamMap, opts: OverlayOptions = {}): Promise<Buffer> {
   const { maxSide } = checkOverlayOptions(opts);
   const { rgb, width, height } = blendOverlay(await overlayBase(image, maxSide), cam, opts);
-  return encodePng(rgb, width, height, 3);
+  return encodePng(new Uint8Array(rgb.buffer), width, height, 3);
 }

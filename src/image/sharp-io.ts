@@ -42,14 +42,16 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
     const keep = grayAlpha && info.channels === 4 ? [0, 3] : null;
     const channels = (keep ? 2 : info.channels) as RawImage['channels'];
     const pixels = info.width * info.height;
-    const out = new Float32Array(pixels * channels);
+    let out: Float32Array;
     if (keep) {
+      out = new Float32Array(pixels * 2);
       for (let p = 0; p < pixels; p++) {
         out[p * 2] = samples[p * 4] / div;
         out[p * 2 + 1] = samples[p * 4 + 3] / div;
       }
     } else {
-      for (let i = 0; i < n; i++) out[i] = samples[i] / div;
+      out = new Float32Array(samples); // native element-wise conversion
+      if (div !== 1) for (let i = 0; i < n; i++) out[i] /= div;
     }
     return { data: out, width: info.width, height: info.height, channels };
   } catch (e) {

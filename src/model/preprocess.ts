@@ -107,7 +107,7 @@ export function normalize(values: Float32Array, spec: Pick<PreprocessingSpec, 's
 /** RawImage -> model input [1, H, W] (returned flat, length H*W) for the card's input size. */
 export function preprocess(image: RawImage, card: Pick<ModelCard, 'input' | 'preprocessing'>): Float32Array {
   const { width: W, height: H } = card.input;
-  const gray = toGray(image);
+  const gray = image.channels === 1 ? image.data : toGray(image); // resizing never mutates its input
   const resized = resizeGray(gray, image.width, image.height, W, H, card.preprocessing.resize);
   return normalize(resized, card.preprocessing, W * H);
 }
