@@ -55,6 +55,9 @@ export class Engine {
 
   /** Loads and validates the card, verifies the ONNX file and creates the inference session. */
   static async load(opts: EngineOptions = {}): Promise<Engine> {
+    if (opts.maxBatch !== undefined && !(Number.isInteger(opts.maxBatch) && opts.maxBatch >= 1)) {
+      throw new Error(`maxBatch must be a positive integer (got ${opts.maxBatch})`);
+    }
     const card = loadCard(opts.card);
     if (opts.verifyHash ?? true) await verifyModelHash(card);
     const session = await ModelSession.create(card.modelPath, card, { threads: opts.threads });

@@ -54,7 +54,7 @@ function parse(bytes: Uint8Array): DataSet {
   const rawSyntax = /^[A-Z]{2}$/.test(buf.toString('latin1', 4, 6)) ? EXPLICIT_LE : IMPLICIT_LE;
   try {
     return dicomParser.parseDicom(buf, hasPreamble ? {} : { TransferSyntaxUID: rawSyntax });
-  } catch (e) {
+  } catch {
     // dicom-parser throws strings or Errors; its messages describe structure only, but stay generic.
     throw undecodable('the data set is malformed or truncated');
   }
