@@ -12,7 +12,7 @@
  */
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { availableParallelism, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
@@ -21,7 +21,7 @@ import { runInNewContext } from 'node:vm';
 import sharp from 'sharp';
 import { REPO_ROOT } from '../src/model/card.ts';
 import { Engine } from '../src/pipeline.ts';
-import { serve } from '../src/server/start.ts';
+import { defaultMaxConcurrent, serve, threadsPerAnalysis } from '../src/server/start.ts';
 
 // autocannon ships no types: the small part used here.
 interface CannonResult {
@@ -126,8 +126,9 @@ const mb = (b: number) => +(b / (1024 * 1024)).toFixed(1);
 async function main(): Promise<void> {
   const { images, source } = await loadImages();
   log(`images: ${source}; ${images.map((b) => `${Math.round(b.length / 1024)} KB`).join(', ')}`);
-  const engine = await Engine.load(THREADS ? { threads: THREADS } : {});
-  const maxConcurrent = CONCURRENCY ?? Math.max(1, availableParallelism());
+  // The same sizing as `pneumolens serve` unless told otherwise.
+  const maxConcurrent = CONCURRENCY ?? defaultMaxConcurrent();
+  const engine = await Engine.load({ threads: THREADS ?? threadsPerAnalysis(maxConcurrent) });
   // Queue room for every client, so a correctly sized server answers all requests with 2xx.
   const server = await serve({ engine, port: 0, host: '127.0.0.1', maxConcurrent, maxQueue: CONNECTIONS + 4, requestTimeoutMs: 60_000 });
   if (!server.url.startsWith('http://127.0.0.1:')) throw new Error(`refusing to load-test ${server.url}`);

@@ -158,7 +158,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const maxUploadText = formatBytes(maxUploadBytes);
   const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
   const limiter = new Limiter({
-    maxConcurrent: opts.maxConcurrent ?? Math.max(1, os.availableParallelism()),
+    maxConcurrent: opts.maxConcurrent ?? Math.max(1, os.availableParallelism()), // = defaultMaxConcurrent()
     maxQueue: opts.maxQueue ?? 16,
   });
   const urlPolicy = opts.urlAllowList ? new UrlPolicy({ allow: opts.urlAllowList }) : UrlPolicy.fromEnv(process.env.PNEUMOLENS_URL_ALLOW);
