@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Thin launcher: runs the TypeScript CLI through tsx so users need no build step.
-import { spawnSync } from 'node:child_process';
+// Signals are forwarded so that `kill <pid>` of the launcher stops `serve` gracefully.
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -8,7 +9,12 @@ import { createRequire } from 'node:module';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const tsxCli = require.resolve('tsx/cli');
-const r = spawnSync(process.execPath, [tsxCli, join(root, 'src/cli/main.ts'), ...process.argv.slice(2)], {
+const child = spawn(process.execPath, [tsxCli, join(root, 'src/cli/main.ts'), ...process.argv.slice(2)], {
   stdio: 'inherit',
 });
-process.exit(r.status ?? 1);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => child.kill(sig));
+}
+child.on('exit', (code, signal) => {
+  process.exit(code ?? (signal ? 128 + 1 : 1));
+});

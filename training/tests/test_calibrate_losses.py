@@ -1,0 +1,85 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pneumolens_train import calibrate as cal
+from pneumolens_train.losses import focal_loss, weighted_bce
+from pneumolens_train.preprocess import DEFAULT_SPEC, gray_from_array, normalize, resize_bilinear_aa
+
+
+def test_auc_with_ties_is_mann_whitney():
+    y = [0, 0, 1, 1]
+    assert cal.roc_auc(y, [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert cal.roc_auc(y, [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    assert cal.roc_auc([0, 1, 1], [0.2, 0.2, 0.9]) == pytest.approx(0.75)
+
+
+def test_binary_metrics_hand_computed():
+    m = cal.binary_metrics([1, 1, 1, 0, 0], [0.9, 0.6, 0.2, 0.7, 0.1], 0.5)
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 1)
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(0.5)
+    assert m["precision"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
+
+
+def test_temperature_recovers_known_scale():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-z))).astype(int)
+    # logits that are 2.5x too confident -> temperature about 2.5
+    assert cal.fit_temperature(z * 2.5, y) == pytest.approx(2.5, rel=0.05)
+
+
+def test_youden_threshold_midpoint_of_separating_gap():
+    # separable: negatives at logit <= -1, positives at logit >= 3 -> midpoint logit 1
+    logits = np.array([-3, -2, -1, 3, 4, 5], dtype=float)
+    y = [0, 0, 0, 1, 1, 1]
+    t, pol = cal.choose_threshold(y, cal.sigmoid(logits), "youden")
+    assert pol == "youden" and t == pytest.approx(cal.sigmoid(1.0), abs=1e-6)
+
+
+def test_sensitivity_policy_and_fixed():
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])
+    y = [0, 0, 1, 0, 1, 1, 1]
+    t, _ = cal.choose_threshold(y, p, "sensitivity:0.75")  # 3 of 4 positives -> between 0.6 and 0.7
+    assert 0.6 < t <= 0.7
+    assert cal.binary_metrics(y, p, t)["sensitivity"] == pytest.approx(0.75)
+    assert cal.choose_threshold(y, p, "fixed:0.42")[0] == 0.42
+
+
+def test_focal_loss_against_hand_computed_value():
+    logit = torch.tensor([2.0, -1.0])
+    y = torch.tensor([1.0, 1.0])
+    p = [1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(1.0))]
+    expect = sum(-0.25 * (1 - q) ** 2 * math.log(q) for q in p) / 2
+    assert float(focal_loss(logit, y, gamma=2.0, alpha=0.25)) == pytest.approx(expect, rel=1e-5)
+    # gamma 0, no alpha = plain BCE
+    assert float(focal_loss(logit, y, 0.0, None)) == pytest.approx(float(weighted_bce(logit, y)), rel=1e-6)
+
+
+def test_weighted_bce_weights_positive_class():
+    logit, y = torch.tensor([0.0]), torch.tensor([1.0])
+    assert float(weighted_bce(logit, y, pos_weight=3.0)) == pytest.approx(3 * math.log(2), rel=1e-6)
+
+
+def test_resize_and_colour_spec():
+    a = np.array([[0, 10, 20, 30]], dtype=np.float32)
+    # triangle filter widened by the scale (PIL / torch antialias): weights .75 .75 .25 for output 0
+    assert np.allclose(resize_bilinear_aa(a, 1, 2), [[12.5 / 1.75, 40 / 1.75]])
+    from PIL import Image
+    r = np.random.default_rng(0).uniform(0, 255, (37, 53)).astype(np.float32)
+    pil = np.asarray(Image.fromarray(r, mode="F").resize((24, 20), Image.BILINEAR))
+    assert np.abs(resize_bilinear_aa(r, 20, 24) - pil).max() < 1e-3
+    assert np.array_equal(resize_bilinear_aa(a, 1, 4), a)
+    rgb = np.array([[[255, 0, 0], [0, 255, 0]]], dtype=np.float32)
+    assert np.allclose(gray_from_array(rgb), [[0.299 * 255, 0.587 * 255]])
+
+
+def test_normalize_rejects_wrong_ranges():
+    with pytest.raises(ValueError, match="0..255"):
+        normalize(np.array([[0.0, 300.0]]), DEFAULT_SPEC)
+    with pytest.raises(ValueError, match="NaN"):
+        normalize(np.array([[0.0, np.nan]]), DEFAULT_SPEC)
+    out = normalize(np.array([[0.0, 127.5, 255.0]]), DEFAULT_SPEC)
+    assert np.allclose(out, [[-2.0, 0.0, 2.0]])
