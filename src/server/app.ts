@@ -143,7 +143,7 @@ export function toPredictResponse(result: AnalysisResult, serverTimings: Record<
     logit: result.logit,
     model: { name: result.model.name, version: result.model.version },
     image: { width: result.image.width, height: result.image.height, format: result.image.format },
-    timings_ms: { ...result.timings_ms, ...serverTimings },
+    timings_ms: Object.fromEntries(Object.entries({ ...result.timings_ms, ...serverTimings }).map(([k, v]) => [k, round(v, 1)])),
     gradcam: cam ? `data:image/png;base64,${Buffer.from(cam.overlayPng.buffer, cam.overlayPng.byteOffset, cam.overlayPng.byteLength).toString('base64')}` : null,
     gradcam_map: cam ? { width: cam.mapWidth, height: cam.mapHeight, data: Array.from(cam.map, (v) => round(v, 4)) } : null,
     warnings: [...result.warnings],
