@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { Engine } from '../src/pipeline.ts';
 import { serve, type RunningServer } from '../src/server/start.ts';
+import { grayDicom } from './fixtures/make-dicom.ts';
 import { chestPng } from './server-helpers.ts';
 
 const OUT = resolve(import.meta.dirname, '..', 'test-results');
@@ -114,6 +115,25 @@ describe('web page, end to end', () => {
     expect(overflow).toBeLessThanOrEqual(0);
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: resolve(OUT, 'e2e-phone.png'), fullPage: true });
+    await page.close();
+  });
+
+  it('DICOM (no browser preview): shows the server-rendered overlay and re-requests it for a new opacity', async () => {
+    const page = await browser.newPage({ viewport: { width: 1024, height: 800 }, reducedMotion: 'reduce' });
+    await page.goto(server.url);
+    const px = Array.from({ length: 96 * 96 }, (_, i) => 60 + ((i * 13) % 120));
+    await page.setInputFiles('#file', { name: 'study.dcm', mimeType: 'application/dicom', buffer: grayDicom(96, 96, px) });
+    await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
+    await expect(page.locator('#original-missing').isVisible()).resolves.toBe(true);
+    const overlay = page.locator('#overlay-img');
+    await expect(overlay.isVisible()).resolves.toBe(true);
+    const first = await overlay.getAttribute('src');
+    expect(first).toMatch(/^data:image\/png;base64,/);
+    const answered = page.waitForResponse((r) => r.url().includes('/api/predict') && r.url().includes('alpha=0.9'));
+    await page.getByLabel('Heatmap opacity').fill('0.9');
+    await page.getByLabel('Heatmap opacity').dispatchEvent('change');
+    expect((await answered).status()).toBe(200);
+    await page.waitForFunction((prev) => (document.getElementById('overlay-img') as HTMLImageElement).src !== prev, first);
     await page.close();
   });
 

@@ -14,6 +14,7 @@ const state = {
   heatmap: null,
   card: null,
   busy: false,
+  again: false,
 };
 
 // ---------- colour maps (same stops as the server's, for the client-side blend) ----------
@@ -159,7 +160,11 @@ async function request(alpha) {
 }
 
 async function analyse() {
-  if (!state.input || state.busy) return;
+  if (!state.input) return;
+  if (state.busy) {
+    state.again = true; // e.g. the opacity changed while a request was running: ask once more after it
+    return;
+  }
   const t = $('threshold').value.trim();
   if (t !== '' && !(Number(t) >= 0 && Number(t) <= 1)) {
     showError('The decision threshold must be a number between 0 and 1.');
@@ -185,6 +190,10 @@ async function analyse() {
   } finally {
     state.busy = false;
     document.body.classList.remove('busy');
+    if (state.again) {
+      state.again = false;
+      analyse();
+    }
   }
 }
 

@@ -3,6 +3,7 @@
  * same `card` and `analyse` in tests), so every route runs in-process under `app.inject`.
  */
 import os from 'node:os';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import multipart from '@fastify/multipart';
@@ -41,6 +42,9 @@ export interface AppOptions {
   /** Folder of the web page (default: web/ of the repository). */
   webRoot?: string;
 }
+
+/** The API's version is the package's. */
+const PACKAGE_VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024;
 /** Room for the multipart envelope around the file when checking Content-Length up front. */
@@ -254,7 +258,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   app.get('/api/model', async () => publicCard(readyEngine().card));
 
-  const openApi = () => openApiDocument({ version: state.status === 'ok' ? state.engine.card.version : '0.1.0', maxUploadBytes });
+  const openApi = () => openApiDocument({ version: PACKAGE_VERSION, maxUploadBytes });
   app.get('/api/openapi.json', async () => openApi());
   app.get('/docs', async (_req, reply) => {
     reply.type('text/html; charset=utf-8');
