@@ -51,8 +51,13 @@ export const DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024;
 const MULTIPART_SLACK_BYTES = 64 * 1024;
 const JSON_BODY_LIMIT = 16 * 1024;
 
-/** Result fields passed through to the client when the engine provides them (issue 5 adds these). */
-const OPTIONAL_RESULT_FIELDS = ['uncertainty', 'rejected', 'gate'] as const;
+/**
+ * Result fields passed through to the client when the engine provides them (issue 5: gate score,
+ * uncertainty, rejection). A new predict option is one entry in PREDICT_QUERY_SCHEMA plus one line
+ * in toAnalyseOptions; an engine PneumoError (e.g. 422 not_a_chest_xray with its score in details)
+ * already reaches the client as is.
+ */
+const OPTIONAL_RESULT_FIELDS = ['uncertainty', 'rejected', 'gate', 'ood'] as const;
 
 type EngineState =
   | { status: 'loading' }
