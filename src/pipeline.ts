@@ -4,6 +4,9 @@
  */
 import { PneumoError } from './errors.ts';
 import { gradCam } from './explain/gradcam.ts';
+import { gateDecision, type GateResult } from './gate/gate.ts';
+import { checkImage, type ImageCheckResult } from './gate/image-checks.ts';
+import { UNCERTAIN_WARNING, uncertaintyOf } from './gate/uncertainty.ts';
 import { checkOverlayOptions, renderOverlay } from './explain/overlay.ts';
 import { decodeImage, type DecodeOptions } from './image/decode.ts';
 import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
@@ -27,6 +30,7 @@ export interface EngineOptions {
 
 interface Prepared {
   decoded: DecodedImage;
+  checks: ImageCheckResult;
   input: Float32Array;
   timings: { decode: number; preprocess: number };
 }
@@ -72,17 +76,24 @@ export class Engine {
     return this.session.disposed;
   }
 
-  /** Analyses one image. Throws PneumoError for user-facing problems (bad image, bad option). */
+  /**
+   * Analyses one image. Throws PneumoError for user-facing problems (bad image, bad option), and
+   * 422 not_a_chest_xray (details: score, reasons) when the input gate rejects the image and
+   * `opts.force` is not set.
+   */
   async analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
     const [result] = await this.run([bytes], opts);
     if (result instanceof Error) throw result;
+    if (result.rejected && !opts.force) throw rejectionError(result.gate);
     return result;
   }
 
   /**
    * Analyses several images with batched inference. Per-item problems are returned in place, as
-   * PneumoError (unexpected failures become 500 internal_error); invalid options throw. The
-   * `infer` timing of an item is the wall time of the batch it was part of.
+   * PneumoError (unexpected failures become 500 internal_error); invalid options throw. An image
+   * the gate rejects is a result with `rejected: true` (without Grad-CAM unless `opts.force`), so
+   * a batch front end can report it next to the others. The `infer` timing of an item is the wall
+   * time of the batch it was part of.
    */
   async analyseMany(items: Uint8Array[], opts: AnalyseOptions = {}): Promise<Array<AnalysisResult | PneumoError>> {
     const results = await this.run(items, opts);
@@ -131,8 +142,9 @@ export class Engine {
     const decoded = await decodeImage(bytes, this.opts.decode);
     const decode = since(t0);
     t0 = performance.now();
+    const checks = checkImage(decoded.image); // a bounded pixel sample: well under a millisecond
     const input = preprocess(decoded.image, this.card);
-    return { decoded, input, timings: { decode, preprocess: since(t0) } };
+    return { decoded, checks, input, timings: { decode, preprocess: since(t0) } };
   }
 
   private async finish(
@@ -146,9 +158,13 @@ export class Engine {
     const logit = inferred.logit[k];
     if (!Number.isFinite(logit)) throw new PneumoError(500, 'model_error', 'The model produced an invalid output for this image.');
     const decision = postprocess(logit, this.card, opts.threshold);
+    const gate = gateDecision(p.checks, inferred.ood ? inferred.ood[k] : null, this.card.gate);
+    const M = inferred.memberCount;
+    const members = inferred.members?.subarray(k * M, (k + 1) * M);
+    const unc = uncertaintyOf(members, this.card.uncertainty, this.card.postprocessing.temperature);
     const t0 = performance.now();
     let cam: AnalysisResult['cam'];
-    if (wantCam) {
+    if (wantCam && (!gate.rejected || opts.force)) {
       const [C, h, w] = inferred.featureShape;
       const features = inferred.features.subarray(k * C * h * w, (k + 1) * C * h * w);
       const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights);
@@ -158,6 +174,13 @@ export class Engine {
     const explain = since(t0);
     const { image, format, notes } = p.decoded;
     const timings_ms = { ...p.timings, infer, explain, total: p.timings.decode + p.timings.preprocess + infer + explain };
+    // Most important first: a forced analysis of a rejected image, then an uncertain result.
+    const warnings = [
+      ...(gate.rejected && opts.force ? [`Analysed anyway (forced), but ${lowerFirst(gate.message ?? '')} Do not rely on this result.`] : []),
+      ...(unc.uncertain ? [`${UNCERTAIN_WARNING}: the model's ensemble disagrees (spread ${unc.value!.toFixed(3)} > ${unc.cutoff}).`] : []),
+      ...warningsFor(p.decoded, this.card.input.width, this.card.input.height),
+      ...(this.card.uncertainty ? [] : ['This model provides no uncertainty estimate.']),
+    ];
     return {
       label: decision.label,
       probability: decision.probability,
@@ -167,12 +190,27 @@ export class Engine {
       image: { width: image.width, height: image.height, format },
       timings_ms,
       ...(cam ? { cam } : {}),
-      warnings: warningsFor(p.decoded, this.card.input.width, this.card.input.height),
+      warnings,
       notes,
-      ...(inferred.ood ? { ood: inferred.ood[k] } : {}),
+      rejected: gate.rejected,
+      ...(gate.reason ? { reason: gate.reason } : {}),
+      gate,
+      uncertainty: unc.value,
+      uncertain: unc.uncertain,
     };
   }
 }
+
+/** The 422 of a rejected image; details (score, threshold, reasons) are safe to show. */
+export function rejectionError(gate: GateResult): PneumoError {
+  return new PneumoError(422, 'not_a_chest_xray', gate.message ?? 'This does not look like a chest X-ray.', {
+    score: gate.score,
+    threshold: gate.threshold,
+    reasons: gate.reasons,
+  });
+}
+
+const lowerFirst = (s: string): string => s.charAt(0).toLowerCase() + s.slice(1);
 
 function toError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));

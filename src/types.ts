@@ -1,4 +1,7 @@
 /** Shared types of the pipeline stages: decode -> preprocess -> infer -> explain -> postprocess. */
+import type { GateResult, RejectionReason } from './gate/gate.ts';
+
+export type { GateResult, RejectionReason } from './gate/gate.ts';
 
 /** The one image type. Values are in 0..255 (8-bit scale) whatever the source bit depth. */
 export interface RawImage {
@@ -26,6 +29,12 @@ export interface AnalyseOptions {
   alpha?: number; // overlay opacity 0..1, default 0.45
   /** Override the card's decision threshold (0..1). */
   threshold?: number;
+  /**
+   * Analyse even what the input gate rejects as not a chest X-ray (default false). Without it,
+   * `analyse` throws PneumoError 422 not_a_chest_xray and `analyseMany` returns the result with
+   * `rejected: true` and no Grad-CAM; with it, the result carries a warning instead.
+   */
+  force?: boolean;
 }
 
 export interface CamResult {
@@ -49,6 +58,17 @@ export interface AnalysisResult {
   warnings: string[];
   /** Safe, non-identifying notes from decoding (e.g. "DICOM VOI window applied"). */
   notes?: string[];
-  /** Out-of-distribution score from the model's `ood` output, when it has one. */
-  ood?: number;
+  /**
+   * The input gate's verdict (= gate.rejected): true when this is judged not to be a chest X-ray.
+   * Such a label and probability are meaningless; they are only computed because of batching, or
+   * because the caller forced the analysis (then `warnings` says so).
+   */
+  rejected: boolean;
+  reason?: RejectionReason;
+  /** Image checks, the model's gate score and the reasons of a rejection. */
+  gate: GateResult;
+  /** Ensemble disagreement in [0, 0.5] (population std of the members' probabilities); null when the model has no ensemble. */
+  uncertainty: number | null;
+  /** uncertainty > the card's cutoff: "uncertain: refer to a clinician" (also in `warnings`). */
+  uncertain: boolean;
 }

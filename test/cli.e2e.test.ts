@@ -95,7 +95,9 @@ describe('predict', () => {
     const io = memIo(dir, engine);
     expect(await run(['predict', '--csv', '--threshold', '0', 'set/**/*.png'], io)).toBe(1);
     const lines = io.out().trimEnd().split('\n');
-    expect(lines[0]).toBe('file,label,probability,threshold,logit,width,height,format,warnings,cam_file,error_code,error_message');
+    expect(lines[0]).toBe(
+      'file,label,probability,threshold,uncertainty,uncertain,rejected,reason,logit,width,height,format,warnings,cam_file,error_code,error_message',
+    );
     expect(lines).toHaveLength(1 + 7);
     const ok = lines.slice(1).filter((l) => !l.includes('broken'));
     expect(ok).toHaveLength(6);

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { expandInputs, globToRegExp } from '../src/cli/files.js';
 import { csvHeader, csvRow, table } from '../src/cli/format.js';
 import { camFileName } from '../src/cli/predict.js';
+import { gateDecision } from '../src/gate/gate.js';
+import { checkImage } from '../src/gate/image-checks.js';
 import { run } from '../src/cli/main.js';
 import type { Io } from '../src/cli/io.js';
 
@@ -67,20 +69,26 @@ describe('output formats', () => {
       image: { width: 10, height: 12, format: 'png' as const },
       timings_ms: {},
       warnings: [],
+      rejected: false,
+      gate: gateDecision(checkImage({ data: Float32Array.from({ length: 100 }, (_, i) => i * 2.5), width: 10, height: 10, channels: 1 }), null, undefined),
+      uncertainty: 0.0123,
+      uncertain: false,
     },
   };
   const bad = { file: 'bad.jpg', error: { code: 'undecodable_image', message: 'not an "image"' } };
 
   it('writes a CSV header and quotes cells that need it', () => {
-    expect(csvHeader()).toBe('file,label,probability,threshold,logit,width,height,format,warnings,cam_file,error_code,error_message\n');
-    expect(csvRow(ok)).toBe('"x,1.png",PNEUMONIA,0.8765,0.5,2.5000,10,12,png,,,,\n');
-    expect(csvRow(bad)).toBe('bad.jpg,,,,,,,,,,undecodable_image,"not an ""image"""\n');
+    expect(csvHeader()).toBe(
+      'file,label,probability,threshold,uncertainty,uncertain,rejected,reason,logit,width,height,format,warnings,cam_file,error_code,error_message\n',
+    );
+    expect(csvRow(ok)).toBe('"x,1.png",PNEUMONIA,0.8765,0.5,0.0123,false,false,,2.5000,10,12,png,,,,\n');
+    expect(csvRow(bad)).toBe('bad.jpg,,,,,,,,,,,,,,undecodable_image,"not an ""image"""\n');
   });
 
   it('aligns the table and reports errors in place of the label', () => {
     const t = table([ok, bad]).split('\n');
-    expect(t[0]).toBe('FILE     LABEL      PROBABILITY  THRESHOLD');
-    expect(t[1]).toBe('x,1.png  PNEUMONIA  0.8765       0.5');
+    expect(t[0]).toBe('FILE     LABEL      PROBABILITY  THRESHOLD  UNCERTAINTY');
+    expect(t[1]).toBe('x,1.png  PNEUMONIA  0.8765       0.5        0.0123');
     expect(t[2]).toBe('bad.jpg  ERROR undecodable_image: not an "image"');
   });
 

@@ -83,7 +83,11 @@ describe('Engine (tiny model)', () => {
     expect(Math.max(...r.cam!.map)).toBeLessThanOrEqual(1);
     const meta = await sharp(r.cam!.overlayPng).metadata();
     expect([meta.width, meta.height]).toEqual([40, 40]);
-    expect(typeof r.ood).toBe('number');
+    expect(typeof r.gate.score).toBe('number'); // the ood output, reported (the card has no gate block)
+    expect(r.gate.threshold).toBeNull();
+    expect(r.rejected).toBe(false);
+    expect(r.uncertainty).toBeNull();
+    expect(r.warnings).toContain('This model provides no uncertainty estimate.');
   });
 
   it('gives the same answer alone and in a batch, and returns per-item errors in place', async () => {
@@ -107,7 +111,11 @@ describe('Engine (tiny model)', () => {
 
   it('warns about transparency, small and elongated images', async () => {
     const rgba = makePng({ width: 20, height: 60, channels: 4, bitDepth: 8, samples: Array.from({ length: 20 * 60 * 4 }, () => 200) });
-    const r = await engine.analyse(rgba);
+    // A blank 1:3 strip is no chest X-ray: refused, unless forced (then a warning says so).
+    await expect(engine.analyse(rgba)).rejects.toMatchObject({ status: 422, code: 'not_a_chest_xray' });
+    const r = await engine.analyse(rgba, { force: true });
+    expect(r.rejected).toBe(true);
+    expect(r.warnings[0]).toMatch(/^Analysed anyway \(forced\).*blank.*extreme shape/);
     expect(r.warnings.join(' ')).toMatch(/transparency/);
     expect(r.warnings.join(' ')).toMatch(/smaller than the model input/);
     expect(r.warnings.join(' ')).toMatch(/aspect ratio/);
@@ -133,9 +141,9 @@ describe('Engine.load', () => {
 
   it('dispose() releases the session; analyse afterwards fails', async () => {
     const e = await Engine.load({ card: writeTinyModel(SPEC).cardPath, threads: 1 });
-    await e.analyse(png(32, 32, () => 5));
+    await e.analyse(png(32, 32, (i) => (i * 5) % 256));
     await e.dispose();
     expect(e.disposed).toBe(true);
-    await expect(e.analyse(png(32, 32, () => 5))).rejects.toThrow(/disposed/);
+    await expect(e.analyse(png(32, 32, (i) => (i * 5) % 256))).rejects.toThrow(/disposed/);
   });
 });

@@ -5,6 +5,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { checkImage } from '../src/gate/image-checks.ts';
 import { decodeImage } from '../src/image/decode.ts';
 import type { PredictEngine } from '../src/server/app.ts';
 import type { AnalyseOptions, AnalysisResult } from '../src/types.ts';
@@ -61,6 +62,10 @@ export class TestEngine implements PredictEngine {
         timings_ms: { decode: 1, total: 1 },
         ...(cam ? { cam } : {}),
         warnings: [],
+        rejected: false,
+        gate: { rejected: false, score: null, threshold: null, checks: { passed: true, stats: checkImage(decoded.image).stats, failures: [] }, reasons: [] },
+        uncertainty: null,
+        uncertain: false,
         ...this.extra,
       };
     } finally {

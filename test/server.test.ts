@@ -52,7 +52,7 @@ describe('GET routes', () => {
     expect(doc.openapi).toMatch(/^3\./);
     expect(Object.keys(doc.paths).sort()).toEqual(['/api/health', '/api/model', '/api/openapi.json', '/api/predict']);
     const params = doc.paths['/api/predict'].post.parameters.map((p: { name: string }) => p.name);
-    expect(params).toEqual(['cam', 'colormap', 'alpha', 'threshold']);
+    expect(params).toEqual(['cam', 'colormap', 'alpha', 'threshold', 'force']);
     expect(Object.keys(doc.paths['/api/predict'].post.responses)).toEqual(
       expect.arrayContaining(['200', '400', '413', '415', '422', '503', '504']),
     );

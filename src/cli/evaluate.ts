@@ -15,7 +15,9 @@ export const help = `Usage: pneumolens evaluate [options] <dir>
 
 Evaluates the model on a labelled folder: <dir>/NORMAL and <dir>/PNEUMONIA (folder names
 matched case-insensitively against the model's labels), searched recursively for images.
-Files that cannot be analysed are counted and listed, not fatal.
+Files that cannot be analysed are counted and listed, not fatal. Images the input gate rejects
+as not chest X-rays are counted and listed too, and the metrics are computed on the accepted
+images only (--force counts them all).
 
 Options:
   --json FILE        write every metric as JSON to FILE ('-' for stdout, which then carries only JSON)
@@ -25,6 +27,7 @@ Options:
   --gallery K        false positives and false negatives to show in the report (default 6 each)
   --bootstrap N      bootstrap resamples for the AUC confidence interval (default 1000)
   --seed S           bootstrap seed (default 42)
+  --force            count images the input gate rejects as not chest X-rays in the metrics
   --batch N          images per inference batch (default 8)
   --quiet            no progress bar
 ${ENGINE_HELP}
@@ -51,6 +54,10 @@ export interface EvaluationJson extends MetricsSummary {
   model: { name: string; version: string };
   dataset: string;
   errors: FailedItem[];
+  /** Images rejected by the input gate (not counted in the metrics unless forced). */
+  rejected: FailedItem[];
+  /** With --force: how many gate-rejected images were counted anyway. */
+  forced_rejected: number;
   predictions: ReportItem[];
 }
 
@@ -68,6 +75,10 @@ export function summaryText(e: EvaluationJson, labels: readonly string[]): strin
   const lines = [
     `Model        ${e.model.name} ${e.model.version}`,
     `Data         ${e.dataset}: ${e.n} images (${e.negatives} ${labels[0]}, ${e.positives} ${labels[1]})${e.errors.length ? `, ${e.errors.length} failed` : ''}`,
+    ...(e.rejected.length
+      ? [`Rejected     ${e.rejected.length} image(s) judged not chest X-rays by the input gate; metrics on the ${e.n} accepted`]
+      : []),
+    ...(e.forced_rejected ? [`Forced       ${e.forced_rejected} image(s) the input gate rejected are counted (--force)`] : []),
     `Threshold    ${thr(e.threshold)}`,
     `Accuracy     ${fmtPct(e.accuracy)}`,
     `Sensitivity  ${fmtPct(e.sensitivity)}`,
@@ -85,11 +96,11 @@ export function summaryText(e: EvaluationJson, labels: readonly string[]): strin
   return lines.join('\n') + '\n';
 }
 
-async function galleryWithOverlays(engine: Engine, gallery: GalleryItem[], root: string, io: Io, threshold: number): Promise<GalleryItem[]> {
+async function galleryWithOverlays(engine: Engine, gallery: GalleryItem[], root: string, io: Io, threshold: number, force: boolean): Promise<GalleryItem[]> {
   const files = gallery.map((g) => join(root, g.file));
   const out: GalleryItem[] = [];
   let k = 0;
-  for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: true, threshold }, 4)) {
+  for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: true, threshold, force }, 4)) {
     for (const o of outcomes) {
       const g = gallery[k++];
       out.push(o.result?.cam ? { ...g, overlayPng: o.result.cam.overlayPng } : g);
@@ -109,6 +120,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     bootstrap: { type: 'string' },
     seed: { type: 'string' },
     batch: { type: 'string' },
+    force: { type: 'boolean' },
     quiet: { type: 'boolean' },
   });
   if (flag(p, 'help')) {
@@ -125,6 +137,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   const resamples = num(p, 'bootstrap', 1, 100_000, true) ?? 1000;
   const seed = num(p, 'seed', 0, 2 ** 32 - 1, true) ?? 42;
   const batch = num(p, 'batch', 1, 256, true) ?? 8;
+  const force = flag(p, 'force');
   const engineOpts = engineOptions(p);
   const dataDir = p.positionals[0];
   const root = resolve(io.cwd, dataDir);
@@ -151,20 +164,27 @@ export async function run(args: string[], io: Io): Promise<number> {
     const progress = new Progress(files.length, io.stderr, 'evaluate ', flag(p, 'quiet') ? false : undefined);
     const items: ReportItem[] = [];
     const failures: FailedItem[] = [];
+    const rejected: FailedItem[] = [];
+    let forcedRejected = 0;
     let k = 0;
-    for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: false, threshold }, batch)) {
+    for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: false, threshold, ...(force ? { force } : {}) }, batch)) {
       for (const o of outcomes) {
         const file = relative(root, o.file);
         const truth = truths[k++];
-        if (o.result) items.push({ file, truth, probability: o.result.probability });
-        else failures.push({ file, code: o.error?.code ?? 'internal_error', message: o.error?.message ?? 'unknown error' });
+        if (o.result?.rejected && !force) {
+          rejected.push({ file, code: 'not_a_chest_xray', message: o.result.gate.reasons.join('; ') });
+        } else if (o.result) {
+          if (o.result.rejected) forcedRejected++;
+          items.push({ file, truth, probability: o.result.probability });
+        } else failures.push({ file, code: o.error?.code ?? 'internal_error', message: o.error?.message ?? 'unknown error' });
       }
-      progress.tick(outcomes.length, outcomes.filter((o) => o.error).length);
+      progress.tick(outcomes.length, outcomes.filter((o) => o.error || (o.result?.rejected && !force)).length);
     }
     progress.finish();
     for (const f of failures) io.stderr.write(`pneumolens: ${f.file}: ${f.code}: ${f.message}\n`);
+    for (const f of rejected) io.stderr.write(`pneumolens: ${f.file}: rejected, not a chest X-ray: ${f.message}\n`);
     if (items.length === 0) {
-      io.stderr.write(`pneumolens: none of the ${files.length} images could be analysed\n`);
+      io.stderr.write(`pneumolens: none of the ${files.length} images could be analysed${rejected.length ? ` (${rejected.length} rejected by the input gate; --force counts them)` : ''}\n`);
       return 1;
     }
 
@@ -176,6 +196,8 @@ export async function run(args: string[], io: Io): Promise<number> {
       dataset: dataDir,
       ...summary,
       errors: failures,
+      rejected,
+      forced_rejected: forcedRejected,
       predictions: items,
     };
 
@@ -186,8 +208,8 @@ export async function run(args: string[], io: Io): Promise<number> {
     }
     if (jsonOut !== '-') io.stdout.write(summaryText(result, labels));
     if (reportOut !== undefined) {
-      const gallery = await galleryWithOverlays(engine, worstErrors(items, threshold, galleryK), root, io, threshold);
-      const html = renderReport({ dataset: dataDir, card: engine.card, summary, curves: curves(y, prob), items, failures, gallery });
+      const gallery = await galleryWithOverlays(engine, worstErrors(items, threshold, galleryK), root, io, threshold, force);
+      const html = renderReport({ dataset: dataDir, card: engine.card, summary, curves: curves(y, prob), items, failures, rejected, forcedRejected, gallery });
       await writeFile(resolve(io.cwd, reportOut), html);
       if (jsonOut !== '-') io.stdout.write(`Report       ${reportOut}\n`);
     }

@@ -9,7 +9,16 @@ import type { FileOutcome } from './batch.js';
 export interface PredictRow extends FileOutcome {
   /** Path of the written Grad-CAM overlay, with --cam. */
   camFile?: string;
+  /** The analysis was forced (--force): a gate rejection is reported as a warning, not a refusal. */
+  forced?: boolean;
 }
+
+/** The gate rejected the image and the analysis was not forced: no label or probability is shown. */
+export function refused(row: PredictRow): boolean {
+  return row.result?.rejected === true && !row.forced;
+}
+
+export const REJECTED_LABEL = 'REJECTED: not a chest X-ray';
 
 interface Column {
   header: string;
@@ -19,17 +28,34 @@ interface Column {
 }
 
 const prob = (r: AnalysisResult): string => r.probability.toFixed(4);
+/** The result whose prediction may be shown: none for errors and refused (gate-rejected) images. */
+const shown = (row: PredictRow): AnalysisResult | undefined => (refused(row) ? undefined : row.result);
+
+function labelDisplay(row: PredictRow): string {
+  const r = row.result;
+  if (!r) return '';
+  if (refused(row)) return REJECTED_LABEL;
+  const marks = [...(r.rejected ? ['forced: not a chest X-ray?'] : []), ...(r.uncertain ? ['uncertain: refer to a clinician'] : [])];
+  return marks.length ? `${r.label} (${marks.join('; ')})` : r.label;
+}
 
 export const COLUMNS: Column[] = [
   { header: 'file', value: (row) => row.file },
-  { header: 'label', value: (row) => row.result?.label ?? '' },
-  { header: 'probability', value: (row) => (row.result ? prob(row.result) : '') },
+  { header: 'label', value: (row) => shown(row)?.label ?? '', display: labelDisplay },
+  { header: 'probability', value: (row) => (shown(row) ? prob(row.result!) : '') },
   {
     header: 'threshold',
-    value: (row) => (row.result ? String(row.result.threshold) : ''),
-    display: (row) => (row.result ? String(Number(row.result.threshold.toFixed(4))) : ''),
+    value: (row) => (shown(row) ? String(row.result!.threshold) : ''),
+    display: (row) => (shown(row) ? String(Number(row.result!.threshold.toFixed(4))) : ''),
   },
-  { header: 'logit', value: (row) => (row.result ? row.result.logit.toFixed(4) : '') },
+  {
+    header: 'uncertainty',
+    value: (row) => (shown(row) && row.result!.uncertainty !== null ? row.result!.uncertainty.toFixed(4) : ''),
+  },
+  { header: 'uncertain', value: (row) => (shown(row) ? String(row.result!.uncertain) : '') },
+  { header: 'rejected', value: (row) => (row.result ? String(row.result.rejected) : '') },
+  { header: 'reason', value: (row) => row.result?.reason ?? '' },
+  { header: 'logit', value: (row) => (shown(row) ? row.result!.logit.toFixed(4) : '') },
   { header: 'width', value: (row) => (row.result ? String(row.result.image.width) : '') },
   { header: 'height', value: (row) => (row.result ? String(row.result.image.height) : '') },
   { header: 'format', value: (row) => row.result?.image.format ?? '' },
@@ -39,7 +65,7 @@ export const COLUMNS: Column[] = [
   { header: 'error_message', value: (row) => row.error?.message ?? '' },
 ];
 
-/** The table shows the few columns a person reads; errors replace the label. */
+/** The table shows the few columns a person reads; errors replace the label, refusals fill it. */
 const TABLE_COLUMNS = ['file', 'label', 'probability', 'threshold'];
 
 function csvCell(s: string): string {
@@ -54,14 +80,24 @@ export function csvRow(row: PredictRow): string {
   return COLUMNS.map((c) => csvCell(c.value(row))).join(',') + '\n';
 }
 
+/**
+ * One JSON result. A refused image keeps `rejected`, `reason`, `message` and `gate` but has no
+ * label, probability, logit or uncertainty: those would be meaningless for it.
+ */
 export function jsonRow(row: PredictRow): Record<string, unknown> {
   if (row.error) return { file: row.file, error: row.error };
   const { cam, timings_ms: _timings, ...rest } = row.result as AnalysisResult;
+  if (refused(row)) {
+    const { label: _l, probability: _p, logit: _g, threshold: _t, uncertainty: _u, uncertain: _c, ...kept } = rest;
+    return { file: row.file, ...kept, message: rest.gate.message };
+  }
   return { file: row.file, ...rest, ...(row.camFile ? { cam_file: row.camFile } : {}) };
 }
 
 export function table(rows: PredictRow[]): string {
-  const cols = COLUMNS.filter((c) => TABLE_COLUMNS.includes(c.header));
+  // The uncertainty column only when the model estimates it.
+  const withUnc = rows.some((r) => shown(r) && r.result!.uncertainty !== null);
+  const cols = COLUMNS.filter((c) => TABLE_COLUMNS.includes(c.header) || (withUnc && c.header === 'uncertainty'));
   const head = cols.map((c) => c.header.toUpperCase());
   const cell = (c: Column, r: PredictRow): string => (c.display ?? c.value)(r);
   const ok = rows.filter((r) => !r.error).map((r) => cols.map((c) => cell(c, r)));

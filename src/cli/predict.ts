@@ -6,7 +6,7 @@ import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, s
 import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
 import { expandInputs } from './files.js';
-import { csvHeader, csvRow, jsonRow, table, type PredictRow } from './format.js';
+import { csvHeader, csvRow, jsonRow, refused, table, type PredictRow } from './format.js';
 import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
 import { Progress } from './progress.js';
 
@@ -23,13 +23,20 @@ Options:
   --threshold X      decision threshold in [0, 1] (default: the model card's)
   --colormap NAME    overlay colormap: jet, viridis, inferno (default jet)
   --alpha A          overlay opacity in [0, 1] (default 0.45)
+  --force            analyse images the input gate rejects as not chest X-rays (with a warning)
   --batch N          images per inference batch (default 8)
   --quiet            no progress bar
 ${ENGINE_HELP}
   -h, --help         this help
 
-Exit status: 0 when every input was analysed, 1 when some input failed (the others are still
-reported), 2 on a usage error. Research and education tool, not a medical device.
+Images that do not look like chest X-rays (colour photos, documents, blank images, other
+body parts...) are rejected: the table shows "REJECTED: not a chest X-ray", JSON and CSV carry
+rejected=true and reason=not_a_chest_xray, and no label or probability. --force analyses them
+anyway. When the model estimates its uncertainty, results above its cutoff are marked
+"uncertain: refer to a clinician".
+
+Exit status: 0 when every input was analysed, 1 when some input failed or was rejected (the
+others are still reported), 2 on a usage error. Research and education tool, not a medical device.
 `;
 
 const COLORMAPS = ['jet', 'viridis', 'inferno'] as const satisfies readonly Colormap[];
@@ -52,6 +59,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     colormap: { type: 'string' },
     alpha: { type: 'string' },
     batch: { type: 'string' },
+    force: { type: 'boolean' },
     quiet: { type: 'boolean' },
   });
   if (flag(p, 'help')) {
@@ -72,8 +80,10 @@ export async function run(args: string[], io: Io): Promise<number> {
   for (const m of missing) io.stderr.write(`pneumolens: ${m}: no such file, or no images found\n`);
   if (files.length === 0) return EXIT_FAILED;
 
+  const force = flag(p, 'force');
   const opts: AnalyseOptions = {
     cam: camDir !== undefined,
+    ...(force ? { force } : {}),
     ...(threshold !== undefined ? { threshold } : {}),
     ...(colormap !== undefined ? { colormap } : {}),
     ...(alpha !== undefined ? { alpha } : {}),
@@ -87,7 +97,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     if (flag(p, 'csv')) io.stdout.write(csvHeader());
     for await (const outcomes of analyseFiles(engine, files, io.cwd, opts, batch)) {
       for (const o of outcomes) {
-        const row: PredictRow = { ...o };
+        const row: PredictRow = { ...o, ...(force ? { forced: true } : {}) };
         if (camAbs && o.result?.cam) {
           const name = camFileName(o.file, io.cwd);
           await writeFile(join(camAbs, name), o.result.cam.overlayPng);
@@ -107,8 +117,14 @@ export async function run(args: string[], io: Io): Promise<number> {
     } else if (!flag(p, 'csv')) {
       io.stdout.write(table(rows));
     }
-    if (failed.length > 0 || missing.length > 0) {
-      io.stderr.write(`pneumolens: ${failed.length + missing.length} input(s) failed, ${rows.length - failed.length} analysed\n`);
+    const rejected = rows.filter(refused);
+    for (const r of rejected) io.stderr.write(`pneumolens: ${r.file}: not_a_chest_xray: ${r.result!.gate.reasons.join('; ')}\n`);
+    if (rejected.length > 0) {
+      io.stderr.write(`pneumolens: ${rejected.length} input(s) rejected as not chest X-rays (--force analyses them anyway)\n`);
+    }
+    if (failed.length > 0 || missing.length > 0 || rejected.length > 0) {
+      const analysed = rows.length - failed.length - rejected.length;
+      io.stderr.write(`pneumolens: ${failed.length + missing.length} input(s) failed${rejected.length ? `, ${rejected.length} rejected` : ''}, ${analysed} analysed\n`);
       return EXIT_FAILED;
     }
     return EXIT_OK;

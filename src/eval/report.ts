@@ -35,6 +35,10 @@ export interface ReportInput {
   curves: Curves;
   items: ReportItem[];
   failures: FailedItem[];
+  /** Images the input gate rejected as not chest X-rays (code not_a_chest_xray); not counted. */
+  rejected?: FailedItem[];
+  /** Evaluated with --force: rejected images were analysed and counted anyway. */
+  forcedRejected?: number;
   gallery: GalleryItem[];
 }
 
@@ -98,6 +102,13 @@ export function renderReport(input: ReportInput): string {
   out.push(`<p class="disclaimer">${DISCLAIMER} Metrics describe this data set only; they are not a clinical validation.</p>`);
   out.push(`<p>Model <b>${esc(input.card.name)} ${esc(input.card.version)}</b> on <code>${esc(input.dataset)}</code>: ${s.n} images (${s.negatives} ${neg}, ${s.positives} ${pos}), threshold ${thr(s.threshold)}. Generated ${esc(when)}.</p>`);
   if (input.failures.length > 0) out.push(`<p><b>${input.failures.length}</b> file(s) could not be analysed and are not counted (listed at the end).</p>`);
+  const rejected = input.rejected ?? [];
+  if (rejected.length > 0) {
+    out.push(`<p><b>${rejected.length}</b> image(s) were rejected by the input gate as not chest X-rays: the metrics are computed on the ${s.n} accepted images only (rejected ones listed at the end).</p>`);
+  }
+  if (input.forcedRejected) {
+    out.push(`<p><b>${input.forcedRejected}</b> image(s) judged not to be chest X-rays by the input gate were analysed anyway (--force) and are counted.</p>`);
+  }
 
   out.push(`<h2>Summary</h2>`);
   const ci = s.auc_ci95 ? ` (95% CI ${dec(s.auc_ci95.lower)}-${dec(s.auc_ci95.upper)}, ${s.auc_ci95.resamples} stratified bootstrap resamples)` : '';
@@ -183,6 +194,10 @@ export function renderReport(input: ReportInput): string {
   if (input.failures.length > 0) {
     out.push(`<h2>Files not analysed</h2>`);
     out.push(table(['File', 'Code', 'Message'], input.failures.map((f) => [esc(f.file), esc(f.code), esc(f.message)])));
+  }
+  if (rejected.length > 0) {
+    out.push(`<h2>Images rejected by the input gate</h2>`);
+    out.push(table(['File', 'Code', 'Reasons'], rejected.map((f) => [esc(f.file), esc(f.code), esc(f.message)])));
   }
   out.push(`<p class="disclaimer">${DISCLAIMER}</p></body></html>`);
   return out.join('\n');

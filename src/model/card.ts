@@ -14,6 +14,25 @@ export interface PreprocessingSpec {
   normalize: { mode: 'fixed'; mean: number; std: number } | { mode: 'per_image' };
 }
 
+/** The input-validity gate of the model (contract: `gate`); its score is the `ood` output. */
+export interface GateSpec {
+  output: string;
+  /** Reject when the (normalised) score is above it; 1.0 by the contract. */
+  threshold: number;
+  components?: Array<{ name: string; raw_threshold?: number; description?: string }>;
+  validation?: { false_rejection_rate?: number; n?: number } & Record<string, unknown>;
+}
+
+/** Ensemble disagreement (contract: `uncertainty`); its input is the `members` output. */
+export interface UncertaintySpec {
+  output: string;
+  method?: string;
+  measure?: string;
+  /** Above it the result is "uncertain: refer to a clinician"; in (0, 0.5]. */
+  cutoff: number;
+  validation?: Record<string, unknown>;
+}
+
 export interface ModelCard {
   schema_version: 1;
   name: string;
@@ -25,12 +44,12 @@ export interface ModelCard {
   gflops_per_image?: number;
   labels: [string, string];
   input: { name: string; channels: 1; height: number; width: number };
-  outputs: { logit: string; features: string; ood?: string };
+  outputs: { logit: string; features: string; ood?: string; members?: string };
   preprocessing: PreprocessingSpec;
   postprocessing: { temperature: number; threshold: number; threshold_policy?: string };
   gradcam: { layer: string; output: string; weights: number[]; bias: number };
-  uncertainty?: Record<string, unknown>;
-  gate?: Record<string, unknown>;
+  uncertainty?: UncertaintySpec;
+  gate?: GateSpec;
   metrics?: Record<string, unknown>;
   training?: Record<string, unknown>;
   intended_use?: string;
@@ -142,6 +161,21 @@ export function validateCard(json: unknown, file = 'model card'): ModelCard {
     c.fail('gradcam.weights', 'a non-empty array of finite numbers', Array.isArray(weights) ? `array(${weights.length})` : weights);
   }
   c.num(o, 'gradcam.bias');
+  if (c.optional(o, 'outputs.members')) c.str(o, 'outputs.members');
+  if (c.optional(o, 'gate')) {
+    c.obj(o, 'gate');
+    const out = c.str(o, 'gate.output');
+    const named = (o.outputs as Json).ood;
+    if (named !== undefined && named !== out) c.fail('gate.output', `equal to outputs.ood ("${String(named)}")`, out);
+    c.num(o, 'gate.threshold', (n) => n > 0, 'a positive number');
+  }
+  if (c.optional(o, 'uncertainty')) {
+    c.obj(o, 'uncertainty');
+    const out = c.str(o, 'uncertainty.output');
+    const named = (o.outputs as Json).members;
+    if (named !== undefined && named !== out) c.fail('uncertainty.output', `equal to outputs.members ("${String(named)}")`, out);
+    c.num(o, 'uncertainty.cutoff', (n) => n > 0 && n <= 0.5, 'a number in (0, 0.5]');
+  }
   return o as unknown as ModelCard;
 }
 

@@ -13,8 +13,19 @@ export interface InferenceOutput {
   /** CAM-layer activations, [n, C, h, w] flattened. */
   features: Float32Array;
   featureShape: [number, number, number];
-  /** Out-of-distribution score per item, when the model has that output. */
+  /** Out-of-distribution (gate) score per item, when the model has that output. */
   ood?: Float32Array;
+  /** Ensemble members' raw logits, [n, M] flattened, when the model has that output. */
+  members?: Float32Array;
+  /** M, the number of members (0 without that output). */
+  memberCount: number;
+}
+
+/** Graph output names of the optional gate score and ensemble members (card outputs or blocks). */
+export function optionalOutputs(card: ModelCard): { ood?: string; members?: string } {
+  const ood = card.outputs.ood ?? card.gate?.output;
+  const members = card.outputs.members ?? card.uncertainty?.output;
+  return { ...(ood ? { ood } : {}), ...(members ? { members } : {}) };
 }
 
 export interface SessionOptions {
@@ -94,7 +105,7 @@ export class ModelSession {
     if (!s.inputNames.includes(input.name)) {
       throw new Error(`${where}: card input "${input.name}" is not a graph input (graph has ${s.inputNames.join(', ')}).`);
     }
-    for (const [role, name] of Object.entries(outputs)) {
+    for (const [role, name] of Object.entries({ ...outputs, ...optionalOutputs(this.card) })) {
       if (name && !s.outputNames.includes(name)) {
         throw new Error(`${where}: card output ${role}="${name}" is not a graph output (graph has ${s.outputNames.join(', ')}).`);
       }
@@ -133,7 +144,8 @@ export class ModelSession {
     if (!Number.isInteger(n) || n < 1 || batch.length !== n * H * W) {
       throw new Error(`run: expected ${n} x 1 x ${H} x ${W} = ${n * H * W} values, got ${batch.length}`);
     }
-    const fetches = [outputs.logit, outputs.features, ...(outputs.ood ? [outputs.ood] : [])];
+    const extra = optionalOutputs(this.card);
+    const fetches = [outputs.logit, outputs.features, ...(extra.ood ? [extra.ood] : []), ...(extra.members ? [extra.members] : [])];
     const feeds = { [input.name]: new ort.Tensor('float32', batch, [n, 1, H, W]) };
     const result = await this.live.run(feeds, fetches);
     const logit = result[outputs.logit];
@@ -143,8 +155,20 @@ export class ModelSession {
       throw new Error(`model output "${outputs.features}" has shape [${features.dims.join(', ')}], expected [${n}, C, h, w]`);
     }
     const [, C, h, w] = features.dims;
-    const ood = outputs.ood ? (result[outputs.ood].data as Float32Array) : undefined;
-    return { logit: logit.data as Float32Array, features: features.data as Float32Array, featureShape: [C, h, w], ...(ood ? { ood } : {}) };
+    const ood = extra.ood ? (result[extra.ood].data as Float32Array) : undefined;
+    if (ood && ood.length !== n) throw new Error(`model output "${extra.ood}" has ${ood.length} values for a batch of ${n}`);
+    const m = extra.members ? result[extra.members] : undefined;
+    if (m && (m.dims.length !== 2 || m.dims[0] !== n || m.dims[1] < 1)) {
+      throw new Error(`model output "${extra.members}" has shape [${m.dims.join(', ')}], expected [${n}, M]`);
+    }
+    return {
+      logit: logit.data as Float32Array,
+      features: features.data as Float32Array,
+      featureShape: [C, h, w],
+      ...(ood ? { ood } : {}),
+      ...(m ? { members: m.data as Float32Array } : {}),
+      memberCount: m ? m.dims[1] : 0,
+    };
   }
 
   get disposed(): boolean {

@@ -52,12 +52,12 @@ const MULTIPART_SLACK_BYTES = 64 * 1024;
 const JSON_BODY_LIMIT = 16 * 1024;
 
 /**
- * Result fields passed through to the client when the engine provides them (issue 5: gate score,
+ * Result fields passed through to the client when the engine provides them (issue 5: the input gate,
  * uncertainty, rejection). A new predict option is one entry in PREDICT_QUERY_SCHEMA plus one line
  * in toAnalyseOptions; an engine PneumoError (e.g. 422 not_a_chest_xray with its score in details)
  * already reaches the client as is.
  */
-const OPTIONAL_RESULT_FIELDS = ['uncertainty', 'rejected', 'gate', 'ood'] as const;
+const OPTIONAL_RESULT_FIELDS = ['rejected', 'reason', 'gate', 'uncertainty', 'uncertain'] as const;
 
 type EngineState =
   | { status: 'loading' }
@@ -135,6 +135,7 @@ function toAnalyseOptions(q: PredictQuery): AnalyseOptions {
   if (q.colormap !== undefined) o.colormap = q.colormap;
   if (q.alpha !== undefined) o.alpha = q.alpha;
   if (q.threshold !== undefined) o.threshold = q.threshold;
+  if (q.force) o.force = true;
   return o;
 }
 

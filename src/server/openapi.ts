@@ -22,6 +22,12 @@ export const PREDICT_QUERY_SCHEMA = {
       maximum: 1,
       description: "Decision threshold on the calibrated probability, 0..1 (default: the model card's).",
     },
+    force: {
+      type: 'boolean',
+      default: false,
+      description:
+        'Analyse the image even when the input gate judges it is not a chest X-ray (default false: such an image is refused with 422 not_a_chest_xray). A forced result says so in `warnings` and keeps `rejected: true`.',
+    },
   },
 } as const;
 
@@ -30,6 +36,7 @@ export interface PredictQuery {
   colormap?: 'jet' | 'viridis' | 'inferno';
   alpha?: number;
   threshold?: number;
+  force?: boolean;
 }
 
 const errorResponse = (description: string) => ({
@@ -60,7 +67,9 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
           description:
             `Send the image as multipart/form-data (field \`file\`, at most ${mb} MB) or as JSON \`{"url": "https://..."}\`. ` +
             'JPEG, PNG, WebP, TIFF and DICOM are read; the format is recognised from the bytes, never from the file name or Content-Type. ' +
-            'URLs must point to public http(s) hosts (an administrator can allow intranet hosts with PNEUMOLENS_URL_ALLOW).',
+            'URLs must point to public http(s) hosts (an administrator can allow intranet hosts with PNEUMOLENS_URL_ALLOW). ' +
+            'An image that does not look like a chest X-ray is refused with 422 `not_a_chest_xray` (with `score` and `reasons`) unless `force=true`. ' +
+            'When the model has an ensemble, `uncertainty` is its disagreement and `uncertain: true` means: uncertain, refer to a clinician.',
           parameters: Object.entries(PREDICT_QUERY_SCHEMA.properties).map(([name, schema]) => {
             const { description, ...rest } = schema as { description: string } & Record<string, unknown>;
             return { name, in: 'query', required: false, description, schema: rest };
@@ -97,7 +106,11 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             '400': errorResponse('Malformed request: bad query parameter, bad JSON, missing file, or a URL that is not allowed (code url_forbidden).'),
             '413': errorResponse(`The file (or the image at the URL) is larger than ${mb} MB.`),
             '415': errorResponse('Not an image format that is read (JPEG, PNG, WebP, TIFF, DICOM), or a request content type that is not accepted.'),
-            '422': errorResponse('The image is corrupt, truncated, too large in pixels, or otherwise unusable.'),
+            '422': errorResponse(
+              'The image is corrupt, truncated, too large in pixels, or otherwise unusable; or (code `not_a_chest_xray`) the input gate judged it is not a chest X-ray ' +
+                '(colour photo, document or screenshot, blank image, extreme shape, or unlike the training X-rays by the model\'s own gate score): ' +
+                'then the error also carries `score` (the model\'s gate score, null when the model has none), `threshold` and `reasons` (one line each). Repeat with `force=true` to analyse it anyway.',
+            ),
             '502': errorResponse('The image URL could not be fetched (code url_fetch_failed).'),
             '503': { ...errorResponse('Busy (all analysis slots and the queue are taken), the model is not loaded yet, or the server is shutting down.'), headers: retryAfter },
             '504': errorResponse('The analysis (or the URL fetch) did not finish in time.'),
@@ -151,13 +164,16 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                     'bad_request, not_found, payload_too_large, unsupported_media_type, undecodable_image, unusable_image, not_a_chest_xray, busy, timeout, url_forbidden, url_fetch_failed, model_error, internal_error',
                 },
                 message: { type: 'string', description: 'For people; may change between versions.' },
+                score: { type: 'number', nullable: true, description: 'not_a_chest_xray only: the model\'s gate score (above threshold = rejected); null when the model has no gate.' },
+                threshold: { type: 'number', nullable: true, description: 'not_a_chest_xray only: the gate threshold of the model card.' },
+                reasons: { type: 'array', items: { type: 'string' }, description: 'not_a_chest_xray only: why the image was refused, for people.' },
               },
             },
           },
         },
         Prediction: {
           type: 'object',
-          required: ['label', 'probability', 'threshold', 'model', 'image', 'timings_ms', 'gradcam', 'warnings'],
+          required: ['label', 'probability', 'threshold', 'model', 'image', 'timings_ms', 'gradcam', 'warnings', 'rejected', 'gate', 'uncertainty', 'uncertain'],
           properties: {
             label: { type: 'string', example: 'PNEUMONIA', description: 'PNEUMONIA if probability >= threshold, else NORMAL.' },
             probability: { type: 'number', minimum: 0, maximum: 1, description: 'Calibrated probability of pneumonia.' },
@@ -180,7 +196,57 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               description: 'The Grad-CAM map at the model layer resolution, normalised to 0..1, row-major.',
               properties: { width: { type: 'integer' }, height: { type: 'integer' }, data: { type: 'array', items: { type: 'number' } } },
             },
-            warnings: { type: 'array', items: { type: 'string' } },
+            warnings: {
+              type: 'array',
+              items: { type: 'string' },
+              description: 'For people. Starts with "uncertain: refer to a clinician..." when `uncertain`, and with "Analysed anyway (forced)..." for a forced analysis of a rejected image.',
+            },
+            rejected: { type: 'boolean', description: 'The input gate judged this is not a chest X-ray (only in a 200 answer with force=true; then do not rely on the result).' },
+            reason: { type: 'string', enum: ['not_a_chest_xray'], description: 'Present when rejected.' },
+            gate: { $ref: '#/components/schemas/Gate' },
+            uncertainty: {
+              type: 'number',
+              nullable: true,
+              minimum: 0,
+              maximum: 0.5,
+              description: "Ensemble disagreement: population std of the ensemble members' calibrated probabilities; null when the model has no ensemble.",
+            },
+            uncertain: { type: 'boolean', description: "uncertainty above the model card's cutoff: uncertain, refer to a clinician." },
+          },
+        },
+        Gate: {
+          type: 'object',
+          description: 'The input gate: cheap image checks plus, when the model has one, its out-of-distribution score.',
+          properties: {
+            rejected: { type: 'boolean' },
+            reason: { type: 'string', enum: ['not_a_chest_xray'] },
+            score: { type: 'number', nullable: true, description: "The model's gate score, normalised so that above `threshold` = not like the training chest X-rays; null when the model has none." },
+            threshold: { type: 'number', nullable: true },
+            checks: {
+              type: 'object',
+              properties: {
+                passed: { type: 'boolean' },
+                stats: {
+                  type: 'object',
+                  description: 'Measured image statistics: aspect (width/height), saturation (0..1), grayStd and grayRange (0..255), nearWhite and modeFraction (0..1), samples.',
+                  additionalProperties: { type: 'number' },
+                },
+                failures: {
+                  type: 'array',
+                  items: {
+                    type: 'object',
+                    properties: {
+                      check: { type: 'string', enum: ['colour', 'blank', 'low_contrast', 'aspect', 'document'] },
+                      value: { type: 'number' },
+                      threshold: { type: 'number' },
+                      reason: { type: 'string' },
+                    },
+                  },
+                },
+              },
+            },
+            reasons: { type: 'array', items: { type: 'string' } },
+            message: { type: 'string' },
           },
         },
         Health: {
