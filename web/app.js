@@ -15,6 +15,7 @@ const state = {
   card: null,
   busy: false,
   again: false,
+  force: false, // "Analyse anyway" after the input gate refused the image; reset for a new input
 };
 
 // ---------- colour maps (same stops as the server's, for the client-side blend) ----------
@@ -99,6 +100,7 @@ async function errorMessage(res) {
 
 // ---------- input ----------
 function resetPreview() {
+  state.force = false;
   if (state.originalUrl) URL.revokeObjectURL(state.originalUrl);
   state.originalUrl = null;
   state.originalImg = null;
@@ -142,6 +144,7 @@ function queryString(alpha) {
   const q = new URLSearchParams({ cam: 'true', colormap: $('colormap').value, alpha: String(alpha) });
   const t = $('threshold').value.trim();
   if (t !== '') q.set('threshold', t);
+  if (state.force) q.set('force', 'true');
   return q.toString();
 }
 
@@ -176,6 +179,15 @@ async function analyse() {
   setStatus('Analysing…');
   try {
     const res = await request(currentAlpha());
+    $('rejected').hidden = true;
+    if (res.status === 422) {
+      const body = await res.clone().json().catch(() => null);
+      if (body?.error?.code === 'not_a_chest_xray') {
+        showRejected(body.error);
+        setStatus('Refused: this does not look like a chest X-ray.');
+        return;
+      }
+    }
     if (!res.ok) {
       showError(await errorMessage(res));
       setStatus('');
@@ -197,6 +209,31 @@ async function analyse() {
   }
 }
 
+// ---------- refusal by the input gate ----------
+function showRejected(error) {
+  $('result').hidden = true;
+  const reasons = Array.isArray(error.reasons) && error.reasons.length ? error.reasons : [error.message];
+  $('rejected-reasons').replaceChildren(
+    ...reasons.map((r) => {
+      const li = document.createElement('li');
+      li.textContent = r;
+      return li;
+    }),
+  );
+  $('rejected-score').textContent =
+    typeof error.score === 'number'
+      ? `Model gate score ${error.score.toFixed(2)} (refused above ${error.threshold}).`
+      : 'This model has no gate score of its own; the refusal comes from the image checks.';
+  $('rejected').hidden = false;
+  $('force').focus();
+}
+
+function analyseAnyway() {
+  state.force = true;
+  $('rejected').hidden = true;
+  analyse();
+}
+
 // ---------- result ----------
 const pct = (p) => `${(p * 100).toFixed(1)} %`;
 
@@ -215,6 +252,11 @@ function showResult() {
   $('bar-fill').style.width = `${r.probability * 100}%`;
   $('bar-threshold').style.left = `${r.threshold * 100}%`;
   $('bar').setAttribute('aria-label', `Probability ${pct(r.probability)}, threshold ${pct(r.threshold)}`);
+  $('uncertain').hidden = !r.uncertain;
+  $('uncertainty').textContent =
+    typeof r.uncertainty === 'number'
+      ? `Uncertainty ${r.uncertainty.toFixed(3)} (disagreement of the model's ensemble, 0 to 0.5)${r.uncertain ? ': above the model\'s cutoff' : ''}.`
+      : 'This model gives no uncertainty estimate.';
   const warnings = $('warnings');
   warnings.replaceChildren(
     ...r.warnings.map((w) => {
@@ -321,8 +363,8 @@ function report() {
     warnings: r.warnings,
     timings_ms: r.timings_ms,
     gradcam_map: r.gradcam_map,
-    ...(r.uncertainty !== undefined ? { uncertainty: r.uncertainty } : {}),
-    ...(r.gate !== undefined ? { gate: r.gate } : {}),
+    ...(r.uncertainty !== undefined ? { uncertainty: r.uncertainty, uncertain: r.uncertain } : {}),
+    ...(r.gate !== undefined ? { gate: r.gate, rejected: r.rejected } : {}),
   };
 }
 
@@ -428,6 +470,7 @@ function init() {
     chooseUrl(url);
   });
   $('again').addEventListener('click', analyse);
+  $('force').addEventListener('click', analyseAnyway);
   $('colormap').addEventListener('change', () => state.result && analyse());
   $('opacity').addEventListener('input', () => {
     if (state.originalImg && state.heatmap) drawOverlay();

@@ -1,0 +1,86 @@
+/**
+ * The web page with the input gate and uncertainty (issue 5), in a real browser (Debian's
+ * Chromium via playwright-core), on the real server and engine with a tiny gated model whose
+ * uncertainty cutoff is tiny, so every accepted image is "uncertain".
+ */
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Engine } from '../src/pipeline.ts';
+import { serve, type RunningServer } from '../src/server/start.ts';
+import { writeTinyModel } from './fixtures/make-onnx.ts';
+import { colourPhotoPng, texturedGrayPng } from './fixtures/non-cxr.ts';
+
+const OUT = resolve(import.meta.dirname, '..', 'test-results');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+let engine: Engine;
+let server: RunningServer;
+let browser: Browser;
+
+beforeAll(async () => {
+  mkdirSync(OUT, { recursive: true });
+  const { cardPath } = writeTinyModel({ size: 32, channels: 4, stride: 4, ood: true, members: 5 }, (c) => {
+    c.gate = { output: 'ood', threshold: 0.5 };
+    c.uncertainty = { output: 'members', cutoff: 1e-9 };
+  });
+  engine = await Engine.load({ card: cardPath, threads: 1 });
+  server = await serve({ engine, port: 0, host: '127.0.0.1', maxConcurrent: 1 });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  await engine?.dispose();
+});
+
+describe('web page: input gate and uncertainty', () => {
+  it('explains a refusal, offers "Analyse anyway", and then shows the result with the warning', async () => {
+    const page = await browser.newPage({ viewport: { width: 1024, height: 900 }, reducedMotion: 'reduce' });
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    await page.goto(server.url);
+    await page.setInputFiles('#file', { name: 'holiday.png', mimeType: 'image/png', buffer: await colourPhotoPng(120, 90, 2) });
+    const refusal = page.locator('#rejected');
+    await refusal.waitFor({ state: 'visible', timeout: 30_000 });
+    await expect(page.locator('#rejected-title').textContent()).resolves.toBe('This does not look like a chest X-ray');
+    await expect(page.locator('#rejected-reasons').textContent()).resolves.toMatch(/colour image .*chest X-rays are grayscale/);
+    await expect(page.locator('#rejected-score').textContent()).resolves.toMatch(/Model gate score -?\d\.\d\d \(refused above 0\.5\)/);
+    await expect(page.locator('#result').isVisible()).resolves.toBe(false);
+    await page.screenshot({ path: resolve(OUT, 'gate-refused.png'), fullPage: true });
+
+    const forced = page.waitForResponse((r) => r.url().includes('/api/predict') && r.url().includes('force=true'));
+    await page.getByRole('button', { name: 'Analyse anyway' }).click();
+    expect((await forced).status()).toBe(200);
+    await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
+    await expect(refusal.isVisible()).resolves.toBe(false);
+    await expect(page.locator('#warnings').textContent()).resolves.toMatch(/^Analysed anyway \(forced\)/);
+    expect(pageErrors).toEqual([]);
+    await page.close();
+  });
+
+  it('shows the uncertainty and the "refer to a clinician" warning prominently; a new image is not forced', async () => {
+    const page = await browser.newPage({ viewport: { width: 1024, height: 900 }, reducedMotion: 'reduce' });
+    await page.goto(server.url);
+    const answered = page.waitForResponse((r) => r.url().includes('/api/predict'));
+    await page.setInputFiles('#file', { name: 'chest.png', mimeType: 'image/png', buffer: texturedGrayPng(200, 240, 5, 0, 120) });
+    const res = await answered;
+    expect(res.url()).not.toContain('force=');
+    const body = await res.json();
+    expect(body.uncertain).toBe(true);
+    await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
+    await expect(page.locator('#uncertain').isVisible()).resolves.toBe(true);
+    await expect(page.locator('#uncertain').textContent()).resolves.toMatch(/^Uncertain: refer to a clinician/);
+    await expect(page.locator('#uncertainty').textContent()).resolves.toBe(
+      `Uncertainty ${body.uncertainty.toFixed(3)} (disagreement of the model's ensemble, 0 to 0.5): above the model's cutoff.`,
+    );
+    await page.screenshot({ path: resolve(OUT, 'gate-uncertain.png'), fullPage: true });
+    await page.close();
+  });
+});
