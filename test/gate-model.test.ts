@@ -1,0 +1,81 @@
+/**
+ * The input gate and uncertainty with the shipped model (models/MODEL -> card -> onnx). Fails, not
+ * skips, when the model is missing: real chest X-rays (the golden fixtures) are accepted; a colour
+ * photo, rendered text and a constant image are refused with 422 through the API, and analysed
+ * with a warning when forced; uncertainty is a number in [0, 0.5] (null with a warning for a model
+ * without an ensemble).
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultCardPath } from '../src/model/card.ts';
+import { Engine } from '../src/pipeline.ts';
+import { buildApp } from '../src/server/app.ts';
+import { colourPhotoPng, constantPng, textPng } from './fixtures/non-cxr.ts';
+import { fileUpload } from './server-helpers.ts';
+
+const GOLDEN = resolve(import.meta.dirname, 'fixtures', 'golden');
+const golden = ['normal_gray_200x240.png', 'normal_rgb_300x256.png', 'pneumonia_gray_224.png', 'pneumonia_rgba_180.png'];
+
+let engine: Engine;
+let app: FastifyInstance;
+
+beforeAll(async () => {
+  engine = await Engine.load({ card: defaultCardPath() });
+  app = buildApp({ engine, maxConcurrent: 1 });
+});
+
+afterAll(async () => {
+  await app?.close();
+  await engine?.dispose();
+});
+
+const predict = (bytes: Buffer, query = '') => {
+  const { payload, headers } = fileUpload(bytes, 'x.png');
+  return app.inject({ method: 'POST', url: `/api/predict${query}`, payload, headers });
+};
+
+describe('shipped model: input gate and uncertainty', () => {
+  it.each(golden)('accepts the real chest X-ray %s, with an uncertainty in [0, 0.5] (or null and a warning)', async (name) => {
+    const r = await engine.analyse(readFileSync(resolve(GOLDEN, name)), { cam: false });
+    expect(r.rejected).toBe(false);
+    expect(r.gate.reasons).toEqual([]);
+    if (engine.card.gate) {
+      expect(r.gate.score).toEqual(expect.any(Number));
+      expect(r.gate.score!).toBeLessThanOrEqual(engine.card.gate.threshold);
+    }
+    if (engine.card.uncertainty) {
+      expect(r.uncertainty).toEqual(expect.any(Number));
+      expect(r.uncertainty!).toBeGreaterThanOrEqual(0);
+      expect(r.uncertainty!).toBeLessThanOrEqual(0.5);
+      expect(r.uncertain).toBe(r.uncertainty! > engine.card.uncertainty.cutoff);
+    } else {
+      expect(r.uncertainty).toBeNull();
+      expect(r.warnings).toContain('This model provides no uncertainty estimate.');
+    }
+  });
+
+  it('refuses a colour photo, rendered text and a constant image with 422 not_a_chest_xray', async () => {
+    for (const bytes of [await colourPhotoPng(320, 240, 11), await textPng(300, 400, 3), constantPng(256, 256, 0)]) {
+      const res = await predict(bytes);
+      expect(res.statusCode).toBe(422);
+      const { error } = res.json();
+      expect(error.code).toBe('not_a_chest_xray');
+      expect(error.reasons.length).toBeGreaterThan(0);
+      expect('score' in error).toBe(true);
+    }
+  });
+
+  it('force=true analyses a refused image with the warning; the accepted golden image answers 200 with the gate', async () => {
+    const forced = await predict(await colourPhotoPng(320, 240, 11), '?force=true&cam=false');
+    expect(forced.statusCode).toBe(200);
+    expect(forced.json()).toMatchObject({ rejected: true, reason: 'not_a_chest_xray' });
+    expect(forced.json().warnings[0]).toMatch(/^Analysed anyway \(forced\)/);
+    const ok = await predict(readFileSync(resolve(GOLDEN, 'pneumonia_gray_224.png')), '?cam=false');
+    expect(ok.statusCode).toBe(200);
+    expect(ok.json()).toMatchObject({ rejected: false, gate: { rejected: false } });
+    expect(ok.json()).toHaveProperty('uncertainty');
+    expect(ok.json()).toHaveProperty('uncertain');
+  });
+});
