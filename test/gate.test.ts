@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PneumoError } from '../src/errors.ts';
+import { describeCard } from '../src/eval/card.ts';
 import { gateDecision } from '../src/gate/gate.ts';
 import { checkImage, imageStats, MAX_SATURATION } from '../src/gate/image-checks.ts';
 import { ensembleStd, uncertaintyOf } from '../src/gate/uncertainty.ts';
@@ -167,6 +168,26 @@ describe('ensemble uncertainty', () => {
 });
 
 describe('card blocks', () => {
+  it('are described in words by `info` (and their absence too)', () => {
+    const rows = new Map(
+      describeCard({
+        name: 'm',
+        version: '1',
+        gate: { output: 'ood', threshold: 1, components: [{ name: 'feature_mahalanobis' }, { name: 'pixel_pca_residual' }], validation: { false_rejection_rate: 0.006, n: 786 } },
+        uncertainty: { output: 'members', method: 'ensemble_disagreement', cutoff: 0.08, validation: { flagged_fraction: 0.05, error_rate_flagged: 0.2, error_rate_unflagged: 0.01 } },
+      }),
+    );
+    expect(rows.get('Input gate')).toBe(
+      'image checks + the model\'s score "ood" (refused above 1; feature_mahalanobis, pixel_pca_residual); refuses 0.6% of validation X-rays (n 786)',
+    );
+    expect(rows.get('Uncertainty')).toBe(
+      'ensemble_disagreement, "uncertain: refer to a clinician" above 0.08; flags 5% of validation images; error rate 20% flagged vs 1% not',
+    );
+    const old = new Map(describeCard({ name: 'm', version: '1' }));
+    expect(old.get('Input gate')).toMatch(/^image checks only/);
+    expect(old.get('Uncertainty')).toBe('none (this model gives no uncertainty estimate)');
+  });
+
   it.each([
     ['a gate whose output is not outputs.ood', (c: any) => (c.gate = { output: 'other', threshold: 1 }), /"gate\.output" must be equal to outputs\.ood/],
     ['a gate without a threshold', (c: any) => (c.gate = { output: 'ood' }), /"gate\.threshold" must be a positive number/],

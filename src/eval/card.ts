@@ -81,10 +81,36 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
     if (t.machine) parts.push(`on ${String(t.machine)}`);
     if (parts.length > 0) rows.push(['Training', parts.join(', ')]);
   }
-  if (card.gate !== undefined) rows.push(['Input gate', 'out-of-distribution gate present']);
-  if (card.uncertainty !== undefined) rows.push(['Uncertainty', 'uncertainty estimate present']);
+  rows.push(['Input gate', gateText(card.gate)]);
+  rows.push(['Uncertainty', uncertaintyText(card.uncertainty)]);
   if (card.intended_use) rows.push(['Intended use', card.intended_use]);
   for (const [i, l] of (card.limitations ?? []).entries()) rows.push([i === 0 ? 'Limitations' : '', `- ${l}`]);
   if (card.sha256) rows.push(['SHA-256', card.sha256]);
   return rows;
+}
+
+type Loose = Record<string, unknown>;
+const obj = (v: unknown): Loose | undefined => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Loose) : undefined);
+
+/** The input gate in words: image checks always; the model's own score when the card has a gate. */
+export function gateText(gate: unknown): string {
+  const g = obj(gate);
+  if (!g) return 'image checks only (colour, blank, contrast, shape, document-like); this model has no out-of-distribution score';
+  const comps = Array.isArray(g.components) ? (g.components as unknown[]).map((c) => obj(c)?.name).filter((n): n is string => typeof n === 'string') : [];
+  const val = obj(g.validation);
+  const frr = typeof val?.false_rejection_rate === 'number' ? `; refuses ${num(100 * val.false_rejection_rate, 2)}% of validation X-rays${typeof val.n === 'number' ? ` (n ${val.n})` : ''}` : '';
+  return `image checks + the model's score "${String(g.output)}" (refused above ${num(g.threshold)}${comps.length ? `; ${comps.join(', ')}` : ''})${frr}`;
+}
+
+/** The uncertainty estimate in words, or that there is none. */
+export function uncertaintyText(u: unknown): string {
+  const x = obj(u);
+  if (!x) return 'none (this model gives no uncertainty estimate)';
+  const val = obj(x.validation);
+  const parts = [`${String(x.method ?? 'ensemble disagreement')}, "uncertain: refer to a clinician" above ${num(x.cutoff, 4)}`];
+  if (typeof val?.flagged_fraction === 'number') parts.push(`flags ${num(100 * val.flagged_fraction, 1)}% of validation images`);
+  if (typeof val?.error_rate_flagged === 'number' && typeof val?.error_rate_unflagged === 'number') {
+    parts.push(`error rate ${num(100 * val.error_rate_flagged, 1)}% flagged vs ${num(100 * val.error_rate_unflagged, 1)}% not`);
+  }
+  return parts.join('; ');
 }
