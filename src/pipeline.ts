@@ -142,7 +142,7 @@ export class Engine {
     const decoded = await decodeImage(bytes, this.opts.decode);
     const decode = since(t0);
     t0 = performance.now();
-    const checks = checkImage(decoded.image); // a bounded pixel sample: well under a millisecond
+    const checks = checkImage(decoded.image); // a bounded pixel sample: about a millisecond
     const input = preprocess(decoded.image, this.card);
     return { decoded, checks, input, timings: { decode, preprocess: since(t0) } };
   }
