@@ -1,13 +1,14 @@
 /**
  * The input gate and the uncertainty flag, measured (issue 5). Prints numbers; not a test.
  *
- *   npm run bench:ood -- [--data DIR] [--per-category 30] [--val-limit N] [--threads T] [--skip-stats] [--json FILE]
+ *   npm run bench:ood -- [--data DIR] [--val-files FILE] [--per-category 30] [--val-limit N] [--threads T] [--skip-stats] [--json FILE]
  *
  * (0) Image statistics of the gate's image checks over every training image (DIR/{NORMAL,PNEUMONIA}):
  *     min / max / 0.1% / 99.9% of each, and how many real X-rays fail a check (target: none).
  * (a) False rejections on the validation split: the files named in models/val_files.json
- *     ({"files": [...]}, names under DIR/NORMAL or DIR/PNEUMONIA); without it, all training images
- *     (said so in the output). Target <= 1%.
+ *     ({"files": [...]}, names under DIR/NORMAL or DIR/PNEUMONIA), or --val-files FILE (the same, or
+ *     a training run's split.json with "val_files"); without either, all training images (said so
+ *     in the output). Target <= 1%.
  * (b) Rejections on generated images that are not chest X-rays (test/fixtures/non-cxr.ts), per
  *     category and overall. Target >= 95%.
  * (c) Uncertainty on the validation split: fraction flagged, error rate flagged vs not flagged.
@@ -28,6 +29,7 @@ import { colourPhotoPng, constantPng, ctSlicePng, cxrVariant, handPng, noisePng,
 const { values } = parseArgs({
   options: {
     data: { type: 'string' },
+    'val-files': { type: 'string' },
     'per-category': { type: 'string', default: '30' },
     'val-limit': { type: 'string' },
     threads: { type: 'string' },
@@ -71,11 +73,14 @@ function readdirSorted(dir: string): string[] {
 
 /** The validation files (models/val_files.json), or every training image when it is missing. */
 function validationSet(all: Labelled[]): { files: Labelled[]; source: string } {
-  const listPath = resolve(REPO_ROOT, 'models', 'val_files.json');
+  const listPath = values['val-files'] ? resolve(values['val-files']) : resolve(REPO_ROOT, 'models', 'val_files.json');
   if (!existsSync(listPath)) {
+    if (values['val-files']) throw new Error(`--val-files ${listPath} does not exist`);
     return { files: all, source: `models/val_files.json is MISSING: using all ${all.length} training images instead (the gate was fitted on most of them, so this understates false rejections)` };
   }
-  const names = (JSON.parse(readFileSync(listPath, 'utf8')) as { files: string[] }).files;
+  const json = JSON.parse(readFileSync(listPath, 'utf8')) as { files?: string[]; val_files?: string[] };
+  const names = json.files ?? json.val_files;
+  if (!Array.isArray(names)) throw new Error(`${listPath} has neither "files" nor "val_files"`);
   const byName = new Map(all.map((l) => [basename(l.path), l]));
   const byRel = new Map(all.map((l) => [l.path.slice(DATA.length + 1), l]));
   const files: Labelled[] = [];
@@ -86,7 +91,8 @@ function validationSet(all: Labelled[]): { files: Labelled[]; source: string } {
     else missing.push(n);
   }
   if (missing.length) log(`  warning: ${missing.length} validation file(s) not found under ${DATA}, e.g. ${missing[0]}`);
-  return { files, source: `models/val_files.json (${names.length} files)` };
+  const shown = listPath.startsWith(REPO_ROOT) ? listPath.slice(REPO_ROOT.length + 1) : listPath;
+  return { files, source: `${shown} (${names.length} files)` };
 }
 
 /** Runs the engine in batches (rejected images are results with rejected: true). */
