@@ -29,33 +29,32 @@ from . import __version__
 from .data import load_images, scan
 from .models import Classifier, count_params, gflops
 from .preprocess import load_gray, preprocess_gray
-from .train import calibrate_logits, load_checkpoint, machine, predict_logits
+from .gate import GatedModel, GateParams, collect, uncertainty_block
+from .progress import Progress
+from .train import calibrate_logits, load_checkpoint, machine, normalize_batch
+from .calibrate import sigmoid as cal_sigmoid
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ORT_CHECK = os.path.join(REPO, "training", "ort_check.mjs")
 
 
-class Exported(torch.nn.Module):
-    def __init__(self, model: Classifier):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        logit, features = self.model(x)
-        return logit, features
-
-
-def combine(models: Sequence[Classifier]) -> Classifier:
+def combine(models: Sequence[Classifier]):
     """Feature-level ensemble of trained models: their feature maps concatenated, one linear head
-    whose weights are the members' heads divided by the member count (= the mean of their logits)."""
+    whose weights are the members' heads divided by the member count (= the mean of their logits).
+    Returns the model and, per member, (first channel, end channel, head weights, head bias)."""
     if len(models) == 1:
-        return models[0]
+        return models[0], []
     k = len(models)
     combo = Classifier([b for m in models for b in m.backbones], dropout=0.0)
+    members, start = [], 0
     with torch.no_grad():
         combo.fc.weight.copy_(torch.cat([m.fc.weight for m in models], dim=1) / k)
         combo.fc.bias.copy_(sum(m.fc.bias for m in models) / k)
-    return combo.eval()
+        for m in models:
+            members.append((start, start + m.out_channels, m.fc.weight.detach().view(-1).clone(),
+                            float(m.fc.bias.detach().view(-1)[0])))
+            start += m.out_channels
+    return combo.eval(), members
 
 
 def run_ort(onnx_path: str, x: np.ndarray) -> Dict[str, np.ndarray]:
@@ -88,7 +87,7 @@ def gradcam_autograd(model: Classifier, x: torch.Tensor) -> np.ndarray:
 
 
 def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir: Optional[str],
-           fixture_images: Sequence[str], data: Optional[str]) -> Dict:
+           fixture_images: Sequence[str], data: Optional[str], gate_train_limit: int = 0) -> Dict:
     cfgs, models, cals = [], [], []
     for r in runs:
         with open(os.path.join(r, "config.json")) as fh:
@@ -101,44 +100,77 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
         for key in ("size", "normalize", "resize_mode", "seed", "val_fraction", "data"):
             if c[key] != c0[key]:
                 raise ValueError(f"runs disagree on {key}: {c[key]!r} vs {c0[key]!r}")
-    model = combine(models)
+    model, members = combine(models)
     size = int(c0["size"])
     from .config import TrainConfig
-    spec = TrainConfig(**{k: v for k, v in c0.items()}).preprocessing_spec()
+    tcfg = TrainConfig(**{k: v for k, v in c0.items()})
+    spec = tcfg.preprocessing_spec()
 
-    # calibration of the exported model (re-done for an ensemble) on the same patient-level split
+    # the same patient-level split as training: fit the gate on training images, set thresholds,
+    # temperature, decision threshold and the uncertainty cut-off on validation images
+    data = data or c0["data"]
+    split = json.load(open(os.path.join(runs[0], "split.json")))
+    vf, tp = set(split["val_files"]), set(split["train_patients"])
+    all_s = scan(data)
+    val_s = [x for x in all_s if os.path.basename(x.path) in vf]
+    tr_s = [x for x in all_s if x.patient in tp and os.path.basename(x.path) not in vf]
+    if gate_train_limit and len(tr_s) > gate_train_limit:
+        tr_s = tr_s[::max(1, len(tr_s) // gate_train_limit)][:gate_train_limit]
+    xva, yva, val_s = load_images(val_s, (size, size), spec)
+    xtr, _, _ = load_images(tr_s, (size, size), spec)
+    norm = lambda t: normalize_batch(t, c0["normalize"])  # noqa: E731
+    cache = os.path.join(runs[0], "export_cache_" + hashlib.sha1(
+        "|".join(os.path.abspath(r) + str(os.path.getmtime(os.path.join(r, "best.pt"))) for r in runs).encode()
+        + str(gate_train_limit).encode()
+    ).hexdigest()[:12] + ".npz")
+    if os.path.exists(cache):
+        z = np.load(cache)
+        ftr, ttr, fva, tva, vl = (z[k] for k in ("ftr", "ttr", "fva", "tva", "vl"))
+    else:
+        bar = Progress(len(xtr) + len(xva), "features")
+        ftr, ttr, _ = collect(model, xtr, norm, progress=bar)
+        fva, tva, vl = collect(model, xva, norm, progress=bar)
+        bar.close()
+        np.savez(cache, ftr=ftr, ttr=ttr, fva=fva, tva=tva, vl=vl)
     if len(models) > 1:
-        if not data:
-            data = c0["data"]
-        split = json.load(open(os.path.join(runs[0], "split.json")))
-        vf = set(split["val_files"])
-        val_s = [s for s in scan(data) if os.path.basename(s.path) in vf]
-        xva, yva, val_s = load_images(val_s, (size, size), spec)
-        vl = predict_logits(model, xva, c0["normalize"])
         calib = calibrate_logits(vl, yva, c0.get("threshold_policy", "youden"))
         calib["val_split"] = cals[0]["val_split"]
     else:
         calib = cals[0]
+    gate = GateParams(ftr, ttr)
+    gate_val = gate.calibrate(fva, tva)
+    print(f"gate: validation false rejections {gate_val['false_rejection_rate']:.2%}", file=sys.stderr)
+    unc = None
+    if members:
+        ml = np.stack([fva[:, a:b] @ w.numpy() + bb for a, b, w, bb in members], axis=1)
+        unc = uncertainty_block(ml, yva, cal_sigmoid(vl / calib["temperature"]), calib["threshold"],
+                                calib["temperature"])
+    graph = GatedModel(model, gate, members).eval()
+    out_names = ["logit", "features", "ood"] + (["members"] if members else [])
 
     os.makedirs(out_dir, exist_ok=True)
     onnx_path = os.path.join(out_dir, f"{name}.onnx")
     dummy = torch.randn(2, 1, size, size)
-    torch.onnx.export(Exported(model).eval(), dummy, onnx_path, input_names=["input"], output_names=["logit", "features"],
-                      dynamic_axes={"input": {0: "batch"}, "logit": {0: "batch"}, "features": {0: "batch"}},
+    torch.onnx.export(graph, dummy, onnx_path, input_names=["input"], output_names=out_names,
+                      dynamic_axes={n: {0: "batch"} for n in ["input"] + out_names},
                       opset_version=13, do_constant_folding=True)
-    # verify ONNX Runtime == PyTorch on sample inputs
+    # verify ONNX Runtime == PyTorch on real validation images and on noise
     g = torch.Generator().manual_seed(0)
-    sample = torch.randn(3, 1, size, size, generator=g)
-    model.eval()  # torch.onnx.export restores the wrapper's mode; make sure the reference runs in eval
+    sample = torch.cat([norm(torch.from_numpy(xva[:3]).float().div(255).unsqueeze(1)),
+                        torch.randn(1, 1, size, size, generator=g)])
+    graph.eval()  # torch.onnx.export restores the wrapper's mode; make sure the reference runs in eval
     with torch.no_grad():
-        ref_logit, ref_feat = model(sample)
+        ref = dict(zip(out_names, (t.numpy() for t in graph(sample))))
     got = run_ort(onnx_path, sample.numpy())
-    d_logit = float(np.abs(got["logit"] - ref_logit.numpy()).max())
-    d_feat = float(np.abs(got["features"] - ref_feat.numpy()).max())
-    print(f"ONNX Runtime vs PyTorch: max |diff| logit {d_logit:.2e}, features {d_feat:.2e}", file=sys.stderr)
-    if not (d_logit < 1e-4 and d_feat < 1e-4):
+    diffs = {k: float(np.abs(got[k] - ref[k]).max() / max(1.0, float(np.abs(ref[k]).max()))) for k in out_names}
+    print("ONNX Runtime vs PyTorch, max |diff| (relative to max(1, |ref|)): "
+          + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()), file=sys.stderr)
+    if not all(v < 1e-4 for v in diffs.values()):
         os.unlink(onnx_path)
-        raise RuntimeError(f"ONNX export differs from PyTorch (logit {d_logit}, features {d_feat}); removed")
+        raise RuntimeError(f"ONNX export differs from PyTorch ({diffs}); removed")
+    with open(os.path.join(out_dir, "val_files.json"), "w") as fh:
+        json.dump({"data": "chest_xray_train", "files": sorted(vf),
+                   "note": "validation images (held-out patients) of the shipped model"}, fh)
 
     sha = hashlib.sha256(open(onnx_path, "rb").read()).hexdigest()
     m = calib["metrics"]
@@ -157,13 +189,24 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
         "gflops_per_image": round(gflops(model, size), 3),
         "labels": ["NORMAL", "PNEUMONIA"],
         "input": {"name": "input", "channels": 1, "height": size, "width": size},
-        "outputs": {"logit": "logit", "features": "features"},
+        "outputs": dict({"logit": "logit", "features": "features", "ood": "ood"},
+                        **({"members": "members"} if members else {})),
         "preprocessing": spec,
         "postprocessing": {"temperature": calib["temperature"], "threshold": calib["threshold"],
                            "threshold_policy": calib["threshold_policy"]},
         "gradcam": {"layer": "last convolutional block (features output)", "output": "features",
                     "weights": [float(v) for v in model.fc.weight.detach().view(-1)],
                     "bias": float(model.fc.bias.detach().view(-1)[0])},
+        "gate": {"output": "ood", "threshold": 1.0, "components": [
+            {"name": "feature_mahalanobis", "raw_threshold": gate.feat_thr,
+             "description": "mean squared Mahalanobis distance (per feature) of the pooled CAM-layer features to the "
+                            "training chest X-rays (shrunk covariance)"},
+            {"name": "pixel_pca_residual", "raw_threshold": gate.pix_thr,
+             "description": "mean squared residual of the 32x32 thumbnail of the model input outside the top 64 "
+                            "principal components of training thumbnails"}],
+            "validation": gate_val,
+            "rule": "each component's threshold = its 99.5% quantile on validation images x 1.25"},
+        **({"uncertainty": unc} if unc else {}),
         "metrics": {"validation": {
             "n": m["n"], "accuracy": m["accuracy"], "sensitivity": m["sensitivity"],
             "specificity": m["specificity"], "precision": m["precision"], "npv": m["npv"], "f1": m["f1"],
@@ -248,13 +291,15 @@ def main(argv=None) -> int:
     ap.add_argument("--fixtures", default=os.path.join(REPO, "test", "fixtures", "golden"))
     ap.add_argument("--fixture-images", nargs="*", default=None,
                     help="PNG images for the golden fixtures (default: the ones already in --fixtures)")
-    ap.add_argument("--data", default=None, help="dataset folder (for ensemble re-calibration)")
+    ap.add_argument("--data", default=None, help="dataset folder (default: the one the run was trained on)")
+    ap.add_argument("--gate-train-limit", type=int, default=0,
+                    help="fit the input gate on at most N training images (default: all)")
     a = ap.parse_args(argv)
     imgs = a.fixture_images
     if imgs is None:
         imgs = sorted(os.path.join(a.fixtures, f) for f in os.listdir(a.fixtures) if f.endswith(".png")) \
             if os.path.isdir(a.fixtures) else []
-    export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data)
+    export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data, a.gate_train_limit)
     return 0
 
 
