@@ -286,7 +286,7 @@ describe('URL input', () => {
 describe('load, timeouts and shutdown', () => {
   it('503 busy with Retry-After when the slots and the queue are full', async () => {
     const { app: a, engine } = app({ maxConcurrent: 1, maxQueue: 1 });
-    engine.delayMs = 300;
+    engine.delayMs = 1500; // long enough that all four requests arrive while the first is analysed
     const results = await Promise.all([0, 1, 2, 3].map(() => post(a, fileUpload(png))));
     const codes = results.map((r) => r.statusCode).sort();
     expect(codes).toEqual([200, 200, 503, 503]);
@@ -299,12 +299,12 @@ describe('load, timeouts and shutdown', () => {
 
   it('504 when the analysis takes longer than the request timeout; close() waits for it', async () => {
     const { app: a, engine } = app({ requestTimeoutMs: 100 });
-    engine.delayMs = 400;
+    engine.delayMs = 2500; // far beyond the timeout, so a loaded CI machine cannot blur the two
     const t0 = Date.now();
     const res = await post(a, fileUpload(png));
     expect(res.statusCode).toBe(504);
     expect(errorOf(res).code).toBe('timeout');
-    expect(Date.now() - t0).toBeLessThan(350);
+    expect(Date.now() - t0).toBeLessThan(2000);
     expect(engine.active).toBe(1); // still running: inference cannot be cancelled
     await a.close(); // waits until the engine is idle, so it can be disposed safely
     expect(engine.active).toBe(0);
@@ -312,7 +312,7 @@ describe('load, timeouts and shutdown', () => {
 
   it('graceful shutdown: in-flight requests finish, new ones are refused', async () => {
     const engine = new TestEngine();
-    engine.delayMs = 400;
+    engine.delayMs = 1500;
     const running = await serve({ engine, port: 0, host: '127.0.0.1' });
     const { payload, headers } = fileUpload(png);
     const request = (agent?: http.Agent) =>
@@ -326,7 +326,8 @@ describe('load, timeouts and shutdown', () => {
         req.end(payload);
       });
     const inFlight = request();
-    await new Promise((r) => setTimeout(r, 150)); // the request is being analysed
+    // wait until the request is being analysed (polling: a loaded machine may take a while)
+    for (let i = 0; i < 100 && engine.active === 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(engine.active).toBe(1);
     const closing = running.close();
     await new Promise((r) => setTimeout(r, 20));
