@@ -83,6 +83,9 @@ def choose_threshold(y, p, policy: str = "youden") -> Tuple[float, str]:
       distinct scores give the same J, and when validation is nearly separable the optimum is a
       wide interval; we take the midpoint *in logit space* of the widest optimal interval, so the
       choice does not hug one class's extreme score (a degenerate 0.05 threshold, say).
+    - `youden_high:E`: the highest threshold whose J is within E of the best J. On this dataset the
+      documented failure on new data is normal images called pneumonia (low specificity), so among
+      the thresholds that are as good as the best on validation, this picks the most specific one.
     - `sensitivity:X`: the highest threshold whose validation sensitivity is >= X.
     - `fixed:X`: X.
     """
@@ -96,6 +99,16 @@ def choose_threshold(y, p, policy: str = "youden") -> Tuple[float, str]:
     lows = np.concatenate([[cuts[0] - 4.0], cuts])
     highs = np.concatenate([cuts, [cuts[-1] + 4.0]])
     npos, nneg = max(int(y.sum()), 1), max(int((1 - y).sum()), 1)
+    if policy.startswith("youden_high:"):
+        eps = float(policy.split(":", 1)[1])
+        js = []
+        for lo, hi in zip(lows, highs):
+            t = (lo + hi) / 2
+            pred = logit >= t
+            js.append(((pred & (y == 1)).sum() / npos + (~pred & (y == 0)).sum() / nneg - 1, t))
+        jmax = max(j for j, _ in js)
+        t = max(t for j, t in js if j >= jmax - eps - 1e-12)
+        return float(sigmoid(t)), policy
     best = None
     for lo, hi in zip(lows, highs):
         t = (lo + hi) / 2  # any threshold in (lo, hi] classifies identically

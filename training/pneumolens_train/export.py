@@ -87,7 +87,8 @@ def gradcam_autograd(model: Classifier, x: torch.Tensor) -> np.ndarray:
 
 
 def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir: Optional[str],
-           fixture_images: Sequence[str], data: Optional[str], gate_train_limit: int = 0) -> Dict:
+           fixture_images: Sequence[str], data: Optional[str], gate_train_limit: int = 0,
+           threshold_policy: Optional[str] = None) -> Dict:
     cfgs, models, cals = [], [], []
     for r in runs:
         with open(os.path.join(r, "config.json")) as fh:
@@ -132,11 +133,8 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
         fva, tva, vl = collect(model, xva, norm, progress=bar)
         bar.close()
         np.savez(cache, ftr=ftr, ttr=ttr, fva=fva, tva=tva, vl=vl)
-    if len(models) > 1:
-        calib = calibrate_logits(vl, yva, c0.get("threshold_policy", "youden"))
-        calib["val_split"] = cals[0]["val_split"]
-    else:
-        calib = cals[0]
+    calib = calibrate_logits(vl, yva, threshold_policy or c0.get("threshold_policy", "youden"))
+    calib["val_split"] = cals[0]["val_split"]
     gate = GateParams(ftr, ttr)
     gate_val = gate.calibrate(fva, tva)
     print(f"gate: validation false rejections {gate_val['false_rejection_rate']:.2%}", file=sys.stderr)
@@ -292,6 +290,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fixture-images", nargs="*", default=None,
                     help="PNG images for the golden fixtures (default: the ones already in --fixtures)")
     ap.add_argument("--data", default=None, help="dataset folder (default: the one the run was trained on)")
+    ap.add_argument("--threshold-policy", default=None,
+                    help="youden | youden_high:E | sensitivity:X | fixed:X (default: the run's config)")
     ap.add_argument("--gate-train-limit", type=int, default=0,
                     help="fit the input gate on at most N training images (default: all)")
     a = ap.parse_args(argv)
@@ -299,7 +299,7 @@ def main(argv=None) -> int:
     if imgs is None:
         imgs = sorted(os.path.join(a.fixtures, f) for f in os.listdir(a.fixtures) if f.endswith(".png")) \
             if os.path.isdir(a.fixtures) else []
-    export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data, a.gate_train_limit)
+    export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data, a.gate_train_limit, a.threshold_policy)
     return 0
 
 

@@ -39,6 +39,17 @@ def test_youden_threshold_midpoint_of_separating_gap():
     assert pol == "youden" and t == pytest.approx(cal.sigmoid(1.0), abs=1e-6)
 
 
+def test_youden_high_takes_the_most_specific_near_optimal_threshold():
+    logits = np.array([-3, -2, 0.5, 1, 2, 3, 4, 5, 6, 7], dtype=float)
+    y = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    p = cal.sigmoid(logits)
+    t0, _ = cal.choose_threshold(y, p, "youden")          # separating gap (0.5, 1) -> midpoint 0.75
+    assert t0 == pytest.approx(cal.sigmoid(0.75), abs=1e-6)
+    t1, _ = cal.choose_threshold(y, p, "youden_high:0.15")  # J may drop 1/7: skip one positive -> (1, 2)
+    assert t1 == pytest.approx(cal.sigmoid(1.5), abs=1e-6)
+    assert cal.choose_threshold(y, p, "youden_high:0.0")[0] == pytest.approx(t0)
+
+
 def test_sensitivity_policy_and_fixed():
     p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])
     y = [0, 0, 1, 0, 1, 1, 1]
