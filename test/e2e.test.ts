@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import sharp from 'sharp';
 import { Engine } from '../src/pipeline.ts';
 import { serve, type RunningServer } from '../src/server/start.ts';
 import { grayDicom } from './fixtures/make-dicom.ts';
@@ -121,7 +122,8 @@ describe('web page, end to end', () => {
   it('DICOM (no browser preview): shows the server-rendered overlay and re-requests it for a new opacity', async () => {
     const page = await browser.newPage({ viewport: { width: 1024, height: 800 }, reducedMotion: 'reduce' });
     await page.goto(server.url);
-    const px = Array.from({ length: 96 * 96 }, (_, i) => 60 + ((i * 13) % 120));
+    // chest-like pixels (a sawtooth would be refused by the input gate as not a chest X-ray)
+    const px = Array.from(await sharp(chestPng(96, 96)).extractChannel(0).raw().toBuffer());
     await page.setInputFiles('#file', { name: 'study.dcm', mimeType: 'application/dicom', buffer: grayDicom(96, 96, px) });
     await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
     await expect(page.locator('#original-missing').isVisible()).resolves.toBe(true);

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultCardPath } from '../src/model/card.ts';
 import { Engine } from '../src/pipeline.ts';
 import { buildApp } from '../src/server/app.ts';
-import { colourPhotoPng, constantPng, textPng } from './fixtures/non-cxr.ts';
+import { colourPhotoPng, constantPng, ctSlicePng, handPng, textPng } from './fixtures/non-cxr.ts';
 import { fileUpload } from './server-helpers.ts';
 
 const GOLDEN = resolve(import.meta.dirname, 'fixtures', 'golden');
@@ -41,10 +41,9 @@ describe('shipped model: input gate and uncertainty', () => {
     const r = await engine.analyse(readFileSync(resolve(GOLDEN, name)), { cam: false });
     expect(r.rejected).toBe(false);
     expect(r.gate.reasons).toEqual([]);
-    if (engine.card.gate) {
-      expect(r.gate.score).toEqual(expect.any(Number));
-      expect(r.gate.score!).toBeLessThanOrEqual(engine.card.gate.threshold);
-    }
+    expect(engine.card.gate, 'the shipped model must have its out-of-distribution gate').toBeDefined();
+    expect(r.gate.score).toEqual(expect.any(Number));
+    expect(r.gate.score!).toBeLessThanOrEqual(engine.card.gate!.threshold);
     if (engine.card.uncertainty) {
       expect(r.uncertainty).toEqual(expect.any(Number));
       expect(r.uncertainty!).toBeGreaterThanOrEqual(0);
@@ -53,6 +52,16 @@ describe('shipped model: input gate and uncertainty', () => {
     } else {
       expect(r.uncertainty).toBeNull();
       expect(r.warnings).toContain('This model provides no uncertainty estimate.');
+    }
+  });
+
+  it('the model gate alone refuses a CT-like slice and a hand-like radiograph, which pass the image checks', async () => {
+    for (const bytes of [await ctSlicePng(256, 1), await handPng(240, 300, 2)]) {
+      const err = await engine.analyse(bytes, { cam: false }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ status: 422, code: 'not_a_chest_xray' });
+      const { details } = err as { details: { score: number; reasons: string[] } };
+      expect(details.score).toBeGreaterThan(engine.card.gate!.threshold);
+      expect(details.reasons).toEqual([expect.stringMatching(/^unlike the chest X-rays the model was trained on \(gate score/)]);
     }
   });
 

@@ -88,6 +88,18 @@ describe('image checks', () => {
     expect(strip.failures[0].reason).toMatch(/extreme shape 500x100/);
   });
 
+  it('reject pixel noise (uncorrelated neighbours) but not a smooth image', () => {
+    let x = 99;
+    const noise = Float32Array.from({ length: 128 * 128 }, () => ((x = (x * 1103515245 + 12345) >>> 0) >>> 24));
+    const r = checkImage({ data: noise, width: 128, height: 128, channels: 1 });
+    expect(r.stats.neighbourCorrelation).toBeLessThan(0.2);
+    expect(r.failures.map((f) => f.check)).toEqual(['noise']);
+    expect(r.failures[0].reason).toMatch(/^pixel noise/);
+    const ramp = checkImage({ data: Float32Array.from({ length: 128 * 128 }, (_, i) => (i % 128) * 2), width: 128, height: 128, channels: 1 });
+    expect(ramp.stats.neighbourCorrelation).toBeGreaterThan(0.99);
+    expect(ramp.passed).toBe(true);
+  });
+
   it('reject a faint image with almost no contrast', () => {
     const data = Float32Array.from({ length: 64 * 64 }, (_, i) => 120 + ((i * 7919) % 13) + (i % 64 < 32 ? 0 : 10));
     const r = checkImage({ data, width: 64, height: 64, channels: 1 });

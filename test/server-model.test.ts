@@ -75,7 +75,10 @@ describe('with the shipped model', () => {
 
   it('reads DICOM and maps engine errors to statuses', async () => {
     const px = Array.from({ length: 64 * 64 }, (_, i) => (i * 7) % 256);
-    const dcm = await predict(grayDicom(64, 64, px));
+    // a sawtooth is no chest X-ray: the model's gate refuses it; forced, the DICOM path still answers
+    const refused = await predict(grayDicom(64, 64, px));
+    expect([refused.statusCode, refused.json().error.code]).toEqual([422, 'not_a_chest_xray']);
+    const dcm = await predict(grayDicom(64, 64, px), '?force=true');
     expect(dcm.statusCode).toBe(200);
     expect(dcm.json().image.format).toBe('dicom');
     expect((await predict(Buffer.from('GIF89a not supported'))).statusCode).toBe(415);

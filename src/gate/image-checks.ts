@@ -15,6 +15,7 @@
  * | aspect       | 1 .. 1 (the split is stored 224x224) | outside 0.4 .. 2.5  |
  * | nearWhite    | 0 .. 0.082 (p99.9 0.021)          | > 0.35                 |
  * | modeFraction | 0.007 .. 0.29 (p99.9 0.23)        | > 0.6                  |
+ * | neighbourCorrelation | 0.969 (p0.1 0.978) .. 0.998 | < 0.5                |
  *
  * The stored training split is resized to 224x224 and saved as (gray) RGB JPEG, so it cannot
  * calibrate the aspect check: its bounds come from the originals of that data set (about 0.8..2.0
@@ -36,6 +37,9 @@ export const MAX_NEAR_WHITE = 0.35;
 /** Fraction of pixels sharing the single most frequent gray level above which it is a flat graphic. */
 export const MAX_MODE_FRACTION = 0.6;
 
+/** Neighbour correlation below which the image is pixel noise (radiographs are smooth: >= 0.97 in the training split). */
+export const MIN_NEIGHBOUR_CORRELATION = 0.5;
+
 /** Most pixels the statistics look at (a regular grid over the image). */
 export const MAX_SAMPLES = 65_536;
 
@@ -54,11 +58,17 @@ export interface ImageStats {
   nearWhite: number;
   /** Fraction of sampled pixels in the most frequent (rounded) gray level. */
   modeFraction: number;
+  /**
+   * Correlation of each sampled pixel's gray level with its right and lower neighbours,
+   * 1 - mean((g - g_right)^2 + (g - g_down)^2) / (4 var): about 1 for radiographs (smooth at their
+   * own resolution), about 0 for pixel noise.
+   */
+  neighbourCorrelation: number;
   /** How many pixels were sampled. */
   samples: number;
 }
 
-export type CheckName = 'colour' | 'blank' | 'low_contrast' | 'aspect' | 'document';
+export type CheckName = 'colour' | 'blank' | 'low_contrast' | 'aspect' | 'document' | 'noise';
 
 export interface CheckFailure {
   check: CheckName;
@@ -86,23 +96,25 @@ export function imageStats(image: RawImage): ImageStats {
   let sum = 0;
   let sumSq = 0;
   let chroma = 0;
+  let diffSq = 0;
+  let pairs = 0;
+  const grayAt = (i: number): number => {
+    const g = rgb ? 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2] : data[i];
+    return hasAlpha ? (g * data[i + channels - 1]) / 255 : g;
+  };
+  const row = width * channels;
   // Sample in the middle of each step x step cell.
   const off = step >> 1;
   for (let y = off; y < height; y += step) {
     let i = (y * width + off) * channels;
     const di = step * channels;
     for (let x = off; x < width; x += step, i += di) {
-      let g: number;
-      if (rgb) {
-        const r = data[i];
-        const gr = data[i + 1];
-        const b = data[i + 2];
-        g = 0.299 * r + 0.587 * gr + 0.114 * b;
-        chroma += Math.max(r, gr, b) - Math.min(r, gr, b);
-      } else {
-        g = data[i];
+      const g = grayAt(i);
+      if (rgb) chroma += Math.max(data[i], data[i + 1], data[i + 2]) - Math.min(data[i], data[i + 1], data[i + 2]);
+      if (x + 1 < width && y + 1 < height) {
+        diffSq += (g - grayAt(i + channels)) ** 2 + (g - grayAt(i + row)) ** 2;
+        pairs += 2;
       }
-      if (hasAlpha) g = (g * data[i + channels - 1]) / 255;
       sum += g;
       sumSq += g * g;
       hist[Math.min(255, Math.max(0, Math.round(g)))]++;
@@ -110,7 +122,9 @@ export function imageStats(image: RawImage): ImageStats {
     }
   }
   const mean = sum / n;
-  const grayStd = Math.sqrt(Math.max(0, sumSq / n - mean * mean));
+  const variance = Math.max(0, sumSq / n - mean * mean);
+  const grayStd = Math.sqrt(variance);
+  const neighbourCorrelation = variance > 0 && pairs > 0 ? 1 - diffSq / pairs / (2 * variance) : 1;
   let nearWhite = 0;
   for (let v = 250; v < 256; v++) nearWhite += hist[v];
   let mode = 0;
@@ -124,6 +138,7 @@ export function imageStats(image: RawImage): ImageStats {
     grayRange: percentile(hist, n, 0.99) - percentile(hist, n, 0.01),
     nearWhite: nearWhite / n,
     modeFraction: mode / n,
+    neighbourCorrelation,
     samples: n,
   };
 }
@@ -165,6 +180,14 @@ export function judgeStats(stats: ImageStats): ImageCheckResult {
       value: stats.grayRange,
       threshold: MIN_GRAY_RANGE,
       reason: `almost no contrast (gray levels span only ${stats.grayRange} of 255)`,
+    });
+  }
+  if (stats.grayStd >= MIN_GRAY_STD && stats.neighbourCorrelation < MIN_NEIGHBOUR_CORRELATION) {
+    failures.push({
+      check: 'noise',
+      value: stats.neighbourCorrelation,
+      threshold: MIN_NEIGHBOUR_CORRELATION,
+      reason: `pixel noise (neighbouring pixels correlate only ${stats.neighbourCorrelation.toFixed(2)}; X-rays are smooth)`,
     });
   }
   if (stats.aspect < ASPECT.min || stats.aspect > ASPECT.max) {
