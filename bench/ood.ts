@@ -112,8 +112,8 @@ async function analyseAll(engine: Engine, inputs: Array<() => Promise<Uint8Array
 // ---------------------------------------------------------------- (0) image statistics
 async function imageStatistics(all: Labelled[]): Promise<Record<string, unknown>> {
   log(`(0) Image-check statistics over all ${all.length} training images (${DATA})`);
-  const keys = ['saturation', 'grayStd', 'grayRange', 'aspect', 'nearWhite', 'modeFraction'] as const;
-  const vals: Record<(typeof keys)[number], number[]> = { saturation: [], grayStd: [], grayRange: [], aspect: [], nearWhite: [], modeFraction: [] };
+  const keys = ['saturation', 'grayStd', 'grayRange', 'aspect', 'nearWhite', 'modeFraction', 'neighbourCorrelation'] as const;
+  const vals = Object.fromEntries(keys.map((k) => [k, [] as number[]])) as Record<(typeof keys)[number], number[]>;
   const failing: Array<{ file: string; reasons: string[] }> = [];
   const progress = new Progress(all.length, process.stderr, 'stats ', isTty ? undefined : false);
   for (const l of all) {
@@ -126,13 +126,13 @@ async function imageStatistics(all: Labelled[]): Promise<Record<string, unknown>
   }
   progress.finish();
   const summary: Record<string, Record<string, number>> = {};
-  log(`    ${'statistic'.padEnd(13)} ${'min'.padStart(8)} ${'p0.1'.padStart(8)} ${'p99.9'.padStart(8)} ${'max'.padStart(8)}`);
+  log(`    ${'statistic'.padEnd(20)} ${'min'.padStart(8)} ${'p0.1'.padStart(8)} ${'p99.9'.padStart(8)} ${'max'.padStart(8)}`);
   for (const k of keys) {
     const v = vals[k].sort((a, b) => a - b);
     const q = (p: number) => v[Math.min(v.length - 1, Math.max(0, Math.round(p * (v.length - 1))))];
     summary[k] = { min: v[0], p0_1: q(0.001), p99_9: q(0.999), max: v[v.length - 1] };
     const f = (x: number) => (Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(4)).padStart(8);
-    log(`    ${k.padEnd(13)} ${f(v[0])} ${f(q(0.001))} ${f(q(0.999))} ${f(v[v.length - 1])}`);
+    log(`    ${k.padEnd(20)} ${f(v[0])} ${f(q(0.001))} ${f(q(0.999))} ${f(v[v.length - 1])}`);
   }
   log(`    real X-rays failing an image check: ${failing.length} of ${all.length}${failing.length ? `, e.g. ${failing[0].file}: ${failing[0].reasons.join('; ')}` : ''}`);
   log();
