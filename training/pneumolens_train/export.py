@@ -29,7 +29,8 @@ from . import __version__
 from .data import load_images, scan
 from .models import Classifier, count_params, gflops
 from .preprocess import load_gray, preprocess_gray
-from .gate import GatedModel, GateParams, collect, uncertainty_block
+from .gate import (NEGATIVE_KINDS, GatedModel, GateParams, collect, fit_outlier_head, make_negatives,
+                   uncertainty_block)
 from .progress import Progress
 from .train import calibrate_logits, load_checkpoint, machine, normalize_batch
 from .calibrate import sigmoid as cal_sigmoid
@@ -88,7 +89,7 @@ def gradcam_autograd(model: Classifier, x: torch.Tensor) -> np.ndarray:
 
 def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir: Optional[str],
            fixture_images: Sequence[str], data: Optional[str], gate_train_limit: int = 0,
-           threshold_policy: Optional[str] = None) -> Dict:
+           threshold_policy: Optional[str] = None, outlier_exposure: int = 1200) -> Dict:
     cfgs, models, cals = [], [], []
     for r in runs:
         with open(os.path.join(r, "config.json")) as fh:
@@ -136,7 +137,29 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
     calib = calibrate_logits(vl, yva, threshold_policy or c0.get("threshold_policy", "youden"))
     calib["val_split"] = cals[0]["val_split"]
     gate = GateParams(ftr, ttr)
-    gate_val = gate.calibrate(fva, tva)
+    gate.calibrate(fva, tva)
+    oe_info = None
+    if outlier_exposure:
+        neg_cache = cache.replace(".npz", "_neg.npz")
+        if os.path.exists(neg_cache):
+            zn = np.load(neg_cache)
+            fneg, tneg, kinds = zn["fneg"], zn["tneg"], [str(k) for k in zn["kinds"]]
+        else:
+            xneg, kinds = make_negatives(xtr, outlier_exposure, seed=int(c0["seed"]))
+            bar = Progress(len(xneg), "outliers")
+            fneg, tneg, _ = collect(model, xneg, norm, progress=bar)
+            bar.close()
+            np.savez(neg_cache, fneg=fneg, tneg=tneg, kinds=np.array(kinds))
+        gate.set_outlier_head(*fit_outlier_head(np.concatenate([ftr, ttr], 1), np.concatenate([fneg, tneg], 1)))
+        gate.calibrate_outlier_head(fva, tva)
+        lg = gate.outlier_logit(fneg, tneg)
+        oe_info = {"n_negatives": int(len(fneg)), "kinds": list(NEGATIVE_KINDS),
+                   "negatives_caught_in_sample": {k: float(np.mean([l > gate.oe_thr for l, kk in zip(lg, kinds) if kk == k]))
+                                                  for k in NEGATIVE_KINDS},
+                   "threshold_logit": gate.oe_thr}
+    gate_val = gate.report(fva, tva)
+    gate_val["rule"] = ("thresholds set on validation images (held-out patients): 99.5% quantile x 1.25 for the "
+                        "distances, 99.5% quantile + 1 logit for the outlier-exposure head")
     print(f"gate: validation false rejections {gate_val['false_rejection_rate']:.2%}", file=sys.stderr)
     unc = None
     if members:
@@ -201,9 +224,17 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
                             "training chest X-rays (shrunk covariance)"},
             {"name": "pixel_pca_residual", "raw_threshold": gate.pix_thr,
              "description": "mean squared residual of the 32x32 thumbnail of the model input outside the top 64 "
-                            "principal components of training thumbnails"}],
-            "validation": gate_val,
-            "rule": "each component's threshold = its 99.5% quantile on validation images x 1.25"},
+                            "principal components of training thumbnails"},
+            {"name": "pixel_pca_mahalanobis", "raw_threshold": gate.coef_thr,
+             "description": "mean squared whitened coefficient of the thumbnail on those 64 principal components "
+                            "(inverted, upside-down, cropped images)"}]
+            + ([{"name": "outlier_exposure", "raw_threshold": gate.oe_thr,
+                 "description": "logistic head on the pooled features and the 32x32 thumbnail, trained against "
+                                "synthetic outliers made from "
+                                "training X-rays (upside down, rotated, inverted, zoomed crops, mirror tiles) and "
+                                "smooth random fields; component = exp(logit - threshold)",
+                 "training": oe_info}] if oe_info else []),
+            "validation": gate_val},
         **({"uncertainty": unc} if unc else {}),
         "metrics": {"validation": {
             "n": m["n"], "accuracy": m["accuracy"], "sensitivity": m["sensitivity"],
@@ -292,6 +323,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="dataset folder (default: the one the run was trained on)")
     ap.add_argument("--threshold-policy", default=None,
                     help="youden | youden_high:E | sensitivity:X | fixed:X (default: the run's config)")
+    ap.add_argument("--outlier-exposure", type=int, default=1200,
+                    help="synthetic outliers for the gate's outlier-exposure head (0 disables it)")
     ap.add_argument("--gate-train-limit", type=int, default=0,
                     help="fit the input gate on at most N training images (default: all)")
     a = ap.parse_args(argv)
@@ -299,7 +332,8 @@ def main(argv=None) -> int:
     if imgs is None:
         imgs = sorted(os.path.join(a.fixtures, f) for f in os.listdir(a.fixtures) if f.endswith(".png")) \
             if os.path.isdir(a.fixtures) else []
-    export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data, a.gate_train_limit, a.threshold_policy)
+    export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data, a.gate_train_limit, a.threshold_policy,
+           a.outlier_exposure)
     return 0
 
 

@@ -8,6 +8,9 @@ Gate components, each divided by its own threshold so that `ood > 1` means "reje
   projection onto the top principal components of training thumbnails. Frontal chest X-rays are
   strongly aligned, so documents, photographs, other body parts and rotated images leave a large
   residual even when the CNN features happen to look familiar.
+- pixel_pca_mahalanobis: mean squared whitened coefficient of the thumbnail *inside* that
+  principal subspace; catches inverted, upside-down or cropped X-rays, which are well explained by
+  the components but with coefficients far outside the training range.
 Thresholds: a high quantile of the *validation* (held-out patients) scores times a safety margin,
 so that real chest X-rays are almost never refused.
 """
@@ -58,8 +61,11 @@ class GateParams:
         self.pix_mu = t.mean(0)
         _, _, vt = np.linalg.svd(t - self.pix_mu, full_matrices=False)
         self.pcs = vt[:n_pcs].T  # [D, k] orthonormal columns
+        coef = (t - self.pix_mu) @ self.pcs
+        self.coef_scale = 1.0 / np.sqrt(np.maximum(coef.var(0), 1e-12))  # whitening of the coefficients
         self.feat_thr = 1.0
         self.pix_thr = 1.0
+        self.coef_thr = 1.0
 
     def feature_score(self, feats: np.ndarray) -> np.ndarray:
         z = (feats - self.mu) @ self.whiten
@@ -70,16 +76,48 @@ class GateParams:
         proj = r @ self.pcs
         return np.maximum((r * r).sum(1) - (proj * proj).sum(1), 0) / r.shape[1]
 
+    def coef_score(self, thumbs: np.ndarray) -> np.ndarray:
+        z = ((thumbs - self.pix_mu) @ self.pcs) * self.coef_scale
+        return (z * z).mean(1)
+
     def calibrate(self, val_feats: np.ndarray, val_thumbs: np.ndarray, quantile: float = 0.995,
                   margin: float = 1.25) -> Dict:
         self.feat_thr = float(np.quantile(self.feature_score(val_feats), quantile) * margin)
         self.pix_thr = float(np.quantile(self.pixel_score(val_thumbs), quantile) * margin)
+        self.coef_thr = float(np.quantile(self.coef_score(val_thumbs), quantile) * margin)
         s = self.score(val_feats, val_thumbs)
         return {"false_rejection_rate": float((s > 1).mean()), "n": int(len(s)),
                 "quantile": quantile, "margin": margin}
 
+    def report(self, val_feats, val_thumbs) -> Dict:
+        comps = self.components(val_feats, val_thumbs)
+        s = np.maximum.reduce(list(comps.values()))
+        return {"false_rejection_rate": float((s > 1).mean()), "n": int(len(s)),
+                "per_component_false_rejection_rate": {k: float((v > 1).mean()) for k, v in comps.items()}}
+
+    def set_outlier_head(self, w: np.ndarray, b: float, mu: np.ndarray, sc: np.ndarray) -> None:
+        self.oe = (w, b, mu, sc)
+        self.oe_thr = 0.0
+
+    def outlier_logit(self, feats: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
+        w, b, mu, sc = self.oe
+        return ((np.concatenate([feats, thumbs], 1) - mu) * sc) @ w + b
+
+    def calibrate_outlier_head(self, val_feats: np.ndarray, val_thumbs: np.ndarray, quantile: float = 0.995,
+                               margin: float = 1.0) -> None:
+        """Threshold (logit units) = validation quantile + margin; the component is exp(logit - thr)."""
+        self.oe_thr = float(np.quantile(self.outlier_logit(val_feats, val_thumbs), quantile) + margin)
+
+    def components(self, feats: np.ndarray, thumbs: np.ndarray) -> Dict[str, np.ndarray]:
+        c = {"feature_mahalanobis": self.feature_score(feats) / self.feat_thr,
+             "pixel_pca_residual": self.pixel_score(thumbs) / self.pix_thr,
+             "pixel_pca_mahalanobis": self.coef_score(thumbs) / self.coef_thr}
+        if getattr(self, "oe", None) is not None:
+            c["outlier_exposure"] = np.exp(np.minimum(self.outlier_logit(feats, thumbs) - self.oe_thr, 50))
+        return c
+
     def score(self, feats: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
-        return np.maximum(self.feature_score(feats) / self.feat_thr, self.pixel_score(thumbs) / self.pix_thr)
+        return np.maximum.reduce(list(self.components(feats, thumbs).values()))
 
 
 class GatedModel(nn.Module):
@@ -98,6 +136,14 @@ class GatedModel(nn.Module):
             self.register_buffer("pix_mu", f32(gate.pix_mu))
             self.register_buffer("pcs", f32(gate.pcs))
             self.pix_scale = 1.0 / gate.pix_thr
+            self.register_buffer("coef_w", f32(gate.coef_scale / gate.coef_thr ** 0.5))
+            self.has_oe = getattr(gate, "oe", None) is not None
+            if self.has_oe:
+                w, b, mu, sc = gate.oe
+                nf = len(gate.mu)
+                self.register_buffer("oe_wf", f32((w * sc)[:nf]))
+                self.register_buffer("oe_wt", f32((w * sc)[nf:]))
+                self.oe_b = float(b - (mu * sc) @ w - gate.oe_thr)
         if members:
             w = torch.zeros(model.out_channels, len(members))
             b = torch.zeros(len(members))
@@ -118,7 +164,14 @@ class GatedModel(nn.Module):
             r = thumbnails(x) - self.pix_mu
             p = r @ self.pcs
             d_p = torch.clamp((r * r).sum(1) - (p * p).sum(1), min=0) / r.shape[1] * self.pix_scale
-            outs.append(torch.maximum(d_f, d_p))
+            zc = p * self.coef_w
+            d_c = (zc * zc).mean(1)
+            ood = torch.maximum(torch.maximum(d_f, d_p), d_c)
+            if self.has_oe:
+                t = thumbnails(x)
+                z_oe = pooled @ self.oe_wf + t @ self.oe_wt + self.oe_b
+                ood = torch.maximum(ood, torch.exp(torch.clamp(z_oe, max=50.0)))
+            outs.append(ood)
         if self.n_members:
             outs.append(pooled @ self.member_w + self.member_b)
         return tuple(outs)
@@ -143,3 +196,70 @@ def uncertainty_block(member_logits: np.ndarray, y: np.ndarray, p: np.ndarray, t
                            "error_rate_flagged": rate(flagged), "error_rate_unflagged": rate(~flagged),
                            "errors_flagged": int(err[flagged].sum()), "errors_total": int(err.sum()),
                            "cutoff_rule": f"{1 - flag_fraction:.0%} quantile of validation uncertainty"}}
+
+
+# --------------------------------------------------------------------------- outlier exposure
+NEGATIVE_KINDS = ("upside_down", "rotated_90", "inverted", "zoomed_crop", "smooth_field", "mirror_tiles")
+
+
+def make_negatives(images_u8: np.ndarray, n: int, seed: int = 0) -> Tuple[np.ndarray, List[str]]:
+    """Synthetic outliers for outlier exposure (Hendrycks et al. 2019), made from training X-rays by
+    transformations that a chest X-ray reader must not accept (upside down, rotated, inverted,
+    zoomed-in crops, mirror-tiled mosaics) and from smooth random fields. Documents, photographs,
+    CT slices and other body parts are *not* among them, so those stay a fair test of the gate."""
+    rng = np.random.default_rng(seed)
+    N, H, W = images_u8.shape
+    out = np.zeros((n, H, W), dtype=np.uint8)
+    kinds = []
+    for i in range(n):
+        kind = NEGATIVE_KINDS[i % len(NEGATIVE_KINDS)]
+        x = images_u8[rng.integers(N)].astype(np.float32)
+        if kind == "upside_down":
+            y = x[::-1]
+        elif kind == "rotated_90":
+            y = np.rot90(x, 1 if rng.random() < 0.5 else 3)
+        elif kind == "inverted":
+            y = 255 - x
+        elif kind == "zoomed_crop":
+            s = int(H * rng.uniform(0.25, 0.5))
+            r0, c0 = rng.integers(0, H - s), rng.integers(0, W - s)
+            crop = torch.from_numpy(np.ascontiguousarray(x[r0:r0 + s, c0:c0 + s]))[None, None]
+            y = F.interpolate(crop, size=(H, W), mode="bilinear", align_corners=False)[0, 0].numpy()
+        elif kind == "mirror_tiles":
+            h2, w2 = H // 2, W // 2
+            q = x[rng.integers(0, H - h2):, :][:h2, rng.integers(0, W - w2):][:, :w2]
+            y = np.block([[q, q[:, ::-1]], [q[::-1], q[::-1, ::-1]]])
+        else:  # smooth random field with a random intensity range
+            g = torch.from_numpy(rng.normal(size=(1, 1, 8, 8)).astype(np.float32))
+            f = F.interpolate(g, size=(H, W), mode="bicubic", align_corners=False)[0, 0].numpy()
+            f = (f - f.min()) / max(float(f.max() - f.min()), 1e-6)
+            lo = rng.uniform(0, 120)
+            y = lo + f * rng.uniform(60, 255 - lo)
+        out[i] = np.clip(np.rint(np.asarray(y)[:H, :W]), 0, 255).astype(np.uint8)
+        kinds.append(kind)
+    return out, kinds
+
+
+def fit_outlier_head(pos: np.ndarray, neg: np.ndarray, l2: float = 1e-3, iters: int = 300
+                     ) -> Tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Class-balanced L2-regularised logistic regression on standardised inputs (pooled features and
+    thumbnail pixels, concatenated).
+    Returns (weights, bias, feature mean, feature scale); score = ((f - mean) * scale) @ w + b."""
+    mu = pos.mean(0)
+    sc = 1.0 / np.maximum(np.concatenate([pos, neg]).std(0), 1e-6)
+    X = torch.from_numpy(np.concatenate([(pos - mu) * sc, (neg - mu) * sc]).astype(np.float32))
+    y = torch.cat([torch.zeros(len(pos)), torch.ones(len(neg))])
+    wts = torch.where(y > 0, 0.5 / len(neg), 0.5 / len(pos))
+    w = torch.zeros(X.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        z = X @ w + b
+        loss = (wts * F.binary_cross_entropy_with_logits(z, y, reduction="none")).sum() + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy().astype(np.float64), float(b.detach()), mu, sc
