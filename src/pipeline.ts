@@ -161,7 +161,8 @@ export class Engine {
     const gate = gateDecision(p.checks, inferred.ood ? inferred.ood[k] : null, this.card.gate);
     const M = inferred.memberCount;
     const members = inferred.members?.subarray(k * M, (k + 1) * M);
-    const unc = uncertaintyOf(members, this.card.uncertainty, this.card.postprocessing.temperature);
+    const pp = this.card.postprocessing;
+    const unc = uncertaintyOf(members, this.card.uncertainty, pp.temperature, pp.bias ?? 0);
     const t0 = performance.now();
     let cam: AnalysisResult['cam'];
     if (wantCam && (!gate.rejected || opts.force)) {

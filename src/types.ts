@@ -48,7 +48,7 @@ export interface CamResult {
 
 export interface AnalysisResult {
   label: string;
-  probability: number; // calibrated, sigmoid(logit / temperature)
+  probability: number; // calibrated, sigmoid(logit / temperature + bias)
   logit: number; // raw logit
   threshold: number;
   model: { name: string; version: string };

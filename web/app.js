@@ -416,7 +416,7 @@ async function loadCard() {
     }
     const pp = c.postprocessing;
     const r3 = (x) => (typeof x === 'number' ? +x.toFixed(3) : x);
-    if (pp) parts.push(el('p', `Decision threshold ${r3(pp.threshold)} (${pp.threshold_policy ?? 'chosen on validation'}); calibration temperature ${r3(pp.temperature)}.`));
+    if (pp) parts.push(el('p', `Decision threshold ${r3(pp.threshold)} (${pp.threshold_policy ?? 'chosen on validation'}); calibration: temperature ${r3(pp.temperature)}, bias ${r3(pp.bias ?? 0)}.`));
     if (c.intended_use) parts.push(el('h3', 'Intended use'), el('p', c.intended_use));
     if (Array.isArray(c.limitations) && c.limitations.length) {
       const ul = el('ul');

@@ -18,7 +18,7 @@ export interface CardInfo {
     scale?: number;
     normalize?: { mode?: string; mean?: number; std?: number };
   };
-  postprocessing?: { temperature?: number; threshold?: number; threshold_policy?: string };
+  postprocessing?: { temperature?: number; bias?: number; threshold?: number; threshold_policy?: string };
   metrics?: Record<string, unknown>; // metrics.validation: { n, accuracy, ..., split }
   training?: Record<string, unknown>;
   intended_use?: string;
@@ -58,7 +58,8 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
   const post = card.postprocessing;
   if (post) {
     if (post.threshold !== undefined) rows.push(['Threshold', `${num(post.threshold, 4)}${post.threshold_policy ? ` (chosen by ${post.threshold_policy} on validation)` : ''}`]);
-    if (post.temperature !== undefined) rows.push(['Temperature', `${num(post.temperature, 4)} (probability = sigmoid(logit / T))`]);
+    if (post.temperature !== undefined)
+      rows.push(['Calibration', `temperature ${num(post.temperature, 4)}, bias ${num(post.bias ?? 0, 4)} (probability = sigmoid(logit / T + bias))`]);
   }
   const v = card.metrics?.validation as Record<string, unknown> | undefined;
   if (v && typeof v === 'object') {

@@ -17,8 +17,8 @@ export interface UncertaintyResult {
 
 const sigmoid = (x: number): number => 1 / (1 + Math.exp(-x));
 
-/** Population std of sigmoid(logit / temperature) over the members; throws on an empty or non-finite input. */
-export function ensembleStd(memberLogits: ArrayLike<number>, temperature: number): number {
+/** Population std of sigmoid(logit / temperature + bias) over the members; throws on an empty or non-finite input. */
+export function ensembleStd(memberLogits: ArrayLike<number>, temperature: number, bias = 0): number {
   const m = memberLogits.length;
   if (m === 0) throw new Error('ensembleStd: no members');
   if (!(temperature > 0)) throw new Error(`ensembleStd: temperature must be positive (got ${temperature})`);
@@ -27,7 +27,7 @@ export function ensembleStd(memberLogits: ArrayLike<number>, temperature: number
   for (let i = 0; i < m; i++) {
     const l = memberLogits[i];
     if (Number.isNaN(l)) throw new Error('ensembleStd: a member logit is NaN');
-    p[i] = sigmoid(l / temperature);
+    p[i] = sigmoid(l / temperature + bias);
     sum += p[i];
   }
   const mean = sum / m;
@@ -37,8 +37,13 @@ export function ensembleStd(memberLogits: ArrayLike<number>, temperature: number
 }
 
 /** The uncertainty of one item, or {value: null} when the card has no uncertainty block. */
-export function uncertaintyOf(memberLogits: ArrayLike<number> | undefined, spec: UncertaintySpec | undefined, temperature: number): UncertaintyResult {
+export function uncertaintyOf(
+  memberLogits: ArrayLike<number> | undefined,
+  spec: UncertaintySpec | undefined,
+  temperature: number,
+  bias = 0,
+): UncertaintyResult {
   if (!spec || !memberLogits) return { value: null, uncertain: false, cutoff: spec?.cutoff ?? null };
-  const value = ensembleStd(memberLogits, temperature);
+  const value = ensembleStd(memberLogits, temperature, bias);
   return { value, uncertain: value > spec.cutoff, cutoff: spec.cutoff };
 }

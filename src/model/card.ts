@@ -46,7 +46,7 @@ export interface ModelCard {
   input: { name: string; channels: 1; height: number; width: number };
   outputs: { logit: string; features: string; ood?: string; members?: string };
   preprocessing: PreprocessingSpec;
-  postprocessing: { temperature: number; threshold: number; threshold_policy?: string };
+  postprocessing: { temperature: number; bias?: number; threshold: number; threshold_policy?: string };
   gradcam: { layer: string; output: string; weights: number[]; bias: number };
   uncertainty?: UncertaintySpec;
   gate?: GateSpec;
@@ -150,6 +150,7 @@ export function validateCard(json: unknown, file = 'model card'): ModelCard {
   }
   c.obj(o, 'postprocessing');
   c.num(o, 'postprocessing.temperature', (n) => n > 0, 'a positive number');
+  if ((o.postprocessing as Json).bias !== undefined) c.num(o, 'postprocessing.bias');
   c.num(o, 'postprocessing.threshold', (n) => n >= 0 && n <= 1, 'a number in 0..1');
   c.obj(o, 'gradcam');
   c.str(o, 'gradcam.layer');

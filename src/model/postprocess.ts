@@ -20,9 +20,9 @@ export function checkThreshold(threshold: unknown): number {
   return threshold;
 }
 
-/** probability = sigmoid(logit / temperature); label = labels[1] if probability >= threshold. */
+/** probability = sigmoid(logit / temperature + bias); label = labels[1] if probability >= threshold. */
 export function postprocess(logit: number, card: Pick<ModelCard, 'labels' | 'postprocessing'>, threshold?: number): Decision {
   const t = threshold === undefined ? card.postprocessing.threshold : checkThreshold(threshold);
-  const probability = sigmoid(logit / card.postprocessing.temperature);
+  const probability = sigmoid(logit / card.postprocessing.temperature + (card.postprocessing.bias ?? 0));
   return { probability, label: probability >= t ? card.labels[1] : card.labels[0], threshold: t };
 }

@@ -65,6 +65,34 @@ def fit_temperature(logits, y, lo: float = 0.05, hi: float = 20.0, iters: int = 
     return float(math.exp((a + b) / 2))
 
 
+def nll_tb(logits, y, t: float, b: float) -> float:
+    z = np.asarray(logits, dtype=np.float64) / t + b
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.mean(np.logaddexp(0, -z) * y + np.logaddexp(0, z) * (1 - y)))
+
+
+def fit_temperature_bias(logits, y, iters: int = 100):
+    """Platt scaling written as temperature + bias: p = sigmoid(logit / T + b), minimising validation
+    NLL (Newton's method on a = 1/T and b; the NLL is convex in (a, b)). A bias is needed when the
+    training prior differs from the validation prior (e.g. class-balanced sampling); temperature
+    alone cannot move the probabilities' centre."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    a, b = 1.0 / fit_temperature(z, y), 0.0
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(a * z + b)))
+        g = np.array([np.mean((p - y) * z), np.mean(p - y)])
+        w = p * (1 - p)
+        h = np.array([[np.mean(w * z * z), np.mean(w * z)], [np.mean(w * z), np.mean(w)]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    if not (a > 0):
+        raise ValueError("calibration failed: the fitted slope is not positive (validation scores are inverted)")
+    return float(1.0 / a), float(b)
+
+
 def ece(y, p, bins: int = 10) -> float:
     y = np.asarray(y, dtype=np.float64); p = np.asarray(p, dtype=np.float64)
     edges = np.linspace(0, 1, bins + 1)

@@ -158,14 +158,14 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
                                                   for k in NEGATIVE_KINDS},
                    "threshold_logit": gate.oe_thr}
     gate_val = gate.report(fva, tva)
-    gate_val["rule"] = ("thresholds set on validation images (held-out patients): 99.5% quantile x 1.25 for the "
-                        "distances, 99.5% quantile + 1 logit for the outlier-exposure head")
+    gate_val["rule"] = ("thresholds set on validation images (held-out patients): 99.5% quantile x 1.5 for the "
+                        "distances, 99.5% quantile + 2 logits for the outlier-exposure head")
     print(f"gate: validation false rejections {gate_val['false_rejection_rate']:.2%}", file=sys.stderr)
     unc = None
     if members:
         ml = np.stack([fva[:, a:b] @ w.numpy() + bb for a, b, w, bb in members], axis=1)
-        unc = uncertainty_block(ml, yva, cal_sigmoid(vl / calib["temperature"]), calib["threshold"],
-                                calib["temperature"])
+        unc = uncertainty_block(ml, yva, cal_sigmoid(vl / calib["temperature"] + calib["bias"]), calib["threshold"],
+                                calib["temperature"], calib["bias"])
     graph = GatedModel(model, gate, members).eval()
     out_names = ["logit", "features", "ood"] + (["members"] if members else [])
 
@@ -213,7 +213,8 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
         "outputs": dict({"logit": "logit", "features": "features", "ood": "ood"},
                         **({"members": "members"} if members else {})),
         "preprocessing": spec,
-        "postprocessing": {"temperature": calib["temperature"], "threshold": calib["threshold"],
+        "postprocessing": {"temperature": calib["temperature"], "bias": calib.get("bias", 0.0),
+                           "threshold": calib["threshold"],
                            "threshold_policy": calib["threshold_policy"]},
         "gradcam": {"layer": "last convolutional block (features output)", "output": "features",
                     "weights": [float(v) for v in model.fc.weight.detach().view(-1)],
@@ -242,6 +243,7 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
             "auc": m["auc"], "confusion": {k: m[k] for k in ("tp", "fp", "tn", "fn")},
             "threshold": m["threshold"], "ece_before_calibration": calib.get("ece_before"),
             "ece_after_calibration": calib.get("ece_after"),
+            "ece_temperature_only": calib.get("ece_temperature_only"),
             "split": calib["val_split"]["method"] + f" ({calib['val_split']['n_patients']} patients, "
                      f"{calib['val_split']['n_normal']} NORMAL / {calib['val_split']['n_pneumonia']} PNEUMONIA images)",
             "caveat": "Validation images come from the same hospital and period as the training images; "
@@ -289,6 +291,7 @@ def write_fixtures(model: Classifier, card: Dict, card_path: str, fixtures_dir: 
     spec = card["preprocessing"]
     size = (card["input"]["height"], card["input"]["width"])
     t = card["postprocessing"]["temperature"]
+    bias = card["postprocessing"].get("bias", 0.0)
     cases = []
     for src in images:
         base = os.path.splitext(os.path.basename(src))[0]
@@ -302,7 +305,7 @@ def write_fixtures(model: Classifier, card: Dict, card_path: str, fixtures_dir: 
         cam = gradcam_autograd(model, xt)[0]
         x.astype("<f4").tofile(os.path.join(fixtures_dir, base + ".f32"))
         cases.append({"image": base + ".png", "tensor": base + ".f32", "logit": logit,
-                      "probability": float(1 / (1 + np.exp(-logit / t))),
+                      "probability": float(1 / (1 + np.exp(-(logit / t + bias)))),
                       "cam": [round(float(v), 7) for v in cam.reshape(-1)], "cam_shape": list(cam.shape)})
     manifest = {"card": os.path.relpath(card_path, REPO), "cases": cases,
                 "written_by": "training/pneumolens_train/export.py"}

@@ -81,7 +81,7 @@ class GateParams:
         return (z * z).mean(1)
 
     def calibrate(self, val_feats: np.ndarray, val_thumbs: np.ndarray, quantile: float = 0.995,
-                  margin: float = 1.25) -> Dict:
+                  margin: float = 1.5) -> Dict:
         self.feat_thr = float(np.quantile(self.feature_score(val_feats), quantile) * margin)
         self.pix_thr = float(np.quantile(self.pixel_score(val_thumbs), quantile) * margin)
         self.coef_thr = float(np.quantile(self.coef_score(val_thumbs), quantile) * margin)
@@ -104,7 +104,7 @@ class GateParams:
         return ((np.concatenate([feats, thumbs], 1) - mu) * sc) @ w + b
 
     def calibrate_outlier_head(self, val_feats: np.ndarray, val_thumbs: np.ndarray, quantile: float = 0.995,
-                               margin: float = 1.0) -> None:
+                               margin: float = 2.0) -> None:
         """Threshold (logit units) = validation quantile + margin; the component is exp(logit - thr)."""
         self.oe_thr = float(np.quantile(self.outlier_logit(val_feats, val_thumbs), quantile) + margin)
 
@@ -177,20 +177,21 @@ class GatedModel(nn.Module):
         return tuple(outs)
 
 
-def uncertainty_from_members(member_logits: np.ndarray, temperature: float) -> np.ndarray:
-    p = 1 / (1 + np.exp(-member_logits / temperature))
+def uncertainty_from_members(member_logits: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
+    p = 1 / (1 + np.exp(-(member_logits / temperature + bias)))
     return p.std(axis=1)
 
 
 def uncertainty_block(member_logits: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: float,
-                      temperature: float, flag_fraction: float = 0.05) -> Dict:
-    u = uncertainty_from_members(member_logits, temperature)
+                      temperature: float, bias: float = 0.0, flag_fraction: float = 0.05) -> Dict:
+    u = uncertainty_from_members(member_logits, temperature, bias)
     cutoff = float(np.quantile(u, 1 - flag_fraction))
     flagged = u > cutoff
     err = ((p >= threshold).astype(int) != y.astype(int))
     rate = lambda m: float(err[m].mean()) if m.any() else None  # noqa: E731
     return {"output": "members", "method": "ensemble_disagreement",
-            "measure": "population std of the members' calibrated probabilities sigmoid(member_logit / temperature)",
+            "measure": "population std of the members' calibrated probabilities "
+                       "sigmoid(member_logit / temperature + bias)",
             "cutoff": cutoff,
             "validation": {"n": int(len(u)), "flagged_fraction": float(flagged.mean()),
                            "error_rate_flagged": rate(flagged), "error_rate_unflagged": rate(~flagged),

@@ -282,13 +282,15 @@ def finish(cfg: TrainConfig, xva, yva, val_s, wall: float, epochs_run: int, best
 
 
 def calibrate_logits(vl, yva, policy: str) -> Dict:
-    t = cal.fit_temperature(vl, yva)
-    p = cal.sigmoid(np.asarray(vl) / t)
+    t, b = cal.fit_temperature_bias(vl, yva)
+    p = cal.sigmoid(np.asarray(vl) / t + b)
     thr, pol = cal.choose_threshold(yva, p, policy)
     m = cal.binary_metrics(yva, p, thr)
-    return {"temperature": t, "threshold": thr, "threshold_policy": pol, "metrics": m,
-            "nll_before": cal.nll(vl, yva, 1.0), "nll_after": cal.nll(vl, yva, t),
-            "ece_before": cal.ece(yva, cal.sigmoid(vl)), "ece_after": cal.ece(yva, p)}
+    t_only = cal.fit_temperature(vl, yva)
+    return {"temperature": t, "bias": b, "threshold": thr, "threshold_policy": pol, "metrics": m,
+            "nll_before": cal.nll(vl, yva, 1.0), "nll_after": cal.nll_tb(vl, yva, t, b),
+            "ece_before": cal.ece(yva, cal.sigmoid(vl)), "ece_after": cal.ece(yva, p),
+            "ece_temperature_only": cal.ece(yva, cal.sigmoid(np.asarray(vl) / t_only))}
 
 
 def load_checkpoint(path: str) -> torch.nn.Module:

@@ -31,6 +31,14 @@ def test_temperature_recovers_known_scale():
     assert cal.fit_temperature(z * 2.5, y) == pytest.approx(2.5, rel=0.05)
 
 
+def test_temperature_bias_recovers_scale_and_offset():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 3, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-z))).astype(int)
+    t, b = cal.fit_temperature_bias(z * 2.0 - 3.0, y)   # true: logit' = 2 z - 3 -> T = 2, b = 1.5
+    assert t == pytest.approx(2.0, rel=0.05) and b == pytest.approx(1.5, abs=0.1)
+
+
 def test_youden_threshold_midpoint_of_separating_gap():
     # separable: negatives at logit <= -1, positives at logit >= 3 -> midpoint logit 1
     logits = np.array([-3, -2, -1, 3, 4, 5], dtype=float)
