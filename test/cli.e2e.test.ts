@@ -15,21 +15,14 @@ import type { Io } from '../src/cli/io.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
-/** A 96x112 gray chest-like image: dark background, two brighter lung fields, an optional opacity. */
-async function chestPng(seed: number, opacity: boolean): Promise<Buffer> {
-  const W = 96;
-  const H = 112;
-  const px = Buffer.alloc(W * H);
-  let s = seed;
-  const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
-  for (let y = 0; y < H; y++) {
-    for (let x = 0; x < W; x++) {
-      const lung = Math.exp(-(((Math.abs(x - W / 2) - W / 5) / (W / 8)) ** 2) - ((y - H / 2) / (H / 3)) ** 2);
-      const blob = opacity ? 90 * Math.exp(-(((x - W * 0.3) / 10) ** 2) - ((y - H * 0.6) / 12) ** 2) : 0;
-      px[y * W + x] = Math.max(0, Math.min(255, 150 - 100 * lung + blob + 30 * rnd()));
-    }
-  }
-  return sharp(px, { raw: { width: W, height: H, channels: 1 } }).png().toBuffer();
+/**
+ * A 96x112 chest X-ray made from the shipped golden fixtures (real images, so the input gate accepts
+ * them): the seed picks the source image and a small brightness change.
+ */
+async function chestPng(seed: number, pneumonia: boolean): Promise<Buffer> {
+  const srcs = pneumonia ? ['pneumonia_gray_224.png', 'pneumonia_rgba_180.png'] : ['normal_gray_200x240.png', 'normal_rgb_300x256.png'];
+  const src = join(ROOT, 'test/fixtures/golden', srcs[seed % 2]);
+  return sharp(src).flatten({ background: '#000000' }).grayscale().resize(96, 112, { fit: 'fill' }).linear(1, (seed % 3) * 2).png().toBuffer();
 }
 
 function memIo(cwd: string, engine?: Engine): Io & { out: () => string; err: () => string } {
@@ -77,12 +70,13 @@ describe('predict', () => {
     const bad = out.results.filter((r: { error?: unknown }) => r.error);
     expect(bad).toEqual([{ file: join('set/normal/broken.png'), error: { code: expect.stringMatching(/unsupported_media_type|undecodable_image/), message: expect.any(String) } }]);
     const T = engine.card.postprocessing.temperature;
+    const B = engine.card.postprocessing.bias ?? 0;
     for (const r of out.results.filter((r: { error?: unknown }) => !r.error)) {
       expect(Object.keys(r)).toEqual(expect.arrayContaining(['file', 'label', 'probability', 'logit', 'threshold', 'model', 'image', 'warnings']));
       expect(r).not.toHaveProperty('cam');
       expect(r.probability).toBeGreaterThanOrEqual(0);
       expect(r.probability).toBeLessThanOrEqual(1);
-      expect(r.probability).toBeCloseTo(1 / (1 + Math.exp(-r.logit / T)), 5);
+      expect(r.probability).toBeCloseTo(1 / (1 + Math.exp(-(r.logit / T + B))), 5);
       expect(r.threshold).toBe(engine.card.postprocessing.threshold);
       expect(r.label).toBe(r.probability >= r.threshold ? engine.card.labels[1] : engine.card.labels[0]);
       expect(r.image).toMatchObject({ width: 96, height: 112, format: 'png' });
@@ -108,7 +102,7 @@ describe('predict', () => {
     const io = memIo(dir, engine);
     expect(await run(['predict', '--cam', 'cams', '--colormap', 'viridis', 'set/normal/n0.png', 'set/Pneumonia'], io)).toBe(0);
     const lines = io.out().trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^FILE\s+LABEL\s+PROBABILITY\s+THRESHOLD$/);
+    expect(lines[0]).toMatch(/^FILE\s+LABEL\s+PROBABILITY\s+THRESHOLD\s+UNCERTAINTY$/); // the shipped ensemble estimates it
     expect(lines).toHaveLength(5);
     expect(io.err()).toBe('');
     const cams = (await readdir(join(dir, 'cams'))).sort();
@@ -184,7 +178,7 @@ describe('info', () => {
     const io = memIo(dir, engine);
     expect(await run(['info'], io)).toBe(0);
     const text = io.out();
-    for (const k of ['Model', 'Input', 'Preprocessing', 'Threshold', 'Temperature']) expect(text).toMatch(new RegExp(`^${k}\\s`, 'm'));
+    for (const k of ['Model', 'Input', 'Preprocessing', 'Threshold', 'Calibration']) expect(text).toMatch(new RegExp(`^${k}\\s`, 'm'));
     expect(text).toContain(`${engine.card.name} ${engine.card.version}`);
     expect(text).toContain('not a medical device');
   });

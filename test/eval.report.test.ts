@@ -111,7 +111,7 @@ describe('describeCard', () => {
     expect(rows.get('Input')).toBe('1 channel, 224 x 224');
     expect(rows.get('Preprocessing')).toBe('grayscale (BT.601); resize stretch (bilinear_antialias); scale 1/255; normalize (x - 0.5) / 0.25');
     expect(rows.get('Threshold')).toBe('0.5 (chosen by youden on validation)');
-    expect(rows.get('Temperature')).toContain('1.3');
+    expect(rows.get('Calibration')).toContain('temperature 1.3');
     expect(rows.get('Validation')).toBe('n 100, accuracy 0.9, auc 0.95; split: val');
     expect(rows.get('Training')).toBe('Kermany 2018, 5 epochs, 437 s of training, on 2 cores');
     expect(describeCard(card).find(([, v]) => v.startsWith('Caveat'))?.[1]).toBe('Caveat: Same hospital.');
