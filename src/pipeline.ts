@@ -116,9 +116,14 @@ export class Engine {
     const out: Array<AnalysisResult | Error> = [];
     const maxBatch = this.opts.maxBatch ?? 16;
     const { height: H, width: W } = this.card.input;
-    // Chunk by chunk, so at most maxBatch decoded images are held at once.
+    // Chunk by chunk, so at most two chunks of decoded images are held at once: the next chunk is
+    // decoded and preprocessed while ONNX Runtime runs the current one on its own threads.
+    const prepareChunk = (start: number): Promise<Array<Prepared | Error>> =>
+      Promise.all(items.slice(start, start + maxBatch).map((b) => this.prepare(b).catch(toError)));
+    let next: Promise<Array<Prepared | Error>> | null = items.length > 0 ? prepareChunk(0) : null;
     for (let start = 0; start < items.length; start += maxBatch) {
-      const prepared = await Promise.all(items.slice(start, start + maxBatch).map((b) => this.prepare(b).catch(toError)));
+      const prepared = await next!;
+      next = start + maxBatch < items.length ? prepareChunk(start + maxBatch) : null;
       const ok = prepared.filter((p): p is Prepared => !(p instanceof Error));
       let inferred: InferenceOutput | null = null;
       let infer = 0;
