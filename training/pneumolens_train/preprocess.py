@@ -25,14 +25,10 @@ def load_gray(path_or_img) -> np.ndarray:
     img.load()
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        if mode != "I" or arr.max() > 255:
-            arr = arr / 257.0
-        return arr.astype(np.float32)
+        # 16-bit sources (PIL opens 16-bit PNG as "I"): value / 257 as the spec says, whatever the range
+        return (np.asarray(img, dtype=np.float32) / 257.0).astype(np.float32)
     if mode == "F":
         return np.asarray(img, dtype=np.float32)
-    if mode in ("L", "1", "P", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
-        pass
     if mode == "L":
         return np.asarray(img, dtype=np.float32)
     if mode == "LA":

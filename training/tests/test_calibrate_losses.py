@@ -102,3 +102,11 @@ def test_normalize_rejects_wrong_ranges():
         normalize(np.array([[0.0, np.nan]]), DEFAULT_SPEC)
     out = normalize(np.array([[0.0, 127.5, 255.0]]), DEFAULT_SPEC)
     assert np.allclose(out, [[-2.0, 0.0, 2.0]])
+
+
+def test_16bit_png_is_scaled_by_257(tmp_path):
+    from PIL import Image
+    from pneumolens_train.preprocess import load_gray
+    a = (np.arange(32 * 32).reshape(32, 32) % 200).astype(np.uint16)  # a 16-bit image whose values stay <= 255
+    Image.fromarray(a).save(tmp_path / "g16.png")
+    assert np.allclose(load_gray(tmp_path / "g16.png"), a / 257.0, atol=1e-5)
