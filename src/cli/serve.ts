@@ -9,10 +9,10 @@ Starts the web interface and the HTTP API.
 Options:
   --port N           TCP port (default: $PORT, else 8080)
   --host H           interface to listen on (default: $HOST, else 127.0.0.1)
+  -h, --help         this help
 
 Serves until SIGINT/SIGTERM, then finishes the requests in flight. The model is the one named by
 $PNEUMOLENS_MODEL, else models/MODEL.
-  -h, --help         this help
 `;
 
 export async function run(args: string[], io: Io): Promise<number> {
