@@ -14,13 +14,13 @@ import type { CamMap } from './gradcam.ts';
 export interface OverlayOptions {
   colormap?: Colormap; // default 'jet'
   alpha?: number; // opacity of the heat map, 0..1, default 0.45
-  /** Longest side of the overlay in pixels (default 1024); smaller images keep their size. */
+  /** Longest side of the overlay in pixels (default 768: the 7x7 map carries no finer detail); smaller images keep their size. */
   maxSide?: number;
 }
 
 export const DEFAULT_COLORMAP: Colormap = 'jet';
 export const DEFAULT_ALPHA = 0.45;
-export const DEFAULT_MAX_SIDE = 1024;
+export const DEFAULT_MAX_SIDE = 768;
 
 /** Validates user overlay options (PneumoError 400 on bad values). */
 export function checkOverlayOptions(opts: OverlayOptions): Required<OverlayOptions> {
