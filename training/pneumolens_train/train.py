@@ -120,6 +120,11 @@ def machine() -> str:
 
 def prepare_data(cfg: TrainConfig, log=sys.stderr):
     samples = scan(cfg.data)
+    held_out = [s for s in samples if s.subset == "test"]
+    if held_out:
+        # a DIR/{train,val,test} layout: the test images stay untouched for final evaluation
+        print(f"ignoring {len(held_out)} images under {cfg.data}/test (held out)", file=log)
+        samples = [s for s in samples if s.subset != "test"]
     if cfg.limit and len(samples) > cfg.limit:
         rng = random.Random(cfg.seed)
         samples = sorted(rng.sample(samples, cfg.limit), key=lambda s: s.path)

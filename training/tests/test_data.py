@@ -47,3 +47,18 @@ def test_corrupt_image_skipped_with_message(tiny_dataset, capsys):
     x, y, kept = load_images(s, (32, 32), log=log, progress=False)
     assert len(kept) == len(s) - 1 and x.shape == (len(s) - 1, 32, 32) and x.dtype == np.uint8
     assert "IM-0999-0001.jpeg" in log.getvalue() and "skipping unreadable image" in log.getvalue()
+
+
+def test_training_ignores_a_test_subfolder(tiny_dataset, tmp_path):
+    import io
+    import shutil
+    from pneumolens_train.config import TrainConfig
+    from pneumolens_train.train import prepare_data
+    root = tmp_path / "layout"
+    for sub in ("train", "test"):
+        shutil.copytree(tiny_dataset, root / sub)
+    log = io.StringIO()
+    cfg = TrainConfig(data=str(root), size=32, val_fraction=0.3).validate()
+    xtr, ytr, tr, xva, yva, va = prepare_data(cfg, log=log)
+    assert all("/test/" not in s.path for s in tr + va)
+    assert "ignoring 66 images" in log.getvalue()  # every file of the tiny set, duplicate and corrupt one included

@@ -72,3 +72,13 @@ def test_config_is_validated(tmp_path):
     assert main(["--config", str(bad)]) == 2
     bad.write_text(json.dumps({"arhc": "cbam_cnn"}))
     assert main(["--config", str(bad)]) == 2
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "efficientnet_b0", "densenet121", "resnet_s_cbam"])
+def test_architectures_build_and_give_logit_and_cam_features(arch):
+    import torch
+    from pneumolens_train.models import build_model
+    m = build_model(arch).eval()
+    with torch.no_grad():
+        logit, f = m(torch.zeros(2, 1, 64, 64))
+    assert logit.shape == (2,) and f.shape[0] == 2 and f.shape[1] == m.out_channels
