@@ -62,7 +62,7 @@ async function synthesize(n: number): Promise<Uint8Array[]> {
   const W = 512;
   const H = 512;
   let s = 1;
-  const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rnd = (): number => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
   for (let k = 0; k < n; k++) {
     const px = Buffer.alloc(W * H);
     for (let y = 0; y < H; y++) {
@@ -72,7 +72,11 @@ async function synthesize(n: number): Promise<Uint8Array[]> {
         px[y * W + x] = Math.max(0, Math.min(255, 40 + 150 * (1 - lung) * 0.6 + 120 * lung * rib + 25 * rnd()));
       }
     }
-    out.push(await sharp(px, { raw: { width: W, height: H, channels: 1 } }).jpeg({ quality: 90 }).toBuffer());
+    out.push(
+      await sharp(px, { raw: { width: W, height: H, channels: 1 } })
+        .jpeg({ quality: 90 })
+        .toBuffer(),
+    );
   }
   return out;
 }

@@ -86,7 +86,9 @@ async function syntheticChest(seed: number, size = 1024): Promise<Buffer> {
       px[y * size + x] = Math.max(0, Math.min(255, Math.round(20 + 170 * body - 120 * lung + 50 * spine + 90 * blob + 18 * rnd())));
     }
   }
-  return sharp(px, { raw: { width: size, height: size, channels: 1 } }).jpeg({ quality: 90 }).toBuffer();
+  return sharp(px, { raw: { width: size, height: size, channels: 1 } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
 }
 
 async function loadImages(): Promise<{ images: Buffer[]; source: string }> {
@@ -95,7 +97,10 @@ async function loadImages(): Promise<{ images: Buffer[]; source: string }> {
     const files: string[] = [];
     const subdirs = ['NORMAL', 'PNEUMONIA'].map((c) => join(dir, c)).filter((d) => existsSync(d));
     for (const d of subdirs.length ? subdirs : [dir]) {
-      const names = (await readdir(d)).filter((n) => /\.(jpe?g|png)$/i.test(n)).sort().slice(0, 4);
+      const names = (await readdir(d))
+        .filter((n) => /\.(jpe?g|png)$/i.test(n))
+        .sort()
+        .slice(0, 4);
       files.push(...names.map((n) => join(d, n)));
     }
     if (files.length) return { images: await Promise.all(files.map((f) => readFile(f))), source: `${files.length} files from ${dir}` };
@@ -107,7 +112,9 @@ async function loadImages(): Promise<{ images: Buffer[]; source: string }> {
 
 function multipartBody(image: Buffer, boundary: string): Buffer {
   return Buffer.concat([
-    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="image"\r\nContent-Type: application/octet-stream\r\n\r\n`),
+    Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="image"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+    ),
     image,
     Buffer.from(`\r\n--${boundary}--\r\n`),
   ]);
@@ -139,10 +146,13 @@ async function main(): Promise<void> {
     headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
     body: multipartBody(img, boundary),
   }));
-  const run = (amount: number) =>
-    autocannon({ url: server.url, connections: CONNECTIONS, amount, requests, timeout: 30, pipelining: 1 });
+  const run = (amount: number) => autocannon({ url: server.url, connections: CONNECTIONS, amount, requests, timeout: 30, pipelining: 1 });
 
-  log(`server ${server.url}: ${engine.card.name} ${engine.card.version}, ${engine.threads} ORT threads, maxConcurrent ${maxConcurrent}; ${CONNECTIONS} clients, cam=${values.cam}; load avg ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  log(
+    `server ${server.url}: ${engine.card.name} ${engine.card.version}, ${engine.threads} ORT threads, maxConcurrent ${maxConcurrent}; ${CONNECTIONS} clients, cam=${values.cam}; load avg ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   const rss0 = await settledRss();
   log(`warm-up: ${WARMUP} requests...`);
   const first = await run(WARMUP);

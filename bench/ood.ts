@@ -24,7 +24,19 @@ import { decodeImage } from '../src/image/decode.ts';
 import { REPO_ROOT } from '../src/model/card.ts';
 import { Engine } from '../src/pipeline.ts';
 import type { AnalysisResult } from '../src/types.ts';
-import { colourPhotoPng, constantPng, ctSlicePng, cxrVariant, handPng, noisePng, patternPng, rng, screenshotPng, textPng, texturedGrayPng } from '../test/fixtures/non-cxr.ts';
+import {
+  colourPhotoPng,
+  constantPng,
+  ctSlicePng,
+  cxrVariant,
+  handPng,
+  noisePng,
+  patternPng,
+  rng,
+  screenshotPng,
+  textPng,
+  texturedGrayPng,
+} from '../test/fixtures/non-cxr.ts';
 
 const { values } = parseArgs({
   options: {
@@ -76,7 +88,10 @@ function validationSet(all: Labelled[]): { files: Labelled[]; source: string } {
   const listPath = values['val-files'] ? resolve(values['val-files']) : resolve(REPO_ROOT, 'models', 'val_files.json');
   if (!existsSync(listPath)) {
     if (values['val-files']) throw new Error(`--val-files ${listPath} does not exist`);
-    return { files: all, source: `models/val_files.json is MISSING: using all ${all.length} training images instead (the gate was fitted on most of them, so this understates false rejections)` };
+    return {
+      files: all,
+      source: `models/val_files.json is MISSING: using all ${all.length} training images instead (the gate was fitted on most of them, so this understates false rejections)`,
+    };
   }
   const json = JSON.parse(readFileSync(listPath, 'utf8')) as { files?: string[]; val_files?: string[] };
   const names = json.files ?? json.val_files;
@@ -96,7 +111,11 @@ function validationSet(all: Labelled[]): { files: Labelled[]; source: string } {
 }
 
 /** Runs the engine in batches (rejected images are results with rejected: true). */
-async function analyseAll(engine: Engine, inputs: Array<() => Promise<Uint8Array>>, label: string): Promise<Array<AnalysisResult | PneumoError>> {
+async function analyseAll(
+  engine: Engine,
+  inputs: Array<() => Promise<Uint8Array>>,
+  label: string,
+): Promise<Array<AnalysisResult | PneumoError>> {
   const out: Array<AnalysisResult | PneumoError> = [];
   const progress = new Progress(inputs.length, process.stderr, label, isTty ? undefined : false);
   for (let i = 0; i < inputs.length; i += BATCH) {
@@ -134,7 +153,9 @@ async function imageStatistics(all: Labelled[]): Promise<Record<string, unknown>
     const f = (x: number) => (Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(4)).padStart(8);
     log(`    ${k.padEnd(20)} ${f(v[0])} ${f(q(0.001))} ${f(q(0.999))} ${f(v[v.length - 1])}`);
   }
-  log(`    real X-rays failing an image check: ${failing.length} of ${all.length}${failing.length ? `, e.g. ${failing[0].file}: ${failing[0].reasons.join('; ')}` : ''}`);
+  log(
+    `    real X-rays failing an image check: ${failing.length} of ${all.length}${failing.length ? `, e.g. ${failing[0].file}: ${failing[0].reasons.join('; ')}` : ''}`,
+  );
   log();
   return { n: all.length, statistics: summary, failing };
 }
@@ -150,7 +171,10 @@ function categories(cxrs: Labelled[]): Array<{ name: string; make: Maker }> {
   const cxr = (i: number) => readFile(cxrs[(i * 7919) % cxrs.length].path);
   return [
     { name: 'noise (gray and colour)', make: (i) => noisePng(...sizes(i), i, i % 2 === 1) },
-    { name: 'patterns (gradient, checker, stripes, rings)', make: (i) => patternPng(...sizes(i), (['gradient', 'checker', 'stripes', 'rings'] as const)[i % 4], i) },
+    {
+      name: 'patterns (gradient, checker, stripes, rings)',
+      make: (i) => patternPng(...sizes(i), (['gradient', 'checker', 'stripes', 'rings'] as const)[i % 4], i),
+    },
     { name: 'colour photo-like fields', make: (i) => colourPhotoPng(...sizes(i), i) },
     { name: 'gray smooth textures', make: async (i) => texturedGrayPng(...sizes(i), i) },
     { name: 'documents (rendered text)', make: (i) => textPng(...sizes(i), i) },
@@ -173,29 +197,55 @@ async function main(): Promise<void> {
 
   const engine = await Engine.load(values.threads ? { threads: Number(values.threads) } : {});
   const card = engine.card;
-  log(`Model ${card.name} ${card.version}: gate ${card.gate ? `output "${card.gate.output}", threshold ${card.gate.threshold}` : 'NONE in the card (image checks only)'}; uncertainty ${card.uncertainty ? `output "${card.uncertainty.output}", cutoff ${card.uncertainty.cutoff}` : 'NONE in the card'}`);
+  log(
+    `Model ${card.name} ${card.version}: gate ${card.gate ? `output "${card.gate.output}", threshold ${card.gate.threshold}` : 'NONE in the card (image checks only)'}; uncertainty ${card.uncertainty ? `output "${card.uncertainty.output}", cutoff ${card.uncertainty.cutoff}` : 'NONE in the card'}`,
+  );
   report.model = { name: card.name, version: card.version, gate: card.gate ?? null, uncertainty: card.uncertainty ?? null };
   log();
 
   // (a) + (c) validation
   const val = validationSet(all);
   const valFiles = val.files.slice(0, VAL_LIMIT);
-  log(`(a) False rejections on the validation split: ${val.source}${valFiles.length < val.files.length ? `, first ${valFiles.length}` : ''}`);
-  const vres = await analyseAll(engine, valFiles.map((l) => () => readFile(l.path)), 'validation ');
-  const ok = vres.map((r, i) => ({ r, l: valFiles[i] })).filter((x): x is { r: AnalysisResult; l: Labelled } => !(x.r instanceof PneumoError));
+  log(
+    `(a) False rejections on the validation split: ${val.source}${valFiles.length < val.files.length ? `, first ${valFiles.length}` : ''}`,
+  );
+  const vres = await analyseAll(
+    engine,
+    valFiles.map((l) => () => readFile(l.path)),
+    'validation ',
+  );
+  const ok = vres
+    .map((r, i) => ({ r, l: valFiles[i] }))
+    .filter((x): x is { r: AnalysisResult; l: Labelled } => !(x.r instanceof PneumoError));
   const failed = vres.length - ok.length;
   const rejected = ok.filter((x) => x.r.rejected);
   const byChecks = rejected.filter((x) => !x.r.gate.checks.passed).length;
-  const byScore = rejected.filter((x) => x.r.gate.threshold !== null && x.r.gate.score !== null && !(x.r.gate.score <= x.r.gate.threshold)).length;
+  const byScore = rejected.filter(
+    (x) => x.r.gate.threshold !== null && x.r.gate.score !== null && !(x.r.gate.score <= x.r.gate.threshold),
+  ).length;
   const frr = rejected.length / Math.max(1, ok.length);
-  log(`    ${rejected.length} of ${ok.length} rejected = ${pct(frr, 2)} (target <= 1%: ${frr <= 0.01 ? 'met' : 'NOT met'}); by image checks ${byChecks}, by the model gate score ${byScore}${failed ? `; ${failed} failed to decode` : ''}`);
+  log(
+    `    ${rejected.length} of ${ok.length} rejected = ${pct(frr, 2)} (target <= 1%: ${frr <= 0.01 ? 'met' : 'NOT met'}); by image checks ${byChecks}, by the model gate score ${byScore}${failed ? `; ${failed} failed to decode` : ''}`,
+  );
   for (const x of rejected.slice(0, 8)) log(`      ${x.l.path.slice(DATA.length + 1)}: ${x.r.gate.reasons.join('; ')}`);
-  const scores = ok.map((x) => x.r.gate.score).filter((s): s is number => s !== null).sort((a, b) => a - b);
+  const scores = ok
+    .map((x) => x.r.gate.score)
+    .filter((s): s is number => s !== null)
+    .sort((a, b) => a - b);
   if (scores.length) {
     const q = (p: number) => scores[Math.min(scores.length - 1, Math.round(p * (scores.length - 1)))];
     log(`    gate score on validation: median ${q(0.5).toFixed(3)}, p99 ${q(0.99).toFixed(3)}, max ${q(1).toFixed(3)}`);
   }
-  report.validation = { source: val.source, n: ok.length, failed, rejected: rejected.length, false_rejection_rate: frr, by_image_checks: byChecks, by_model_score: byScore, rejected_files: rejected.map((x) => ({ file: x.l.path.slice(DATA.length + 1), reasons: x.r.gate.reasons })) };
+  report.validation = {
+    source: val.source,
+    n: ok.length,
+    failed,
+    rejected: rejected.length,
+    false_rejection_rate: frr,
+    by_image_checks: byChecks,
+    by_model_score: byScore,
+    rejected_files: rejected.map((x) => ({ file: x.l.path.slice(DATA.length + 1), reasons: x.r.gate.reasons })),
+  };
   log();
 
   log('(c) Uncertainty on the validation split (accepted images)');
@@ -211,8 +261,12 @@ async function main(): Promise<void> {
     const u = acc.map((x) => x.r.uncertainty as number).sort((a, b) => a - b);
     const errors = acc.filter(wrong);
     const caught = errors.filter((x) => x.r.uncertain).length;
-    log(`    flagged ${flagged.length} of ${acc.length} = ${pct(flagged.length / acc.length)} (cutoff ${card.uncertainty.cutoff}); uncertainty median ${u[Math.floor(u.length / 2)].toFixed(4)}, max ${u[u.length - 1].toFixed(4)}, all in [0, 0.5]: ${u[0] >= 0 && u[u.length - 1] <= 0.5}`);
-    log(`    error rate: flagged ${pct(err(flagged))} (${flagged.filter(wrong).length}/${flagged.length}), not flagged ${pct(err(unflagged))} (${unflagged.filter(wrong).length}/${unflagged.length}); ${caught} of ${errors.length} errors flagged`);
+    log(
+      `    flagged ${flagged.length} of ${acc.length} = ${pct(flagged.length / acc.length)} (cutoff ${card.uncertainty.cutoff}); uncertainty median ${u[Math.floor(u.length / 2)].toFixed(4)}, max ${u[u.length - 1].toFixed(4)}, all in [0, 0.5]: ${u[0] >= 0 && u[u.length - 1] <= 0.5}`,
+    );
+    log(
+      `    error rate: flagged ${pct(err(flagged))} (${flagged.filter(wrong).length}/${flagged.length}), not flagged ${pct(err(unflagged))} (${unflagged.filter(wrong).length}/${unflagged.length}); ${caught} of ${errors.length} errors flagged`,
+    );
     report.uncertainty = {
       n: acc.length,
       cutoff: card.uncertainty.cutoff,
@@ -254,17 +308,23 @@ async function main(): Promise<void> {
   const w = Math.max(...rows.map((r) => r.category.length));
   log(`    ${'category'.padEnd(w)}  ${'rejected'.padStart(9)}  ${'rate'.padStart(7)}  ${'checks'.padStart(6)}  ${'score'.padStart(6)}`);
   for (const r of rows) {
-    log(`    ${r.category.padEnd(w)}  ${`${r.rejected}/${r.n}`.padStart(9)}  ${pct(r.rejected / r.n).padStart(7)}  ${String(r.by_image_checks).padStart(6)}  ${String(r.by_model_score).padStart(6)}`);
+    log(
+      `    ${r.category.padEnd(w)}  ${`${r.rejected}/${r.n}`.padStart(9)}  ${pct(r.rejected / r.n).padStart(7)}  ${String(r.by_image_checks).padStart(6)}  ${String(r.by_model_score).padStart(6)}`,
+    );
   }
   const tot = rows.reduce((a, r) => a + r.n, 0);
   const totRej = rows.reduce((a, r) => a + r.rejected, 0);
   const overall = totRej / tot;
   const macro = rows.reduce((a, r) => a + r.rejected / r.n, 0) / rows.length;
-  log(`    overall ${totRej}/${tot} = ${pct(overall)} (target >= 95%: ${overall >= 0.95 ? 'met' : 'NOT met'}); mean over categories ${pct(macro)}`);
+  log(
+    `    overall ${totRej}/${tot} = ${pct(overall)} (target >= 95%: ${overall >= 0.95 ? 'met' : 'NOT met'}); mean over categories ${pct(macro)}`,
+  );
   log('    (checks = rejected by the image checks, score = by the model gate score; an image can count in both)');
   report.non_cxr = { per_category: PER, categories: rows, n: tot, rejected: totRej, rejection_rate: overall, mean_category_rate: macro };
   log();
-  log(`Summary: false rejections ${pct(frr, 2)} on ${ok.length} validation images; non-chest-X-ray rejection ${pct(overall)} on ${tot}; ${((Date.now() - t0) / 1000).toFixed(0)} s.`);
+  log(
+    `Summary: false rejections ${pct(frr, 2)} on ${ok.length} validation images; non-chest-X-ray rejection ${pct(overall)} on ${tot}; ${((Date.now() - t0) / 1000).toFixed(0)} s.`,
+  );
   if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 2) + '\n');
   await engine.dispose();
 }

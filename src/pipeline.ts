@@ -182,7 +182,9 @@ export class Engine {
     const timings_ms = { ...p.timings, infer, explain, total: p.timings.decode + p.timings.preprocess + infer + explain };
     // Most important first: a forced analysis of a rejected image, then an uncertain result.
     const warnings = [
-      ...(gate.rejected && opts.force ? [`Analysed anyway (forced), but ${lowerFirst(gate.message ?? '')} Do not rely on this result.`] : []),
+      ...(gate.rejected && opts.force
+        ? [`Analysed anyway (forced), but ${lowerFirst(gate.message ?? '')} Do not rely on this result.`]
+        : []),
       ...(unc.uncertain ? [`${UNCERTAIN_WARNING}: the model's ensemble disagrees (spread ${unc.value!.toFixed(3)} > ${unc.cutoff}).`] : []),
       ...warningsFor(p.decoded, this.card.input.width, this.card.input.height),
       ...(this.card.uncertainty ? [] : ['This model provides no uncertainty estimate.']),

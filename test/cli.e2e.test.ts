@@ -22,7 +22,13 @@ const ROOT = resolve(import.meta.dirname, '..');
 async function chestPng(seed: number, pneumonia: boolean): Promise<Buffer> {
   const srcs = pneumonia ? ['pneumonia_gray_224.png', 'pneumonia_rgba_180.png'] : ['normal_gray_200x240.png', 'normal_rgb_300x256.png'];
   const src = join(ROOT, 'test/fixtures/golden', srcs[seed % 2]);
-  return sharp(src).flatten({ background: '#000000' }).grayscale().resize(96, 112, { fit: 'fill' }).linear(1, (seed % 3) * 2).png().toBuffer();
+  return sharp(src)
+    .flatten({ background: '#000000' })
+    .grayscale()
+    .resize(96, 112, { fit: 'fill' })
+    .linear(1, (seed % 3) * 2)
+    .png()
+    .toBuffer();
 }
 
 function memIo(cwd: string, engine?: Engine): Io & { out: () => string; err: () => string } {
@@ -68,11 +74,18 @@ describe('predict', () => {
     expect(out.model).toEqual({ name: engine.card.name, version: engine.card.version });
     expect(out.results).toHaveLength(7);
     const bad = out.results.filter((r: { error?: unknown }) => r.error);
-    expect(bad).toEqual([{ file: join('set/normal/broken.png'), error: { code: expect.stringMatching(/unsupported_media_type|undecodable_image/), message: expect.any(String) } }]);
+    expect(bad).toEqual([
+      {
+        file: join('set/normal/broken.png'),
+        error: { code: expect.stringMatching(/unsupported_media_type|undecodable_image/), message: expect.any(String) },
+      },
+    ]);
     const T = engine.card.postprocessing.temperature;
     const B = engine.card.postprocessing.bias ?? 0;
     for (const r of out.results.filter((r: { error?: unknown }) => !r.error)) {
-      expect(Object.keys(r)).toEqual(expect.arrayContaining(['file', 'label', 'probability', 'logit', 'threshold', 'model', 'image', 'warnings']));
+      expect(Object.keys(r)).toEqual(
+        expect.arrayContaining(['file', 'label', 'probability', 'logit', 'threshold', 'model', 'image', 'warnings']),
+      );
       expect(r).not.toHaveProperty('cam');
       expect(r.probability).toBeGreaterThanOrEqual(0);
       expect(r.probability).toBeLessThanOrEqual(1);
@@ -106,7 +119,12 @@ describe('predict', () => {
     expect(lines).toHaveLength(5);
     expect(io.err()).toBe('');
     const cams = (await readdir(join(dir, 'cams'))).sort();
-    expect(cams).toEqual(['set__Pneumonia__sub__p0.cam.png', 'set__Pneumonia__sub__p1.cam.png', 'set__Pneumonia__sub__p2.cam.png', 'set__normal__n0.cam.png']);
+    expect(cams).toEqual([
+      'set__Pneumonia__sub__p0.cam.png',
+      'set__Pneumonia__sub__p1.cam.png',
+      'set__Pneumonia__sub__p2.cam.png',
+      'set__normal__n0.cam.png',
+    ]);
     const meta = await sharp(await readFile(join(dir, 'cams', cams[0]))).metadata();
     expect(meta.format).toBe('png');
     expect([meta.width, meta.height]).toEqual([96, 112]);
@@ -134,7 +152,25 @@ describe('evaluate', () => {
     const code = await run(['evaluate', '--json', 'm.json', '--report', 'r.html', '--bootstrap', '200', '--gallery', '2', 'set'], io);
     expect(code).toBe(0);
     const m = JSON.parse(await readFile(join(dir, 'm.json'), 'utf8'));
-    for (const k of ['accuracy', 'sensitivity', 'specificity', 'precision', 'npv', 'f1', 'auc', 'confusion', 'threshold', 'n', 'auc_ci95', 'pr_auc', 'brier', 'ece', 'sweep', 'errors', 'model']) {
+    for (const k of [
+      'accuracy',
+      'sensitivity',
+      'specificity',
+      'precision',
+      'npv',
+      'f1',
+      'auc',
+      'confusion',
+      'threshold',
+      'n',
+      'auc_ci95',
+      'pr_auc',
+      'brier',
+      'ece',
+      'sweep',
+      'errors',
+      'model',
+    ]) {
       expect(m, k).toHaveProperty(k);
     }
     expect(m.n).toBe(6);

@@ -46,7 +46,10 @@ describe('expandInputs', () => {
   });
 
   it('expands globs, keeps explicit files whatever their extension, dedups and reports misses', async () => {
-    const { files, missing } = await expandInputs(['data/*.png', 'data/**/*.dcm', 'data/notes.txt', 'data/a.png', 'nope.png', 'data/*.webp'], dir);
+    const { files, missing } = await expandInputs(
+      ['data/*.png', 'data/**/*.dcm', 'data/notes.txt', 'data/a.png', 'nope.png', 'data/*.webp'],
+      dir,
+    );
     expect(files).toEqual(['data/a.png', 'data/sub/c.dcm', 'data/notes.txt']);
     expect(missing).toEqual(['nope.png', 'data/*.webp']);
   });
@@ -70,7 +73,11 @@ describe('output formats', () => {
       timings_ms: {},
       warnings: [],
       rejected: false,
-      gate: gateDecision(checkImage({ data: Float32Array.from({ length: 100 }, (_, i) => i * 2.5), width: 10, height: 10, channels: 1 }), null, undefined),
+      gate: gateDecision(
+        checkImage({ data: Float32Array.from({ length: 100 }, (_, i) => i * 2.5), width: 10, height: 10, channels: 1 }),
+        null,
+        undefined,
+      ),
       uncertainty: 0.0123,
       uncertain: false,
     },

@@ -26,7 +26,14 @@ beforeAll(async () => {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
   });
 });
 
@@ -61,7 +68,11 @@ describe('web page, end to end', () => {
     await expect(page.locator('.banner').textContent()).resolves.toContain('Research and education tool, not a medical device.');
     await page.locator('#model-card .model-name').waitFor(); // the card summary came from /api/model
 
-    await page.setInputFiles('#file', { name: 'synthetic-chest.png', mimeType: 'image/png', buffer: chestPng(320, 360, { opacity: true }) });
+    await page.setInputFiles('#file', {
+      name: 'synthetic-chest.png',
+      mimeType: 'image/png',
+      buffer: chestPng(320, 360, { opacity: true }),
+    });
     await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
     const label = (await page.locator('#label').textContent())?.trim();
     expect(engine.card.labels).toContain(label);

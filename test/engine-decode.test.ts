@@ -73,7 +73,9 @@ describe('decodeImage: raster formats (sharp)', () => {
   });
 
   it('rejects a truncated JPEG with 422 undecodable_image', async () => {
-    const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } }).jpeg().toBuffer();
+    const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } })
+      .jpeg()
+      .toBuffer();
     await rejection(decodeImage(jpeg.subarray(0, Math.floor(jpeg.length / 2))), 422, 'undecodable_image');
   });
 
@@ -92,7 +94,14 @@ describe('decodeImage: raster formats (sharp)', () => {
   });
 
   it('rejects a header claiming 100000x100000 pixels without allocating it', async () => {
-    const png = makePng({ width: 4, height: 4, channels: 1, bitDepth: 8, samples: ramp(16, () => 1), headerSize: { width: 100000, height: 100000 } });
+    const png = makePng({
+      width: 4,
+      height: 4,
+      channels: 1,
+      bitDepth: 8,
+      samples: ramp(16, () => 1),
+      headerSize: { width: 100000, height: 100000 },
+    });
     const before = process.memoryUsage().rss;
     const t0 = performance.now();
     const e = await rejection(decodeImage(png), 422, 'unusable_image');
@@ -188,7 +197,17 @@ describe('decodeImage: DICOM', () => {
   });
 
   it('rejects a DICOM too small to analyse', async () => {
-    await rejection(decodeImage(grayDicom(4, 4, ramp(16, (i) => i))), 422, 'unusable_image');
+    await rejection(
+      decodeImage(
+        grayDicom(
+          4,
+          4,
+          ramp(16, (i) => i),
+        ),
+      ),
+      422,
+      'unusable_image',
+    );
   });
 
   it('rejects a DICOM whose Rows x Columns exceed the pixel limit', async () => {

@@ -38,7 +38,8 @@ describe('Grad-CAM (closed form for GAP + linear head)', () => {
 
 describe('colormaps', () => {
   const rgb = (lut: Uint8Array, i: number) => Array.from(lut.subarray(i * 3, i * 3 + 3));
-  const near = (got: number[], want: number[], tol: number) => got.forEach((g, i) => expect(Math.abs(g - want[i])).toBeLessThanOrEqual(tol));
+  const near = (got: number[], want: number[], tol: number) =>
+    got.forEach((g, i) => expect(Math.abs(g - want[i])).toBeLessThanOrEqual(tol));
 
   it('jet endpoints and middle are exact (matplotlib definition)', () => {
     const jet = colormapLut('jet');

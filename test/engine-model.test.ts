@@ -18,7 +18,13 @@ const MB = 2 ** 20;
 /** A real 224x224 chest X-ray (the golden fixture): accepted by the input gate. */
 const xray = readFileSync(resolve(import.meta.dirname, 'fixtures', 'golden', 'pneumonia_gray_224.png'));
 const image = (size: number) =>
-  makePng({ width: size, height: size, channels: 1, bitDepth: 8, samples: Array.from({ length: size * size }, (_, i) => (i * 31 + (i >> 5)) % 256) });
+  makePng({
+    width: size,
+    height: size,
+    channels: 1,
+    bitDepth: 8,
+    samples: Array.from({ length: size * size }, (_, i) => (i * 31 + (i >> 5)) % 256),
+  });
 
 describe('shipped model', () => {
   let engine: Engine;
@@ -37,7 +43,9 @@ describe('shipped model', () => {
     const times: number[] = [];
     for (let i = 0; i < 5; i++) times.push((await engine.analyse(xray)).timings_ms.total);
     times.sort((a, b) => a - b);
-    console.log(`analyse a 224x224 chest X-ray PNG with CAM, median total ${times[2].toFixed(1)} ms over 5 runs (threads ${engine.threads})`);
+    console.log(
+      `analyse a 224x224 chest X-ray PNG with CAM, median total ${times[2].toFixed(1)} ms over 5 runs (threads ${engine.threads})`,
+    );
   });
 
   it('does not grow memory over 50 analyses of the same image', async () => {

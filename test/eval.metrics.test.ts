@@ -51,7 +51,7 @@ describe('confusion and rates', () => {
   it('rejects bad labels, non-finite scores and length mismatches', () => {
     expect(() => confusion([1, 2], [0.1, 0.2], 0.5)).toThrow(RangeError);
     expect(() => confusion([1, 0], [0.1, NaN], 0.5)).toThrow(RangeError);
-    expect(() => rocAuc([1, 0, 1], [0.1, 0.2], )).toThrow(/length/);
+    expect(() => rocAuc([1, 0, 1], [0.1, 0.2])).toThrow(/length/);
     expect(() => brierScore([1, 0], [0.1, 1.2])).toThrow(/outside/);
   });
 });

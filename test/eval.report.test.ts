@@ -12,7 +12,12 @@ const card: CardInfo = {
   gflops_per_image: 0.61,
   labels: ['NORMAL', 'PNEUMONIA'],
   input: { name: 'input', channels: 1, height: 224, width: 224 },
-  preprocessing: { color: 'gray_bt601', resize: { mode: 'stretch', filter: 'bilinear_antialias' }, scale: 1 / 255, normalize: { mode: 'fixed', mean: 0.5, std: 0.25 } },
+  preprocessing: {
+    color: 'gray_bt601',
+    resize: { mode: 'stretch', filter: 'bilinear_antialias' },
+    scale: 1 / 255,
+    normalize: { mode: 'fixed', mean: 0.5, std: 0.25 },
+  },
   postprocessing: { temperature: 1.3, threshold: 0.5, threshold_policy: 'youden' },
   metrics: { validation: { n: 100, accuracy: 0.9, auc: 0.95, split: 'val', caveat: 'Same hospital.' } },
   training: { data: 'Kermany 2018', runs: [{ epochs_run: 2 }, { epochs_run: 3 }], wall_time_s: 436.8, machine: '2 cores' },
@@ -47,7 +52,9 @@ describe('renderReport', () => {
     const y = items.map((i) => i.truth);
     const p = items.map((i) => i.probability);
     const summary = summarize(y, p, 0.5, { bootstrap: { resamples: 50 } });
-    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 200, g: 10, b: 10 } } }).png().toBuffer();
+    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 200, g: 10, b: 10 } } })
+      .png()
+      .toBuffer();
     const gallery = worstErrors(items, 0.5, 2).map((g) => ({ ...g, overlayPng: png }));
     const html = renderReport({
       dataset: '/data/test',
@@ -64,7 +71,8 @@ describe('renderReport', () => {
     expect(html).toContain('Research and education tool, not a medical device.');
     // four inline SVG plots: ROC, PR, reliability, histogram
     expect(html.match(/<svg /g)).toHaveLength(4);
-    for (const t of ['ROC curve (AUC', 'Precision-recall (AP', 'Reliability diagram (ECE', 'Score histogram by true class']) expect(html).toContain(t);
+    for (const t of ['ROC curve (AUC', 'Precision-recall (AP', 'Reliability diagram (ECE', 'Score histogram by true class'])
+      expect(html).toContain(t);
     expect(html).toContain('<polyline');
     // confusion matrix at 0.5: tp 2, fp 2, tn 2, fn 2
     expect(html).toContain('TN 2');
@@ -109,7 +117,9 @@ describe('describeCard', () => {
     expect(rows.get('Parameters')).toBe('1.23 M (1234567)');
     expect(rows.get('Compute')).toBe('0.61 GFLOPs per image');
     expect(rows.get('Input')).toBe('1 channel, 224 x 224');
-    expect(rows.get('Preprocessing')).toBe('grayscale (BT.601); resize stretch (bilinear_antialias); scale 1/255; normalize (x - 0.5) / 0.25');
+    expect(rows.get('Preprocessing')).toBe(
+      'grayscale (BT.601); resize stretch (bilinear_antialias); scale 1/255; normalize (x - 0.5) / 0.25',
+    );
     expect(rows.get('Threshold')).toBe('0.5 (chosen by youden on validation)');
     expect(rows.get('Calibration')).toContain('temperature 1.3');
     expect(rows.get('Validation')).toBe('n 100, accuracy 0.9, auc 0.95; split: val');

@@ -121,7 +121,11 @@ describe('CLI', () => {
     expect(results).toHaveLength(7);
     const byFile = Object.fromEntries(results.map((r) => [r.file, r]));
     for (const f of ['set/PNEUMONIA/photo.png', 'set/NORMAL/letter.png', 'bright.png']) {
-      expect(byFile[f]).toMatchObject({ rejected: true, reason: 'not_a_chest_xray', message: expect.stringMatching(/not look like a chest X-ray/) });
+      expect(byFile[f]).toMatchObject({
+        rejected: true,
+        reason: 'not_a_chest_xray',
+        message: expect.stringMatching(/not look like a chest X-ray/),
+      });
       expect(byFile[f]).not.toHaveProperty('label');
       expect(byFile[f]).not.toHaveProperty('probability');
     }
@@ -165,7 +169,9 @@ describe('CLI', () => {
     expect(await run(['evaluate', '--bootstrap', '10', '--report', 'r.html', 'set'], text)).toBe(0);
     expect(text.out()).toMatch(/Rejected\s+2 image\(s\) judged not chest X-rays by the input gate; metrics on the 4 accepted/);
     const html = await import('node:fs/promises').then((fs) => fs.readFile(join(dir, 'r.html'), 'utf8'));
-    expect(html).toMatch(/<b>2<\/b> image\(s\) were rejected by the input gate as not chest X-rays: the metrics are computed on the 4 accepted images only/);
+    expect(html).toMatch(
+      /<b>2<\/b> image\(s\) were rejected by the input gate as not chest X-rays: the metrics are computed on the 4 accepted images only/,
+    );
     const forced = memIo();
     expect(await run(['evaluate', '--force', '--json', '-', '--bootstrap', '10', 'set'], forced)).toBe(0);
     const f = JSON.parse(forced.out());

@@ -29,7 +29,12 @@ const decode = async (bytes: Uint8Array) => (await decodeImage(bytes)).image;
 describe('image statistics', () => {
   it('measures saturation, spread, range, white and flat fractions', () => {
     // 2x2 RGB: pure red, pure green, gray 100, gray 200
-    const img: RawImage = { data: Float32Array.from([255, 0, 0, 0, 255, 0, 100, 100, 100, 200, 200, 200]), width: 2, height: 2, channels: 3 };
+    const img: RawImage = {
+      data: Float32Array.from([255, 0, 0, 0, 255, 0, 100, 100, 100, 200, 200, 200]),
+      width: 2,
+      height: 2,
+      channels: 3,
+    };
     const s = imageStats(img);
     expect(s.saturation).toBeCloseTo(0.5, 6); // (1 + 1 + 0 + 0) / 4
     expect(s.samples).toBe(4);
@@ -90,12 +95,17 @@ describe('image checks', () => {
 
   it('reject pixel noise (uncorrelated neighbours) but not a smooth image', () => {
     let x = 99;
-    const noise = Float32Array.from({ length: 128 * 128 }, () => ((x = (x * 1103515245 + 12345) >>> 0) >>> 24));
+    const noise = Float32Array.from({ length: 128 * 128 }, () => (x = (x * 1103515245 + 12345) >>> 0) >>> 24);
     const r = checkImage({ data: noise, width: 128, height: 128, channels: 1 });
     expect(r.stats.neighbourCorrelation).toBeLessThan(0.2);
     expect(r.failures.map((f) => f.check)).toEqual(['noise']);
     expect(r.failures[0].reason).toMatch(/^pixel noise/);
-    const ramp = checkImage({ data: Float32Array.from({ length: 128 * 128 }, (_, i) => (i % 128) * 2), width: 128, height: 128, channels: 1 });
+    const ramp = checkImage({
+      data: Float32Array.from({ length: 128 * 128 }, (_, i) => (i % 128) * 2),
+      width: 128,
+      height: 128,
+      channels: 1,
+    });
     expect(ramp.stats.neighbourCorrelation).toBeGreaterThan(0.99);
     expect(ramp.passed).toBe(true);
   });
@@ -185,8 +195,18 @@ describe('card blocks', () => {
       describeCard({
         name: 'm',
         version: '1',
-        gate: { output: 'ood', threshold: 1, components: [{ name: 'feature_mahalanobis' }, { name: 'pixel_pca_residual' }], validation: { false_rejection_rate: 0.006, n: 786 } },
-        uncertainty: { output: 'members', method: 'ensemble_disagreement', cutoff: 0.08, validation: { flagged_fraction: 0.05, error_rate_flagged: 0.2, error_rate_unflagged: 0.01 } },
+        gate: {
+          output: 'ood',
+          threshold: 1,
+          components: [{ name: 'feature_mahalanobis' }, { name: 'pixel_pca_residual' }],
+          validation: { false_rejection_rate: 0.006, n: 786 },
+        },
+        uncertainty: {
+          output: 'members',
+          method: 'ensemble_disagreement',
+          cutoff: 0.08,
+          validation: { flagged_fraction: 0.05, error_rate_flagged: 0.2, error_rate_unflagged: 0.01 },
+        },
       }),
     );
     expect(rows.get('Input gate')).toBe(
@@ -201,17 +221,29 @@ describe('card blocks', () => {
   });
 
   it.each([
-    ['a gate whose output is not outputs.ood', (c: any) => (c.gate = { output: 'other', threshold: 1 }), /"gate\.output" must be equal to outputs\.ood/],
+    [
+      'a gate whose output is not outputs.ood',
+      (c: any) => (c.gate = { output: 'other', threshold: 1 }),
+      /"gate\.output" must be equal to outputs\.ood/,
+    ],
     ['a gate without a threshold', (c: any) => (c.gate = { output: 'ood' }), /"gate\.threshold" must be a positive number/],
-    ['an uncertainty cutoff above 0.5', (c: any) => (c.uncertainty = { output: 'members', cutoff: 0.7 }), /"uncertainty\.cutoff" must be a number in \(0, 0\.5\]/],
+    [
+      'an uncertainty cutoff above 0.5',
+      (c: any) => (c.uncertainty = { output: 'members', cutoff: 0.7 }),
+      /"uncertainty\.cutoff" must be a number in \(0, 0\.5\]/,
+    ],
   ])('refuses %s', (_name, patch, message) => {
     const { cardPath } = writeTinyModel({ size: 32, channels: 4, stride: 4, ood: true, members: 3 }, patch);
     expect(() => loadCard(cardPath)).toThrow(message);
   });
 
   it('refuses a card whose uncertainty output the graph lacks', async () => {
-    const card = loadCard(writeTinyModel({ size: 32, channels: 4, stride: 4 }, (c) => (c.uncertainty = { output: 'members', cutoff: 0.1 })).cardPath);
-    await expect(ModelSession.create(card.modelPath, card, { threads: 1 })).rejects.toThrow(/output members="members" is not a graph output/);
+    const card = loadCard(
+      writeTinyModel({ size: 32, channels: 4, stride: 4 }, (c) => (c.uncertainty = { output: 'members', cutoff: 0.1 })).cardPath,
+    );
+    await expect(ModelSession.create(card.modelPath, card, { threads: 1 })).rejects.toThrow(
+      /output members="members" is not a graph output/,
+    );
   });
 });
 

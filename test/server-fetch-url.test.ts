@@ -124,7 +124,9 @@ describe('fetchImageUrl', () => {
 
   it('refuses a host name that resolves to loopback, checked at connect time', async () => {
     const before = srv.hits.length;
-    const e = await failure(fetchImageUrl(`http://innocent.test:${srv.port}/image.png`, deny, { ...opts, resolve: table({ 'innocent.test': ['127.0.0.1'] }) }));
+    const e = await failure(
+      fetchImageUrl(`http://innocent.test:${srv.port}/image.png`, deny, { ...opts, resolve: table({ 'innocent.test': ['127.0.0.1'] }) }),
+    );
     expect(e.code).toBe('url_forbidden');
     expect(e.message).toMatch(/loopback/);
     expect(srv.hits.length).toBe(before);
@@ -132,7 +134,9 @@ describe('fetchImageUrl', () => {
 
   it('refuses a host name when any of its addresses is refused (mixed answers, IPv4-mapped)', async () => {
     for (const addrs of [['93.184.216.34', '127.0.0.1'], ['::ffff:127.0.0.1'], ['169.254.169.254']]) {
-      const e = await failure(fetchImageUrl(`http://mixed.test:${srv.port}/image.png`, deny, { ...opts, resolve: table({ 'mixed.test': addrs }) }));
+      const e = await failure(
+        fetchImageUrl(`http://mixed.test:${srv.port}/image.png`, deny, { ...opts, resolve: table({ 'mixed.test': addrs }) }),
+      );
       expect(e.code, addrs.join(',')).toBe('url_forbidden');
     }
   });
@@ -165,7 +169,12 @@ describe('fetchImageUrl', () => {
   it('re-checks the target of a redirect (an allowed host cannot bounce to a refused one)', async () => {
     const allow = new UrlPolicy({ allow: ['pacs.test'] });
     const resolve = table({ 'pacs.test': ['127.0.0.1'], 'evil.test': ['127.0.0.1'] });
-    for (const target of [`http://evil.test:${srv.port}/image.png`, `http://127.0.0.1:${srv.port}/image.png`, 'http://169.254.169.254/', 'file:///etc/passwd']) {
+    for (const target of [
+      `http://evil.test:${srv.port}/image.png`,
+      `http://127.0.0.1:${srv.port}/image.png`,
+      'http://169.254.169.254/',
+      'file:///etc/passwd',
+    ]) {
       const e = await failure(fetchImageUrl(`http://pacs.test:${srv.port}/to?${encodeURIComponent(target)}`, allow, { ...opts, resolve }));
       expect(e.code, target).toBe('url_forbidden');
     }

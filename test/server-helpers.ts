@@ -24,7 +24,9 @@ export class TestEngine implements PredictEngine {
     modelPath: '/secret/home/models/test.onnx',
     postprocessing: { temperature: 1, threshold: 0.5, threshold_policy: 'youden' },
     gradcam: { layer: 'stage4', output: 'features', weights: Array.from({ length: 256 }, (_, i) => i / 256), bias: 0.1 },
-    metrics: { validation: { n: 10, auc: 0.9, sensitivity: 0.8, specificity: 0.85, accuracy: 0.82, f1: 0.81, precision: 0.8, split: 'test-split' } },
+    metrics: {
+      validation: { n: 10, auc: 0.9, sensitivity: 0.8, specificity: 0.85, accuracy: 0.82, f1: 0.81, precision: 0.8, split: 'test-split' },
+    },
     intended_use: 'Tests only.',
     limitations: ['Not a model.'],
   };
@@ -51,7 +53,8 @@ export class TestEngine implements PredictEngine {
       for (let i = 0; i < data.length; i++) sum += data[i];
       const probability = sum / data.length / 255;
       const threshold = opts?.threshold ?? 0.5;
-      const cam = (opts?.cam ?? true) ? { map: new Float32Array([0, 0.25, 0.5, 1]), mapWidth: 2, mapHeight: 2, overlayPng: TINY_PNG } : undefined;
+      const cam =
+        (opts?.cam ?? true) ? { map: new Float32Array([0, 0.25, 0.5, 1]), mapWidth: 2, mapHeight: 2, overlayPng: TINY_PNG } : undefined;
       return {
         label: probability >= threshold ? 'PNEUMONIA' : 'NORMAL',
         probability,
@@ -63,7 +66,13 @@ export class TestEngine implements PredictEngine {
         ...(cam ? { cam } : {}),
         warnings: [],
         rejected: false,
-        gate: { rejected: false, score: null, threshold: null, checks: { passed: true, stats: checkImage(decoded.image).stats, failures: [] }, reasons: [] },
+        gate: {
+          rejected: false,
+          score: null,
+          threshold: null,
+          checks: { passed: true, stats: checkImage(decoded.image).stats, failures: [] },
+          reasons: [],
+        },
         uncertainty: null,
         uncertain: false,
         ...this.extra,
@@ -94,7 +103,14 @@ export function noisePng(width: number, height: number): Buffer {
 
 /** A PNG whose header claims 100000 x 100000 pixels (a decompression bomb). */
 export function pixelBombPng(): Buffer {
-  return makePng({ width: 16, height: 16, channels: 1, bitDepth: 8, samples: new Uint8Array(256), headerSize: { width: 100_000, height: 100_000 } });
+  return makePng({
+    width: 16,
+    height: 16,
+    channels: 1,
+    bitDepth: 8,
+    samples: new Uint8Array(256),
+    headerSize: { width: 100_000, height: 100_000 },
+  });
 }
 
 export interface Part {
@@ -207,10 +223,10 @@ export function chestPng(width = 320, height = 360, opts: { seed?: number; opaci
     for (let x = 0; x < width; x++) {
       const u = x / width - 0.5;
       const v = y / height - 0.5;
-      const body = Math.exp(-((u / 0.42) ** 6) - ((v / 0.55) ** 6));
-      const lung = Math.exp(-(((Math.abs(u) - 0.19) / 0.12) ** 2) - (((v + 0.02) / 0.3) ** 4));
+      const body = Math.exp(-((u / 0.42) ** 6) - (v / 0.55) ** 6);
+      const lung = Math.exp(-(((Math.abs(u) - 0.19) / 0.12) ** 2) - ((v + 0.02) / 0.3) ** 4);
       const spine = Math.exp(-((u / 0.035) ** 2)) * body;
-      const blob = opts.opacity ? Math.exp(-(((u + 0.2) / 0.07) ** 2) - (((v - 0.12) / 0.08) ** 2)) : 0;
+      const blob = opts.opacity ? Math.exp(-(((u + 0.2) / 0.07) ** 2) - ((v - 0.12) / 0.08) ** 2) : 0;
       const val = 20 + 170 * body - 120 * lung + 50 * spine + 90 * blob + 18 * rnd();
       samples[y * width + x] = Math.max(0, Math.min(255, Math.round(val)));
     }

@@ -49,7 +49,8 @@ describe('with the shipped model', () => {
     expect(body.label).toBe(body.probability >= body.threshold ? engine.card.labels[1] : engine.card.labels[0]);
     expect(body.model).toEqual({ name: engine.card.name, version: engine.card.version });
     expect(body.image).toEqual({ width: 320, height: 360, format: 'png' });
-    for (const k of ['decode', 'preprocess', 'infer', 'explain', 'queue', 'server_total']) expect(body.timings_ms[k], k).toBeGreaterThanOrEqual(0);
+    for (const k of ['decode', 'preprocess', 'infer', 'explain', 'queue', 'server_total'])
+      expect(body.timings_ms[k], k).toBeGreaterThanOrEqual(0);
     const overlay = Buffer.from(body.gradcam.replace(/^data:image\/png;base64,/, ''), 'base64');
     const meta = await sharp(overlay).metadata();
     expect(meta.format).toBe('png');

@@ -127,7 +127,13 @@ describe('POST /api/predict', () => {
     expect(res.statusCode).toBe(200);
     expect(res.headers['cache-control']).toBe('no-store');
     const body = res.json();
-    expect(body).toMatchObject({ label: 'PNEUMONIA', threshold: 0.5, model: { name: 'test-engine', version: '9.9.9' }, image: { width: 32, height: 32, format: 'png' }, warnings: [] });
+    expect(body).toMatchObject({
+      label: 'PNEUMONIA',
+      threshold: 0.5,
+      model: { name: 'test-engine', version: '9.9.9' },
+      image: { width: 32, height: 32, format: 'png' },
+      warnings: [],
+    });
     expect(body.probability).toBeGreaterThan(0.5);
     expect(body.gradcam).toMatch(/^data:image\/png;base64,iVBORw0KGgo/);
     expect(body.gradcam_map).toEqual({ width: 2, height: 2, data: [0, 0.25, 0.5, 1] });
@@ -230,7 +236,14 @@ describe('POST /api/predict', () => {
       payload: fileUpload(png).payload,
     });
     expect(declared.statusCode).toBe(413);
-    expect((await post(small, { payload: JSON.stringify({ url: 'https://example.org/' + 'a'.repeat(20_000) }), headers: { 'content-type': 'application/json' } })).statusCode).toBe(413);
+    expect(
+      (
+        await post(small, {
+          payload: JSON.stringify({ url: 'https://example.org/' + 'a'.repeat(20_000) }),
+          headers: { 'content-type': 'application/json' },
+        })
+      ).statusCode,
+    ).toBe(413);
     await small.close();
   });
 
@@ -247,7 +260,9 @@ describe('POST /api/predict', () => {
     e.failWith = new PneumoError(422, 'not_a_chest_xray', 'This does not look like a chest X-ray.', { gate_score: 0.93 });
     const gated = await post(b, fileUpload(png));
     expect(gated.statusCode).toBe(422);
-    expect(gated.json()).toEqual({ error: { code: 'not_a_chest_xray', message: 'This does not look like a chest X-ray.', gate_score: 0.93 } });
+    expect(gated.json()).toEqual({
+      error: { code: 'not_a_chest_xray', message: 'This does not look like a chest X-ray.', gate_score: 0.93 },
+    });
     await b.close();
   });
 });
@@ -256,7 +271,10 @@ describe('URL input', () => {
   it('refuses a URL to 127.0.0.1 (400 url_forbidden) without an allow-list', async () => {
     const srv = await fixtureServer(png);
     const { app: a, engine } = app();
-    const res = await post(a, { payload: JSON.stringify({ url: `${srv.url}/image.png` }), headers: { 'content-type': 'application/json' } });
+    const res = await post(a, {
+      payload: JSON.stringify({ url: `${srv.url}/image.png` }),
+      headers: { 'content-type': 'application/json' },
+    });
     expect(res.statusCode).toBe(400);
     expect(errorOf(res).code).toBe('url_forbidden');
     expect(srv.hits).toEqual([]);
@@ -268,7 +286,8 @@ describe('URL input', () => {
   it('fetches from an allow-listed local server, following at most 3 redirects', async () => {
     const srv = await fixtureServer(png);
     const { app: a } = app({ urlAllowList: ['127.0.0.1/32'] });
-    const send = (path: string) => post(a, { payload: JSON.stringify({ url: `${srv.url}${path}` }), headers: { 'content-type': 'application/json' } });
+    const send = (path: string) =>
+      post(a, { payload: JSON.stringify({ url: `${srv.url}${path}` }), headers: { 'content-type': 'application/json' } });
     const ok = await send('/redirect/3');
     expect(ok.statusCode).toBe(200);
     expect(ok.json()).toMatchObject({ image: { width: 32, height: 32, format: 'png' } });
@@ -365,12 +384,25 @@ describe('logging', () => {
       await post(a, fileUpload(dcm, name, 'application/dicom')),
       await post(a, fileUpload(Buffer.from('NOT-AN-IMAGE-PAYLOAD-4711'), name)),
       await post(a, fileUpload(png.subarray(0, 40), name)),
-      await post(a, { payload: JSON.stringify({ url: 'http://10.0.0.1/PATIENT_SMITH_JOHN.dcm' }), headers: { 'content-type': 'application/json' } }),
+      await post(a, {
+        payload: JSON.stringify({ url: 'http://10.0.0.1/PATIENT_SMITH_JOHN.dcm' }),
+        headers: { 'content-type': 'application/json' },
+      }),
     ];
     expect(results.map((r) => r.statusCode)).toEqual([200, 200, 415, 422, 400]);
     const text = logs.text;
     expect(logs.lines.length).toBeGreaterThan(5); // the logger is on
-    for (const secret of [name, 'DOE_JANE', 'MRN-987654', 'DOE^JANE', 'PATIENT-ID-12345', 'NOT-AN-IMAGE', 'PATIENT_SMITH', '10.0.0.1', png.toString('base64').slice(0, 24)]) {
+    for (const secret of [
+      name,
+      'DOE_JANE',
+      'MRN-987654',
+      'DOE^JANE',
+      'PATIENT-ID-12345',
+      'NOT-AN-IMAGE',
+      'PATIENT_SMITH',
+      '10.0.0.1',
+      png.toString('base64').slice(0, 24),
+    ]) {
       expect(text, secret).not.toContain(secret);
     }
     await a.close();

@@ -64,7 +64,8 @@ function renderHeatmap(map, width, height, colormap) {
       const x1 = Math.min(mw - 1, x0 + 1);
       const wx = fx - x0;
       const v =
-        (1 - wy) * ((1 - wx) * data[y0 * mw + x0] + wx * data[y0 * mw + x1]) + wy * ((1 - wx) * data[y1 * mw + x0] + wx * data[y1 * mw + x1]);
+        (1 - wy) * ((1 - wx) * data[y0 * mw + x0] + wx * data[y0 * mw + x1]) +
+        wy * ((1 - wx) * data[y1 * mw + x0] + wx * data[y1 * mw + x1]);
       const c = lut[Math.round(clamp01(v) * 255)];
       const o = (y * width + x) * 4;
       img.data[o] = c[0];
@@ -181,7 +182,10 @@ async function analyse() {
     const res = await request(currentAlpha());
     $('rejected').hidden = true;
     if (res.status === 422) {
-      const body = await res.clone().json().catch(() => null);
+      const body = await res
+        .clone()
+        .json()
+        .catch(() => null);
       if (body?.error?.code === 'not_a_chest_xray') {
         showRejected(body.error);
         setStatus('Refused: this does not look like a chest X-ray.');
@@ -255,7 +259,7 @@ function showResult() {
   $('uncertain').hidden = !r.uncertain;
   $('uncertainty').textContent =
     typeof r.uncertainty === 'number'
-      ? `Uncertainty ${r.uncertainty.toFixed(3)} (disagreement of the model's ensemble, 0 to 0.5)${r.uncertain ? ': above the model\'s cutoff' : ''}.`
+      ? `Uncertainty ${r.uncertainty.toFixed(3)} (disagreement of the model's ensemble, 0 to 0.5)${r.uncertain ? ": above the model's cutoff" : ''}.`
       : 'This model gives no uncertainty estimate.';
   const warnings = $('warnings');
   warnings.replaceChildren(
@@ -266,7 +270,8 @@ function showResult() {
     }),
   );
   const t = r.timings_ms ?? {};
-  $('timings').textContent = `${r.image.format.toUpperCase()} ${r.image.width}×${r.image.height}; model ${r.model.name} ${r.model.version}; ${Math.round(t.server_total ?? t.total ?? 0)} ms on the server.`;
+  $('timings').textContent =
+    `${r.image.format.toUpperCase()} ${r.image.width}×${r.image.height}; model ${r.model.name} ${r.model.version}; ${Math.round(t.server_total ?? t.total ?? 0)} ms on the server.`;
 
   const original = $('original');
   original.hidden = !state.originalImg;
@@ -416,7 +421,13 @@ async function loadCard() {
     }
     const pp = c.postprocessing;
     const r3 = (x) => (typeof x === 'number' ? +x.toFixed(3) : x);
-    if (pp) parts.push(el('p', `Decision threshold ${r3(pp.threshold)} (${pp.threshold_policy ?? 'chosen on validation'}); calibration: temperature ${r3(pp.temperature)}, bias ${r3(pp.bias ?? 0)}.`));
+    if (pp)
+      parts.push(
+        el(
+          'p',
+          `Decision threshold ${r3(pp.threshold)} (${pp.threshold_policy ?? 'chosen on validation'}); calibration: temperature ${r3(pp.temperature)}, bias ${r3(pp.bias ?? 0)}.`,
+        ),
+      );
     if (c.intended_use) parts.push(el('h3', 'Intended use'), el('p', c.intended_use));
     if (Array.isArray(c.limitations) && c.limitations.length) {
       const ul = el('ul');

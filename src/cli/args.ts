@@ -11,7 +11,12 @@ export interface Parsed {
 
 export function parse(args: string[], options: Options): Parsed {
   try {
-    const { values, positionals } = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({
+      args,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
     return { values: values as Parsed['values'], positionals };
   } catch (e) {
     // parseArgs errors read like "Unknown option '--x'. To specify a positional argument starting with a '-' ..."

@@ -30,7 +30,13 @@ export function toOutcomeError(e: unknown): OutcomeError {
 }
 
 /** Yields the outcomes of each batch, in input order. */
-export async function* analyseFiles(engine: Engine, files: string[], cwd: string, opts: AnalyseOptions, batchSize = 8): AsyncGenerator<FileOutcome[]> {
+export async function* analyseFiles(
+  engine: Engine,
+  files: string[],
+  cwd: string,
+  opts: AnalyseOptions,
+  batchSize = 8,
+): AsyncGenerator<FileOutcome[]> {
   for (let start = 0; start < files.length; start += batchSize) {
     const chunk = files.slice(start, start + batchSize);
     const outcomes: FileOutcome[] = chunk.map((file) => ({ file }));
@@ -56,7 +62,8 @@ export async function* analyseFiles(engine: Engine, files: string[], cwd: string
     } catch {
       // a failure of the whole batch: isolate the culprit by analysing one at a time
       results = [];
-      for (const b of inputs) results.push(await engine.analyse(b, opts).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e)))));
+      for (const b of inputs)
+        results.push(await engine.analyse(b, opts).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e)))));
     }
     slots.forEach((slot, k) => {
       const r = results[k];

@@ -44,7 +44,8 @@ export async function classFolders(dir: string, labels: readonly string[]): Prom
   });
   return labels.map((label) => {
     const hits = entries.filter((e) => e.isDirectory() && e.name.toLowerCase() === label.toLowerCase());
-    if (hits.length === 0) throw new UsageError(`${dir} has no ${label} folder (expected ${labels.map((l) => `${dir}/${l}`).join(' and ')})`);
+    if (hits.length === 0)
+      throw new UsageError(`${dir} has no ${label} folder (expected ${labels.map((l) => `${dir}/${l}`).join(' and ')})`);
     if (hits.length > 1) throw new UsageError(`${dir} has several folders named like ${label}: ${hits.map((h) => h.name).join(', ')}`);
     return join(dir, hits[0].name);
   });
@@ -96,7 +97,14 @@ export function summaryText(e: EvaluationJson, labels: readonly string[]): strin
   return lines.join('\n') + '\n';
 }
 
-async function galleryWithOverlays(engine: Engine, gallery: GalleryItem[], root: string, io: Io, threshold: number, force: boolean): Promise<GalleryItem[]> {
+async function galleryWithOverlays(
+  engine: Engine,
+  gallery: GalleryItem[],
+  root: string,
+  io: Io,
+  threshold: number,
+  force: boolean,
+): Promise<GalleryItem[]> {
   const files = gallery.map((g) => join(root, g.file));
   const out: GalleryItem[] = [];
   let k = 0;
@@ -127,7 +135,8 @@ export async function run(args: string[], io: Io): Promise<number> {
     io.stdout.write(help);
     return EXIT_OK;
   }
-  if (p.positionals.length !== 1) throw new UsageError(p.positionals.length === 0 ? 'no data directory given' : 'give exactly one data directory');
+  if (p.positionals.length !== 1)
+    throw new UsageError(p.positionals.length === 0 ? 'no data directory given' : 'give exactly one data directory');
   const jsonOut = str(p, 'json');
   const reportOut = str(p, 'report');
   if (jsonOut === '' || reportOut === '') throw new UsageError('--json and --report need a file name');
@@ -184,7 +193,9 @@ export async function run(args: string[], io: Io): Promise<number> {
     for (const f of failures) io.stderr.write(`pneumolens: ${f.file}: ${f.code}: ${f.message}\n`);
     for (const f of rejected) io.stderr.write(`pneumolens: ${f.file}: rejected, not a chest X-ray: ${f.message}\n`);
     if (items.length === 0) {
-      io.stderr.write(`pneumolens: none of the ${files.length} images could be analysed${rejected.length ? ` (${rejected.length} rejected by the input gate; --force counts them)` : ''}\n`);
+      io.stderr.write(
+        `pneumolens: none of the ${files.length} images could be analysed${rejected.length ? ` (${rejected.length} rejected by the input gate; --force counts them)` : ''}\n`,
+      );
       return 1;
     }
 
@@ -209,7 +220,17 @@ export async function run(args: string[], io: Io): Promise<number> {
     if (jsonOut !== '-') io.stdout.write(summaryText(result, labels));
     if (reportOut !== undefined) {
       const gallery = await galleryWithOverlays(engine, worstErrors(items, threshold, galleryK), root, io, threshold, force);
-      const html = renderReport({ dataset: dataDir, card: engine.card, summary, curves: curves(y, prob), items, failures, rejected, forcedRejected, gallery });
+      const html = renderReport({
+        dataset: dataDir,
+        card: engine.card,
+        summary,
+        curves: curves(y, prob),
+        items,
+        failures,
+        rejected,
+        forcedRejected,
+        gallery,
+      });
       await writeFile(resolve(io.cwd, reportOut), html);
       if (jsonOut !== '-') io.stdout.write(`Report       ${reportOut}\n`);
     }

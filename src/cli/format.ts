@@ -101,8 +101,14 @@ export function table(rows: PredictRow[]): string {
   const head = cols.map((c) => c.header.toUpperCase());
   const cell = (c: Column, r: PredictRow): string => (c.display ?? c.value)(r);
   const ok = rows.filter((r) => !r.error).map((r) => cols.map((c) => cell(c, r)));
-  const widths = head.map((h, j) => Math.max(h.length, ...ok.map((r) => r[j].length), ...rows.filter((r) => r.error).map((r) => (j === 0 ? r.file.length : 0))));
-  const line = (cells: string[]): string => cells.map((v, j) => (j === cells.length - 1 ? v : v.padEnd(widths[j]))).join('  ').trimEnd() + '\n';
+  const widths = head.map((h, j) =>
+    Math.max(h.length, ...ok.map((r) => r[j].length), ...rows.filter((r) => r.error).map((r) => (j === 0 ? r.file.length : 0))),
+  );
+  const line = (cells: string[]): string =>
+    cells
+      .map((v, j) => (j === cells.length - 1 ? v : v.padEnd(widths[j])))
+      .join('  ')
+      .trimEnd() + '\n';
   return (
     line(head) +
     rows.map((r) => (r.error ? line([r.file, `ERROR ${r.error.code}: ${r.error.message}`]) : line(cols.map((c) => cell(c, r))))).join('')

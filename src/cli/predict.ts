@@ -113,7 +113,9 @@ export async function run(args: string[], io: Io): Promise<number> {
     const failed = rows.filter((r) => r.error);
     for (const r of failed) io.stderr.write(`pneumolens: ${r.file}: ${r.error!.code}: ${r.error!.message}\n`);
     if (flag(p, 'json')) {
-      io.stdout.write(JSON.stringify({ model: { name: engine.card.name, version: engine.card.version }, results: rows.map(jsonRow) }, null, 2) + '\n');
+      io.stdout.write(
+        JSON.stringify({ model: { name: engine.card.name, version: engine.card.version }, results: rows.map(jsonRow) }, null, 2) + '\n',
+      );
     } else if (!flag(p, 'csv')) {
       io.stdout.write(table(rows));
     }
@@ -124,7 +126,9 @@ export async function run(args: string[], io: Io): Promise<number> {
     }
     if (failed.length > 0 || missing.length > 0 || rejected.length > 0) {
       const analysed = rows.length - failed.length - rejected.length;
-      io.stderr.write(`pneumolens: ${failed.length + missing.length} input(s) failed${rejected.length ? `, ${rejected.length} rejected` : ''}, ${analysed} analysed\n`);
+      io.stderr.write(
+        `pneumolens: ${failed.length + missing.length} input(s) failed${rejected.length ? `, ${rejected.length} rejected` : ''}, ${analysed} analysed\n`,
+      );
       return EXIT_FAILED;
     }
     return EXIT_OK;

@@ -28,7 +28,8 @@ export interface CardInfo {
   uncertainty?: unknown;
 }
 
-const num = (v: unknown, digits = 3): string => (typeof v === 'number' && Number.isFinite(v) ? Number(v.toFixed(digits)).toString() : String(v));
+const num = (v: unknown, digits = 3): string =>
+  typeof v === 'number' && Number.isFinite(v) ? Number(v.toFixed(digits)).toString() : String(v);
 
 function humanCount(n: number): string {
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
@@ -44,7 +45,11 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
   if (card.parameters !== undefined) rows.push(['Parameters', `${humanCount(card.parameters)} (${card.parameters})`]);
   if (card.gflops_per_image !== undefined) rows.push(['Compute', `${Number(card.gflops_per_image.toPrecision(3))} GFLOPs per image`]);
   if (card.labels) rows.push(['Labels', `${card.labels.join(', ')} (probability is for ${card.labels[1] ?? 'label 1'})`]);
-  if (card.input) rows.push(['Input', `${card.input.channels ?? 1} channel${(card.input.channels ?? 1) === 1 ? '' : 's'}, ${card.input.width} x ${card.input.height}`]);
+  if (card.input)
+    rows.push([
+      'Input',
+      `${card.input.channels ?? 1} channel${(card.input.channels ?? 1) === 1 ? '' : 's'}, ${card.input.width} x ${card.input.height}`,
+    ]);
   const pre = card.preprocessing;
   if (pre) {
     const parts: string[] = [];
@@ -57,9 +62,16 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
   }
   const post = card.postprocessing;
   if (post) {
-    if (post.threshold !== undefined) rows.push(['Threshold', `${num(post.threshold, 4)}${post.threshold_policy ? ` (chosen by ${post.threshold_policy} on validation)` : ''}`]);
+    if (post.threshold !== undefined)
+      rows.push([
+        'Threshold',
+        `${num(post.threshold, 4)}${post.threshold_policy ? ` (chosen by ${post.threshold_policy} on validation)` : ''}`,
+      ]);
     if (post.temperature !== undefined)
-      rows.push(['Calibration', `temperature ${num(post.temperature, 4)}, bias ${num(post.bias ?? 0, 4)} (probability = sigmoid(logit / T + bias))`]);
+      rows.push([
+        'Calibration',
+        `temperature ${num(post.temperature, 4)}, bias ${num(post.bias ?? 0, 4)} (probability = sigmoid(logit / T + bias))`,
+      ]);
   }
   const v = card.metrics?.validation as Record<string, unknown> | undefined;
   if (v && typeof v === 'object') {
@@ -76,7 +88,13 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
     const parts: string[] = [];
     if (t.data) parts.push(String(t.data));
     const runs = Array.isArray(t.runs) ? (t.runs as Array<Record<string, unknown>>) : [];
-    const epochs = typeof t.epochs === 'number' ? t.epochs : runs.map((r) => r.epochs_run).filter((e): e is number => typeof e === 'number').reduce((a, b) => a + b, 0) || undefined;
+    const epochs =
+      typeof t.epochs === 'number'
+        ? t.epochs
+        : runs
+            .map((r) => r.epochs_run)
+            .filter((e): e is number => typeof e === 'number')
+            .reduce((a, b) => a + b, 0) || undefined;
     if (epochs !== undefined) parts.push(`${epochs} epochs`);
     if (typeof t.wall_time_s === 'number') parts.push(`${Math.round(t.wall_time_s)} s of training`);
     if (t.machine) parts.push(`on ${String(t.machine)}`);
@@ -97,9 +115,14 @@ const obj = (v: unknown): Loose | undefined => (v && typeof v === 'object' && !A
 export function gateText(gate: unknown): string {
   const g = obj(gate);
   if (!g) return 'image checks only (colour, blank, contrast, shape, document-like); this model has no out-of-distribution score';
-  const comps = Array.isArray(g.components) ? (g.components as unknown[]).map((c) => obj(c)?.name).filter((n): n is string => typeof n === 'string') : [];
+  const comps = Array.isArray(g.components)
+    ? (g.components as unknown[]).map((c) => obj(c)?.name).filter((n): n is string => typeof n === 'string')
+    : [];
   const val = obj(g.validation);
-  const frr = typeof val?.false_rejection_rate === 'number' ? `; refuses ${num(100 * val.false_rejection_rate, 2)}% of validation X-rays${typeof val.n === 'number' ? ` (n ${val.n})` : ''}` : '';
+  const frr =
+    typeof val?.false_rejection_rate === 'number'
+      ? `; refuses ${num(100 * val.false_rejection_rate, 2)}% of validation X-rays${typeof val.n === 'number' ? ` (n ${val.n})` : ''}`
+      : '';
   return `image checks + the model's score "${String(g.output)}" (refused above ${num(g.threshold)}${comps.length ? `; ${comps.join(', ')}` : ''})${frr}`;
 }
 

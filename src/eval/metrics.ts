@@ -262,7 +262,11 @@ export interface ConfidenceInterval {
  * replacement from the positives and the negatives from the negatives, so both classes are always
  * present. Deterministic for a given seed. Null when one class is absent.
  */
-export function bootstrapAucCi(labels: ArrayLike<number>, scores: ArrayLike<number>, opts: BootstrapOptions = {}): ConfidenceInterval | null {
+export function bootstrapAucCi(
+  labels: ArrayLike<number>,
+  scores: ArrayLike<number>,
+  opts: BootstrapOptions = {},
+): ConfidenceInterval | null {
   checkInputs(labels, scores);
   const resamples = opts.resamples ?? 1000;
   const seed = opts.seed ?? 42;

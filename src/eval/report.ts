@@ -80,7 +80,10 @@ figcaption{word-break:break-all}.muted{color:#777}
 function table(head: string[], rows: string[][], rowClass?: (i: number) => string): string {
   const h = `<tr>${head.map((c, i) => `<th${i === 0 ? ' class="l"' : ''}>${c}</th>`).join('')}</tr>`;
   const b = rows
-    .map((r, i) => `<tr${rowClass?.(i) ? ` class="${rowClass(i)}"` : ''}>${r.map((c, j) => `<td${j === 0 ? ' class="l"' : ''}>${c}</td>`).join('')}</tr>`)
+    .map(
+      (r, i) =>
+        `<tr${rowClass?.(i) ? ` class="${rowClass(i)}"` : ''}>${r.map((c, j) => `<td${j === 0 ? ' class="l"' : ''}>${c}</td>`).join('')}</tr>`,
+    )
     .join('\n');
   return `<table>${h}\n${b}</table>`;
 }
@@ -96,22 +99,33 @@ export function renderReport(input: ReportInput): string {
   const c = s.confusion;
   const when = (input.generatedAt ?? new Date()).toISOString();
   const out: string[] = [];
-  out.push(`<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">`);
+  out.push(
+    `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">`,
+  );
   out.push(`<title>pneumolens evaluation: ${esc(input.card.name)} ${esc(input.card.version)}</title><style>${CSS}</style></head><body>`);
   out.push(`<h1>pneumolens evaluation report</h1>`);
   out.push(`<p class="disclaimer">${DISCLAIMER} Metrics describe this data set only; they are not a clinical validation.</p>`);
-  out.push(`<p>Model <b>${esc(input.card.name)} ${esc(input.card.version)}</b> on <code>${esc(input.dataset)}</code>: ${s.n} images (${s.negatives} ${neg}, ${s.positives} ${pos}), threshold ${thr(s.threshold)}. Generated ${esc(when)}.</p>`);
-  if (input.failures.length > 0) out.push(`<p><b>${input.failures.length}</b> file(s) could not be analysed and are not counted (listed at the end).</p>`);
+  out.push(
+    `<p>Model <b>${esc(input.card.name)} ${esc(input.card.version)}</b> on <code>${esc(input.dataset)}</code>: ${s.n} images (${s.negatives} ${neg}, ${s.positives} ${pos}), threshold ${thr(s.threshold)}. Generated ${esc(when)}.</p>`,
+  );
+  if (input.failures.length > 0)
+    out.push(`<p><b>${input.failures.length}</b> file(s) could not be analysed and are not counted (listed at the end).</p>`);
   const rejected = input.rejected ?? [];
   if (rejected.length > 0) {
-    out.push(`<p><b>${rejected.length}</b> image(s) were rejected by the input gate as not chest X-rays: the metrics are computed on the ${s.n} accepted images only (rejected ones listed at the end).</p>`);
+    out.push(
+      `<p><b>${rejected.length}</b> image(s) were rejected by the input gate as not chest X-rays: the metrics are computed on the ${s.n} accepted images only (rejected ones listed at the end).</p>`,
+    );
   }
   if (input.forcedRejected) {
-    out.push(`<p><b>${input.forcedRejected}</b> image(s) judged not to be chest X-rays by the input gate were analysed anyway (--force) and are counted.</p>`);
+    out.push(
+      `<p><b>${input.forcedRejected}</b> image(s) judged not to be chest X-rays by the input gate were analysed anyway (--force) and are counted.</p>`,
+    );
   }
 
   out.push(`<h2>Summary</h2>`);
-  const ci = s.auc_ci95 ? ` (95% CI ${dec(s.auc_ci95.lower)}-${dec(s.auc_ci95.upper)}, ${s.auc_ci95.resamples} stratified bootstrap resamples)` : '';
+  const ci = s.auc_ci95
+    ? ` (95% CI ${dec(s.auc_ci95.lower)}-${dec(s.auc_ci95.upper)}, ${s.auc_ci95.resamples} stratified bootstrap resamples)`
+    : '';
   out.push(
     table(
       ['Metric', 'Value'],
@@ -139,7 +153,9 @@ export function renderReport(input: ReportInput): string {
   out.push(`<h2>Curves</h2><div class="plots">`);
   const op = s.sensitivity !== null && s.specificity !== null ? { fpr: 1 - s.specificity, tpr: s.sensitivity } : undefined;
   out.push(input.curves.roc ? rocPlot(input.curves.roc, s.auc, op) : `<p class="muted">ROC curve needs both classes.</p>`);
-  out.push(input.curves.pr ? prPlot(input.curves.pr, s.pr_auc, s.n > 0 ? s.positives / s.n : 0) : `<p class="muted">PR curve needs positives.</p>`);
+  out.push(
+    input.curves.pr ? prPlot(input.curves.pr, s.pr_auc, s.n > 0 ? s.positives / s.n : 0) : `<p class="muted">PR curve needs positives.</p>`,
+  );
   out.push(reliabilityPlot(s.reliability, s.ece));
   out.push(
     histogramPlot(
@@ -153,7 +169,10 @@ export function renderReport(input: ReportInput): string {
   out.push(`</div>`);
 
   out.push(`<h2>Threshold sweep</h2>`);
-  const opIdx = s.sweep.reduce((best, r, i) => (Math.abs(r.threshold - s.threshold) < Math.abs(s.sweep[best].threshold - s.threshold) ? i : best), 0);
+  const opIdx = s.sweep.reduce(
+    (best, r, i) => (Math.abs(r.threshold - s.threshold) < Math.abs(s.sweep[best].threshold - s.threshold) ? i : best),
+    0,
+  );
   out.push(
     table(
       ['Threshold', 'TP', 'FP', 'TN', 'FN', 'Sensitivity', 'Specificity', 'Precision', 'NPV', 'F1', 'Accuracy', 'Youden J'],
@@ -176,16 +195,24 @@ export function renderReport(input: ReportInput): string {
   );
 
   out.push(`<h2>Model card</h2>`);
-  out.push(`<table>${describeCard(input.card).map(([k, v]) => `<tr><th class="l">${esc(k)}</th><td class="l">${esc(v)}</td></tr>`).join('\n')}</table>`);
+  out.push(
+    `<table>${describeCard(input.card)
+      .map(([k, v]) => `<tr><th class="l">${esc(k)}</th><td class="l">${esc(v)}</td></tr>`)
+      .join('\n')}</table>`,
+  );
 
   out.push(`<h2>Most confident errors</h2>`);
   if (input.gallery.length === 0) out.push(`<p class="muted">No errors at this threshold.</p>`);
   for (const kind of ['false_positive', 'false_negative'] as const) {
     const items = input.gallery.filter((g) => g.kind === kind);
     if (items.length === 0) continue;
-    out.push(`<h3>${kind === 'false_positive' ? `False positives (true ${neg}, highest probability)` : `False negatives (true ${pos}, lowest probability)`}</h3><div class="gallery">`);
+    out.push(
+      `<h3>${kind === 'false_positive' ? `False positives (true ${neg}, highest probability)` : `False negatives (true ${pos}, lowest probability)`}</h3><div class="gallery">`,
+    );
     for (const g of items) {
-      const img = g.overlayPng ? `<img alt="Grad-CAM overlay of ${esc(g.file)}" src="${dataUrl(g.overlayPng)}">` : `<div class="muted">no overlay</div>`;
+      const img = g.overlayPng
+        ? `<img alt="Grad-CAM overlay of ${esc(g.file)}" src="${dataUrl(g.overlayPng)}">`
+        : `<div class="muted">no overlay</div>`;
       out.push(`<figure>${img}<figcaption>${esc(g.file)}<br>p(${pos}) = ${g.probability.toFixed(4)}</figcaption></figure>`);
     }
     out.push(`</div>`);
@@ -193,11 +220,21 @@ export function renderReport(input: ReportInput): string {
 
   if (input.failures.length > 0) {
     out.push(`<h2>Files not analysed</h2>`);
-    out.push(table(['File', 'Code', 'Message'], input.failures.map((f) => [esc(f.file), esc(f.code), esc(f.message)])));
+    out.push(
+      table(
+        ['File', 'Code', 'Message'],
+        input.failures.map((f) => [esc(f.file), esc(f.code), esc(f.message)]),
+      ),
+    );
   }
   if (rejected.length > 0) {
     out.push(`<h2>Images rejected by the input gate</h2>`);
-    out.push(table(['File', 'Code', 'Reasons'], rejected.map((f) => [esc(f.file), esc(f.code), esc(f.message)])));
+    out.push(
+      table(
+        ['File', 'Code', 'Reasons'],
+        rejected.map((f) => [esc(f.file), esc(f.code), esc(f.message)]),
+      ),
+    );
   }
   out.push(`<p class="disclaimer">${DISCLAIMER}</p></body></html>`);
   return out.join('\n');

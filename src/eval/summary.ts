@@ -50,7 +50,12 @@ export interface SummaryOptions {
   bins?: number;
 }
 
-export function summarize(labels: ArrayLike<number>, probs: ArrayLike<number>, threshold: number, opts: SummaryOptions = {}): MetricsSummary {
+export function summarize(
+  labels: ArrayLike<number>,
+  probs: ArrayLike<number>,
+  threshold: number,
+  opts: SummaryOptions = {},
+): MetricsSummary {
   const at = ratesAt(labels, probs, threshold);
   const { pos, neg } = classCounts(labels);
   return {

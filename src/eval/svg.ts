@@ -54,7 +54,9 @@ export function plot(opts: {
 }): string {
   const f = frame(opts.xMax, opts.yMax);
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(opts.title)}">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(opts.title)}">`,
+  );
   parts.push(`<title>${esc(opts.title)}</title>`);
   parts.push(`<rect x="${M.left}" y="${M.top}" width="${PW}" height="${PH}" fill="#fff" stroke="#999"/>`);
   for (const t of niceTicks(f.xMax)) {
@@ -70,7 +72,9 @@ export function plot(opts: {
   parts.push(opts.body(f));
   parts.push(`<text x="${W / 2}" y="16" font-size="13" font-weight="bold" text-anchor="middle">${esc(opts.title)}</text>`);
   parts.push(`<text x="${M.left + PW / 2}" y="${H - 8}" font-size="11" text-anchor="middle">${esc(opts.xLabel)}</text>`);
-  parts.push(`<text x="12" y="${M.top + PH / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${M.top + PH / 2})">${esc(opts.yLabel)}</text>`);
+  parts.push(
+    `<text x="12" y="${M.top + PH / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${M.top + PH / 2})">${esc(opts.yLabel)}</text>`,
+  );
   // legend in one row between the title and the frame, so it never hides data
   let lx = M.left;
   for (const l of opts.legend ?? []) {
@@ -109,7 +113,11 @@ export function rocPlot(roc: Array<{ fpr: number; tpr: number }>, auc: number | 
     yLabel: 'True positive rate (sensitivity)',
     body: (f) =>
       diagonal(f) +
-      polyline(f, thin(roc).map((r) => [r.fpr, r.tpr]), '#1f77b4') +
+      polyline(
+        f,
+        thin(roc).map((r) => [r.fpr, r.tpr]),
+        '#1f77b4',
+      ) +
       (op ? marker(f, op.fpr, op.tpr, '#d62728', 'operating point') : ''),
   });
 }
@@ -128,7 +136,10 @@ export function prPlot(pr: Array<{ recall: number; precision: number }>, ap: num
   });
 }
 
-export function reliabilityPlot(bins: Array<{ lower: number; upper: number; count: number; meanPredicted: number | null; fractionPositive: number | null }>, ece: number | null): string {
+export function reliabilityPlot(
+  bins: Array<{ lower: number; upper: number; count: number; meanPredicted: number | null; fractionPositive: number | null }>,
+  ece: number | null,
+): string {
   return plot({
     title: `Reliability diagram${ece === null ? '' : ` (ECE ${ece.toFixed(3)})`}`,
     xLabel: 'Predicted probability',

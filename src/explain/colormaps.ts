@@ -23,9 +23,28 @@ function piecewise(points: [number, number][], x: number): number {
 }
 
 const JET = {
-  r: [[0, 0], [0.35, 0], [0.66, 1], [0.89, 1], [1, 0.5]] as [number, number][],
-  g: [[0, 0], [0.125, 0], [0.375, 1], [0.64, 1], [0.91, 0], [1, 0]] as [number, number][],
-  b: [[0, 0.5], [0.11, 1], [0.34, 1], [0.65, 0], [1, 0]] as [number, number][],
+  r: [
+    [0, 0],
+    [0.35, 0],
+    [0.66, 1],
+    [0.89, 1],
+    [1, 0.5],
+  ] as [number, number][],
+  g: [
+    [0, 0],
+    [0.125, 0],
+    [0.375, 1],
+    [0.64, 1],
+    [0.91, 0],
+    [1, 0],
+  ] as [number, number][],
+  b: [
+    [0, 0.5],
+    [0.11, 1],
+    [0.34, 1],
+    [0.65, 0],
+    [1, 0],
+  ] as [number, number][],
 };
 
 const jet = (t: number): Rgb => [piecewise(JET.r, t), piecewise(JET.g, t), piecewise(JET.b, t)];

@@ -60,7 +60,11 @@ export async function overlayBase(image: RawImage, maxSide = DEFAULT_MAX_SIDE): 
 }
 
 /** Blends the colour-mapped CAM (upsampled to the base size) over the gray base; 8-bit RGB out. */
-export function blendOverlay(base: GrayBase, cam: CamMap, opts: OverlayOptions = {}): { rgb: Uint8ClampedArray; width: number; height: number } {
+export function blendOverlay(
+  base: GrayBase,
+  cam: CamMap,
+  opts: OverlayOptions = {},
+): { rgb: Uint8ClampedArray; width: number; height: number } {
   const { colormap, alpha } = checkOverlayOptions(opts);
   const { width, height, data } = base;
   const heat = upsampleBilinear(cam.map, cam.width, cam.height, width, height);

@@ -25,9 +25,7 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
     throw new PneumoError(415, 'unsupported_media_type', 'Unsupported file type: expected JPEG, PNG, WebP, TIFF or DICOM.');
   }
   const decoded: DecodedImage =
-    format === 'dicom'
-      ? decodeDicom(bytes, { maxPixels })
-      : { image: await decodeRaster(bytes, format, { maxPixels }), format, notes: [] };
+    format === 'dicom' ? decodeDicom(bytes, { maxPixels }) : { image: await decodeRaster(bytes, format, { maxPixels }), format, notes: [] };
   const { width, height } = decoded.image;
   if (width < minSide || height < minSide) {
     throw new PneumoError(

@@ -73,7 +73,15 @@ function us(ds: DataSet, tag: string, name: string): number {
 }
 
 /** Reads the first frame's samples as numbers (stored-bit masking and sign extension applied). */
-function readSamples(ds: DataSet, count: number, bitsAllocated: number, bitsStored: number, highBit: number, signed: boolean, bigEndian: boolean): Float64Array {
+function readSamples(
+  ds: DataSet,
+  count: number,
+  bitsAllocated: number,
+  bitsStored: number,
+  highBit: number,
+  signed: boolean,
+  bigEndian: boolean,
+): Float64Array {
   const el = ds.elements.x7fe00010;
   if (!el) throw undecodable('no pixel data');
   if (el.encapsulatedPixelData) throw unsupported('encapsulated (compressed) pixel data');

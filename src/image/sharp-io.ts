@@ -18,7 +18,10 @@ function toPneumoError(e: unknown, format: string): PneumoError {
     return new PneumoError(422, 'unusable_image', 'The image has too many pixels to be processed.');
   }
   // libvips messages may quote internals; keep only the first line, and only as a hint.
-  const hint = message.split('\n')[0].replace(/^Input (buffer|file) (has )?/i, '').slice(0, 120);
+  const hint = message
+    .split('\n')[0]
+    .replace(/^Input (buffer|file) (has )?/i, '')
+    .slice(0, 120);
   return new PneumoError(422, 'undecodable_image', `The ${format} file could not be decoded (${hint}).`);
 }
 
@@ -60,7 +63,13 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
 }
 
 /** Downscales an 8-bit gray image for display (previews, overlays; not for model input). */
-export async function resizeGray8(pixels: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Promise<Uint8Array> {
+export async function resizeGray8(
+  pixels: Uint8Array,
+  width: number,
+  height: number,
+  outWidth: number,
+  outHeight: number,
+): Promise<Uint8Array> {
   const out = await sharp(pixels, { raw: { width, height, channels: 1 } })
     .resize(outWidth, outHeight, { fit: 'fill' })
     .toColourspace('b-w')
@@ -70,11 +79,6 @@ export async function resizeGray8(pixels: Uint8Array, width: number, height: num
 }
 
 /** Encodes interleaved 8-bit pixels (1..4 channels) as PNG. */
-export async function encodePng(
-  pixels: Uint8Array,
-  width: number,
-  height: number,
-  channels: 1 | 2 | 3 | 4,
-): Promise<Buffer> {
+export async function encodePng(pixels: Uint8Array, width: number, height: number, channels: 1 | 2 | 3 | 4): Promise<Buffer> {
   return sharp(pixels, { raw: { width, height, channels } }).png({ compressionLevel: 4 }).toBuffer();
 }

@@ -71,7 +71,9 @@ export function defaultCardPath(env: NodeJS.ProcessEnv = process.env, root = REP
   if (fromEnv) return resolve(fromEnv);
   const pointer = resolve(root, 'models', 'MODEL');
   if (!existsSync(pointer)) {
-    throw new Error(`No model configured: ${pointer} does not exist (it names the card, e.g. "pneumolens.json"); or set PNEUMOLENS_MODEL to a card path.`);
+    throw new Error(
+      `No model configured: ${pointer} does not exist (it names the card, e.g. "pneumolens.json"); or set PNEUMOLENS_MODEL to a card path.`,
+    );
   }
   const name = readFileSync(pointer, 'utf8').trim().split(/\r?\n/)[0]?.trim();
   if (!name) throw new Error(`${pointer} is empty: it must contain the card file name, e.g. "pneumolens.json".`);

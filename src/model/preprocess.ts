@@ -68,7 +68,11 @@ export function resizeGray(
  * NaN/Infinity, values outside 0..255 or a wrong length, so a mis-scaled input can never reach
  * the model silently.
  */
-export function normalize(values: Float32Array, spec: Pick<PreprocessingSpec, 'scale' | 'normalize'>, expectedLength?: number): Float32Array {
+export function normalize(
+  values: Float32Array,
+  spec: Pick<PreprocessingSpec, 'scale' | 'normalize'>,
+  expectedLength?: number,
+): Float32Array {
   if (expectedLength !== undefined && values.length !== expectedLength) {
     throw new Error(`normalize: expected ${expectedLength} values, got ${values.length}`);
   }

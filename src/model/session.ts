@@ -37,7 +37,12 @@ export interface SessionOptions {
 export const HEAD_TOLERANCE = 1e-3;
 
 /** The logit the card's closed-form head gives for one item's features [C, h, w]. */
-export function headLogit(features: Float32Array, shape: readonly [number, number, number], weights: readonly number[], bias: number): number {
+export function headLogit(
+  features: Float32Array,
+  shape: readonly [number, number, number],
+  weights: readonly number[],
+  bias: number,
+): number {
   const [C, h, w] = shape;
   const hw = h * w;
   let logit = bias;
@@ -116,7 +121,9 @@ export class ModelSession {
       const expect = [input.channels, input.height, input.width];
       [c, h, w].forEach((d, i) => {
         if (typeof d === 'number' && d !== expect[i]) {
-          throw new Error(`${where}: graph input shape [${meta.shape.join(', ')}] disagrees with the card's [batch, ${expect.join(', ')}].`);
+          throw new Error(
+            `${where}: graph input shape [${meta.shape.join(', ')}] disagrees with the card's [batch, ${expect.join(', ')}].`,
+          );
         }
       });
     }
@@ -128,12 +135,16 @@ export class ModelSession {
     const out = await this.run(probeInput(input.height * input.width), 1);
     const [C] = out.featureShape;
     if (gradcam.weights.length !== C) {
-      throw new Error(`model ${this.card.name}: gradcam.weights has ${gradcam.weights.length} entries but "${this.card.outputs.features}" has ${C} channels.`);
+      throw new Error(
+        `model ${this.card.name}: gradcam.weights has ${gradcam.weights.length} entries but "${this.card.outputs.features}" has ${C} channels.`,
+      );
     }
     const expected = headLogit(out.features, out.featureShape, gradcam.weights, gradcam.bias);
     const diff = Math.abs(expected - out.logit[0]);
     if (!(diff < HEAD_TOLERANCE)) {
-      throw new Error(`model ${this.card.name}: the card's Grad-CAM head gives ${expected} but the graph's logit is ${out.logit[0]} (|diff| ${diff} >= ${HEAD_TOLERANCE}); weights/bias do not match the model.`);
+      throw new Error(
+        `model ${this.card.name}: the card's Grad-CAM head gives ${expected} but the graph's logit is ${out.logit[0]} (|diff| ${diff} >= ${HEAD_TOLERANCE}); weights/bias do not match the model.`,
+      );
     }
   }
 

@@ -154,7 +154,9 @@ export function toPredictResponse(result: AnalysisResult, serverTimings: Record<
     model: { name: result.model.name, version: result.model.version },
     image: { width: result.image.width, height: result.image.height, format: result.image.format },
     timings_ms: Object.fromEntries(Object.entries({ ...result.timings_ms, ...serverTimings }).map(([k, v]) => [k, round(v, 1)])),
-    gradcam: cam ? `data:image/png;base64,${Buffer.from(cam.overlayPng.buffer, cam.overlayPng.byteOffset, cam.overlayPng.byteLength).toString('base64')}` : null,
+    gradcam: cam
+      ? `data:image/png;base64,${Buffer.from(cam.overlayPng.buffer, cam.overlayPng.byteOffset, cam.overlayPng.byteLength).toString('base64')}`
+      : null,
     gradcam_map: cam ? { width: cam.mapWidth, height: cam.mapHeight, data: Array.from(cam.map, (v) => round(v, 4)) } : null,
     warnings: [...result.warnings],
   };
@@ -302,7 +304,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       });
       return { bytes, source: 'url' };
     }
-    if (!type) throw new PneumoError(400, 'bad_request', 'No image: send multipart/form-data with a field "file", or JSON {"url": "https://..."}.');
+    if (!type)
+      throw new PneumoError(400, 'bad_request', 'No image: send multipart/form-data with a field "file", or JSON {"url": "https://..."}.');
     throw new PneumoError(
       415,
       'unsupported_media_type',

@@ -62,7 +62,11 @@ export function mapError(err: unknown, maxUploadText: string): MappedError {
       return { status: 400, body: { error: { code: 'bad_request', message: `Invalid request: ${fe.message}` } }, unexpected: false };
     }
     if (fe.code === 'FST_REQ_FILE_TOO_LARGE') {
-      return { status: 413, body: { error: { code: 'payload_too_large', message: `The file is larger than the limit of ${maxUploadText}.` } }, unexpected: false };
+      return {
+        status: 413,
+        body: { error: { code: 'payload_too_large', message: `The file is larger than the limit of ${maxUploadText}.` } },
+        unexpected: false,
+      };
     }
     const known = fe.code ? FASTIFY_MESSAGES[fe.code] : undefined;
     if (known) return { status: known.status, body: { error: { code: known.code, message: known.message } }, unexpected: false };

@@ -245,7 +245,11 @@ export async function fetchImageUrl(raw: string, policy: UrlPolicy, opts: FetchU
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const maxRedirects = opts.maxRedirects ?? 3;
   const resolve = opts.resolve ?? systemResolve;
-  const timeout = new PneumoError(504, 'url_fetch_failed', `Could not fetch the image from the URL: no complete answer within ${timeoutMs / 1000} s.`);
+  const timeout = new PneumoError(
+    504,
+    'url_fetch_failed',
+    `Could not fetch the image from the URL: no complete answer within ${timeoutMs / 1000} s.`,
+  );
   const ctrl = new AbortController();
   const timer = setTimeout(() => ctrl.abort(timeout), timeoutMs);
   const onOuterAbort = () => ctrl.abort(opts.signal?.reason);

@@ -103,16 +103,25 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               description: 'The analysis.',
               content: { 'application/json': { schema: { $ref: '#/components/schemas/Prediction' } } },
             },
-            '400': errorResponse('Malformed request: bad query parameter, bad JSON, missing file, or a URL that is not allowed (code url_forbidden).'),
+            '400': errorResponse(
+              'Malformed request: bad query parameter, bad JSON, missing file, or a URL that is not allowed (code url_forbidden).',
+            ),
             '413': errorResponse(`The file (or the image at the URL) is larger than ${mb} MB.`),
-            '415': errorResponse('Not an image format that is read (JPEG, PNG, WebP, TIFF, DICOM), or a request content type that is not accepted.'),
+            '415': errorResponse(
+              'Not an image format that is read (JPEG, PNG, WebP, TIFF, DICOM), or a request content type that is not accepted.',
+            ),
             '422': errorResponse(
               'The image is corrupt, truncated, too large in pixels, or otherwise unusable; or (code `not_a_chest_xray`) the input gate judged it is not a chest X-ray ' +
-                '(colour photo, document or screenshot, blank image, extreme shape, or unlike the training X-rays by the model\'s own gate score): ' +
-                'then the error also carries `score` (the model\'s gate score, null when the model has none), `threshold` and `reasons` (one line each). Repeat with `force=true` to analyse it anyway.',
+                "(colour photo, document or screenshot, blank image, extreme shape, or unlike the training X-rays by the model's own gate score): " +
+                "then the error also carries `score` (the model's gate score, null when the model has none), `threshold` and `reasons` (one line each). Repeat with `force=true` to analyse it anyway.",
             ),
             '502': errorResponse('The image URL could not be fetched (code url_fetch_failed).'),
-            '503': { ...errorResponse('Busy (all analysis slots and the queue are taken), the model is not loaded yet, or the server is shutting down.'), headers: retryAfter },
+            '503': {
+              ...errorResponse(
+                'Busy (all analysis slots and the queue are taken), the model is not loaded yet, or the server is shutting down.',
+              ),
+              headers: retryAfter,
+            },
             '504': errorResponse('The analysis (or the URL fetch) did not finish in time.'),
             '500': errorResponse('Unexpected server error (logged; no details are given).'),
           },
@@ -121,10 +130,14 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
       '/api/health': {
         get: {
           summary: 'Liveness and readiness',
-          description: 'Answers 200 when the model is loaded and the server takes requests, 503 while loading, after a failed load or while shutting down.',
+          description:
+            'Answers 200 when the model is loaded and the server takes requests, 503 while loading, after a failed load or while shutting down.',
           responses: {
             '200': { description: 'Ready.', content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } } },
-            '503': { description: 'Alive but not ready.', content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } } },
+            '503': {
+              description: 'Alive but not ready.',
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } },
+            },
           },
         },
       },
@@ -164,16 +177,38 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                     'bad_request, not_found, payload_too_large, unsupported_media_type, undecodable_image, unusable_image, not_a_chest_xray, busy, timeout, url_forbidden, url_fetch_failed, model_error, internal_error',
                 },
                 message: { type: 'string', description: 'For people; may change between versions.' },
-                score: { type: 'number', nullable: true, description: 'not_a_chest_xray only: the model\'s gate score (above threshold = rejected); null when the model has no gate.' },
+                score: {
+                  type: 'number',
+                  nullable: true,
+                  description:
+                    "not_a_chest_xray only: the model's gate score (above threshold = rejected); null when the model has no gate.",
+                },
                 threshold: { type: 'number', nullable: true, description: 'not_a_chest_xray only: the gate threshold of the model card.' },
-                reasons: { type: 'array', items: { type: 'string' }, description: 'not_a_chest_xray only: why the image was refused, for people.' },
+                reasons: {
+                  type: 'array',
+                  items: { type: 'string' },
+                  description: 'not_a_chest_xray only: why the image was refused, for people.',
+                },
               },
             },
           },
         },
         Prediction: {
           type: 'object',
-          required: ['label', 'probability', 'threshold', 'model', 'image', 'timings_ms', 'gradcam', 'warnings', 'rejected', 'gate', 'uncertainty', 'uncertain'],
+          required: [
+            'label',
+            'probability',
+            'threshold',
+            'model',
+            'image',
+            'timings_ms',
+            'gradcam',
+            'warnings',
+            'rejected',
+            'gate',
+            'uncertainty',
+            'uncertain',
+          ],
           properties: {
             label: { type: 'string', example: 'PNEUMONIA', description: 'PNEUMONIA if probability >= threshold, else NORMAL.' },
             probability: { type: 'number', minimum: 0, maximum: 1, description: 'Calibrated probability of pneumonia.' },
@@ -188,7 +223,11 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 format: { type: 'string', enum: ['jpeg', 'png', 'webp', 'tiff', 'dicom'] },
               },
             },
-            timings_ms: { type: 'object', additionalProperties: { type: 'number' }, description: 'Per stage (decode, preprocess, infer, explain, total), plus upload or fetch, queue wait and server_total.' },
+            timings_ms: {
+              type: 'object',
+              additionalProperties: { type: 'number' },
+              description: 'Per stage (decode, preprocess, infer, explain, total), plus upload or fetch, queue wait and server_total.',
+            },
             gradcam: { type: 'string', nullable: true, description: 'PNG data URL of the Grad-CAM overlay; null when cam=false.' },
             gradcam_map: {
               type: 'object',
@@ -199,9 +238,14 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             warnings: {
               type: 'array',
               items: { type: 'string' },
-              description: 'For people. Starts with "uncertain: refer to a clinician..." when `uncertain`, and with "Analysed anyway (forced)..." for a forced analysis of a rejected image.',
+              description:
+                'For people. Starts with "uncertain: refer to a clinician..." when `uncertain`, and with "Analysed anyway (forced)..." for a forced analysis of a rejected image.',
             },
-            rejected: { type: 'boolean', description: 'The input gate judged this is not a chest X-ray (only in a 200 answer with force=true; then do not rely on the result).' },
+            rejected: {
+              type: 'boolean',
+              description:
+                'The input gate judged this is not a chest X-ray (only in a 200 answer with force=true; then do not rely on the result).',
+            },
             reason: { type: 'string', enum: ['not_a_chest_xray'], description: 'Present when rejected.' },
             gate: { $ref: '#/components/schemas/Gate' },
             uncertainty: {
@@ -209,7 +253,8 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               nullable: true,
               minimum: 0,
               maximum: 0.5,
-              description: "Ensemble disagreement: population std of the ensemble members' calibrated probabilities; null when the model has no ensemble.",
+              description:
+                "Ensemble disagreement: population std of the ensemble members' calibrated probabilities; null when the model has no ensemble.",
             },
             uncertain: { type: 'boolean', description: "uncertainty above the model card's cutoff: uncertain, refer to a clinician." },
           },
@@ -220,7 +265,12 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
           properties: {
             rejected: { type: 'boolean' },
             reason: { type: 'string', enum: ['not_a_chest_xray'] },
-            score: { type: 'number', nullable: true, description: "The model's gate score, normalised so that above `threshold` = not like the training chest X-rays; null when the model has none." },
+            score: {
+              type: 'number',
+              nullable: true,
+              description:
+                "The model's gate score, normalised so that above `threshold` = not like the training chest X-rays; null when the model has none.",
+            },
             threshold: { type: 'number', nullable: true },
             checks: {
               type: 'object',
@@ -228,7 +278,8 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 passed: { type: 'boolean' },
                 stats: {
                   type: 'object',
-                  description: 'Measured image statistics: aspect (width/height), saturation (0..1), grayStd and grayRange (0..255), nearWhite and modeFraction (0..1), samples.',
+                  description:
+                    'Measured image statistics: aspect (width/height), saturation (0..1), grayStd and grayRange (0..255), nearWhite and modeFraction (0..1), samples.',
                   additionalProperties: { type: 'number' },
                 },
                 failures: {
@@ -256,7 +307,15 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             ready: { type: 'boolean' },
             model: { type: 'object', nullable: true, properties: { name: { type: 'string' }, version: { type: 'string' } } },
             uptime_s: { type: 'number' },
-            load: { type: 'object', properties: { active: { type: 'integer' }, queued: { type: 'integer' }, max_concurrent: { type: 'integer' }, max_queue: { type: 'integer' } } },
+            load: {
+              type: 'object',
+              properties: {
+                active: { type: 'integer' },
+                queued: { type: 'integer' },
+                max_concurrent: { type: 'integer' },
+                max_queue: { type: 'integer' },
+              },
+            },
           },
         },
       },
@@ -300,7 +359,8 @@ export function renderDocsHtml(doc: OpenApiDocument): string {
       html += `<p><strong>${esc(op.summary)}</strong></p>`;
       if (op.description) html += `<p>${md(op.description)}</p>`;
       if (op.parameters?.length) {
-        html += '<h3>Query parameters</h3><table><thead><tr><th scope="col">Name</th><th scope="col">Type</th><th scope="col">Description</th></tr></thead><tbody>';
+        html +=
+          '<h3>Query parameters</h3><table><thead><tr><th scope="col">Name</th><th scope="col">Type</th><th scope="col">Description</th></tr></thead><tbody>';
         for (const p of op.parameters) {
           html += `<tr><td><code>${esc(p.name)}</code></td><td>${esc(schemaText(p.schema))}</td><td>${md(p.description)}</td></tr>`;
         }

@@ -140,7 +140,12 @@ export async function startServer(opts: { port?: number; host?: string } = {}): 
     });
   } catch (e) {
     // e.g. the port is taken: release the engine once it has loaded
-    loading.then((engine) => engine.dispose(), () => undefined).catch(() => undefined);
+    loading
+      .then(
+        (engine) => engine.dispose(),
+        () => undefined,
+      )
+      .catch(() => undefined);
     throw e;
   }
   let engine: (PredictEngine & { dispose(): void | Promise<void> }) | undefined;
