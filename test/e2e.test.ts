@@ -3,38 +3,25 @@
  * 127.0.0.1, Debian's Chromium driven by playwright-core. Screenshots go to test-results/.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium, SCREENSHOTS } from './browser.ts';
 import sharp from 'sharp';
 import { Engine } from '../src/pipeline.ts';
 import { serve, type RunningServer } from '../src/server/start.ts';
 import { grayDicom } from './fixtures/make-dicom.ts';
 import { chestPng } from './server-helpers.ts';
 
-const OUT = resolve(import.meta.dirname, '..', 'test-results');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const OUT = SCREENSHOTS;
 
 let engine: Engine;
 let server: RunningServer;
 let browser: Browser;
 
 beforeAll(async () => {
-  mkdirSync(OUT, { recursive: true });
   engine = await Engine.load(); // the shipped model: fails (does not skip) when it is missing
   server = await serve({ engine, port: 0, host: '127.0.0.1', maxConcurrent: 1 });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

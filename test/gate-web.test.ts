@@ -3,42 +3,29 @@
  * Chromium via playwright-core), on the real server and engine with a tiny gated model whose
  * uncertainty cutoff is tiny, so every accepted image is "uncertain".
  */
-import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { launchChromium, SCREENSHOTS } from './browser.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/pipeline.ts';
 import { serve, type RunningServer } from '../src/server/start.ts';
 import { writeTinyModel } from './fixtures/make-onnx.ts';
 import { colourPhotoPng, texturedGrayPng } from './fixtures/non-cxr.ts';
 
-const OUT = resolve(import.meta.dirname, '..', 'test-results');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const OUT = SCREENSHOTS;
 
 let engine: Engine;
 let server: RunningServer;
 let browser: Browser;
 
 beforeAll(async () => {
-  mkdirSync(OUT, { recursive: true });
   const { cardPath } = writeTinyModel({ size: 32, channels: 4, stride: 4, ood: true, members: 5 }, (c) => {
     c.gate = { output: 'ood', threshold: 0.5 };
     c.uncertainty = { output: 'members', cutoff: 1e-9 };
   });
   engine = await Engine.load({ card: cardPath, threads: 1 });
   server = await serve({ engine, port: 0, host: '127.0.0.1', maxConcurrent: 1 });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
