@@ -99,19 +99,24 @@ export function rocCurve(labels: ArrayLike<number>, scores: ArrayLike<number>): 
   checkInputs(labels, scores);
   const { pos, neg } = classCounts(labels);
   if (pos === 0 || neg === 0) return null;
-  const order = orderDesc(scores);
   const pts: RocPoint[] = [{ threshold: Infinity, fpr: 0, tpr: 0 }];
+  for (const { threshold, tp, fp } of cumulativeCounts(labels, scores)) pts.push({ threshold, fpr: fp / neg, tpr: tp / pos });
+  return pts;
+}
+
+/** True and false positives when every score >= threshold is called positive, one entry per distinct score, descending. */
+function cumulativeCounts(labels: ArrayLike<number>, scores: ArrayLike<number>): Array<{ threshold: number; tp: number; fp: number }> {
+  const order = orderDesc(scores);
+  const out: Array<{ threshold: number; tp: number; fp: number }> = [];
   let tp = 0;
   let fp = 0;
   for (let k = 0; k < order.length; k++) {
     const i = order[k];
     labels[i] === 1 ? tp++ : fp++;
     const next = order[k + 1];
-    if (next === undefined || scores[next] !== scores[i]) {
-      pts.push({ threshold: scores[i], fpr: fp / neg, tpr: tp / pos });
-    }
+    if (next === undefined || scores[next] !== scores[i]) out.push({ threshold: scores[i], tp, fp });
   }
-  return pts;
+  return out;
 }
 
 export function classCounts(labels: ArrayLike<number>): { pos: number; neg: number } {
@@ -174,19 +179,7 @@ export function prCurve(labels: ArrayLike<number>, scores: ArrayLike<number>): P
   checkInputs(labels, scores);
   const { pos } = classCounts(labels);
   if (pos === 0) return null;
-  const order = orderDesc(scores);
-  const pts: PrPoint[] = [];
-  let tp = 0;
-  let fp = 0;
-  for (let k = 0; k < order.length; k++) {
-    const i = order[k];
-    labels[i] === 1 ? tp++ : fp++;
-    const next = order[k + 1];
-    if (next === undefined || scores[next] !== scores[i]) {
-      pts.push({ threshold: scores[i], recall: tp / pos, precision: tp / (tp + fp) });
-    }
-  }
-  return pts;
+  return cumulativeCounts(labels, scores).map(({ threshold, tp, fp }) => ({ threshold, recall: tp / pos, precision: tp / (tp + fp) }));
 }
 
 /**

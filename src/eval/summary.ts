@@ -10,25 +10,17 @@ import {
   thresholdSweep,
   youdenThreshold,
   type ConfidenceInterval,
-  type Confusion,
   type PrPoint,
   type RatesAtThreshold,
   type RocPoint,
 } from './metrics.js';
 import { brierScore, expectedCalibrationError, reliabilityBins, type ReliabilityBin } from './calibration.js';
 
-export interface MetricsSummary {
+/** The rates at the decision threshold (as in the sweep), plus the threshold-free metrics. */
+export interface MetricsSummary extends Omit<RatesAtThreshold, 'youden'> {
   n: number;
   positives: number;
   negatives: number;
-  threshold: number;
-  confusion: Confusion;
-  accuracy: number | null;
-  sensitivity: number | null;
-  specificity: number | null;
-  precision: number | null;
-  npv: number | null;
-  f1: number | null;
   auc: number | null;
   auc_ci95: ConfidenceInterval | null;
   pr_auc: number | null;
