@@ -2,22 +2,38 @@
 import { PneumoError } from '../errors.ts';
 import type { DecodedImage } from '../types.ts';
 import { decodeDicom } from './dicom.ts';
+import { DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS } from './limits.ts';
 import { decodeRaster } from './sharp-io.ts';
 import { sniffFormat } from './sniff.ts';
 
 export interface DecodeOptions {
   /** Largest accepted width*height (default 50 megapixels); checked before decoding pixels. */
   maxPixels?: number;
+  /**
+   * Largest accepted decoded size in bytes, width x height x channels x bytes per sample (default
+   * 128 MiB, or $PNEUMOLENS_MAX_DECODED_MB); checked from the header before decoding or inflating.
+   */
+  maxDecodedBytes?: number;
   /** Smallest accepted width and height (default 16). */
   minSide?: number;
 }
 
-export const DEFAULT_MAX_PIXELS = 50_000_000;
+export { DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS };
 export const DEFAULT_MIN_SIDE = 16;
+
+/** The decode budget: PNEUMOLENS_MAX_DECODED_MB when set (server and CLI alike), else the default. */
+export function defaultMaxDecodedBytes(env: Record<string, string | undefined> = process.env): number {
+  const raw = env.PNEUMOLENS_MAX_DECODED_MB;
+  if (raw === undefined || raw.trim() === '') return DEFAULT_MAX_DECODED_BYTES;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`PNEUMOLENS_MAX_DECODED_MB must be a number > 0, got '${raw}'`);
+  return Math.round(v * 1024 * 1024);
+}
 
 /** Decodes JPEG, PNG, WebP, TIFF or DICOM bytes to a RawImage with values in 0..255. */
 export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
+  const limits = { maxPixels, maxDecodedBytes: opts.maxDecodedBytes ?? defaultMaxDecodedBytes() };
   const minSide = opts.minSide ?? DEFAULT_MIN_SIDE;
   if (bytes.length === 0) throw new PneumoError(400, 'bad_request', 'The upload is empty.');
   const format = sniffFormat(bytes);
@@ -25,7 +41,7 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
     throw new PneumoError(415, 'unsupported_media_type', 'Unsupported file type: expected JPEG, PNG, WebP, TIFF or DICOM.');
   }
   const decoded: DecodedImage =
-    format === 'dicom' ? decodeDicom(bytes, { maxPixels }) : { image: await decodeRaster(bytes, format, { maxPixels }), format, notes: [] };
+    format === 'dicom' ? await decodeDicom(bytes, limits) : { image: await decodeRaster(bytes, format, limits), format, notes: [] };
   const { width, height } = decoded.image;
   if (width < minSide || height < minSide) {
     throw new PneumoError(

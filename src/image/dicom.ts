@@ -7,6 +7,8 @@ import { createRequire } from 'node:module';
 import type { DataSet } from 'dicom-parser';
 import { PneumoError } from '../errors.ts';
 import type { DecodedImage, RawImage } from '../types.ts';
+import { inflateDataSet } from './dicom-inflate.ts';
+import { checkDecodeCost, type DecodeLimits } from './limits.ts';
 
 // dicom-parser is a UMD bundle: load it through require so its exports are visible from ESM.
 const dicomParser = createRequire(import.meta.url)('dicom-parser') as typeof import('dicom-parser');
@@ -39,25 +41,43 @@ const COMPRESSED_NAMES: Record<string, string> = {
   '1.2.840.10008.1.2.5': 'RLE Lossless',
 };
 
-export interface DicomLimits {
-  maxPixels: number;
-}
+export type DicomLimits = DecodeLimits;
 
 const undecodable = (why: string) => new PneumoError(422, 'undecodable_image', `The DICOM file could not be decoded: ${why}.`);
 const unsupported = (why: string) => new PneumoError(415, 'unsupported_media_type', `Unsupported DICOM: ${why}.`);
 
-function parse(bytes: Uint8Array): DataSet {
+function parse(bytes: Uint8Array, inflated?: Buffer): DataSet {
   // dicom-parser needs a Buffer on Node (deflate path uses Buffer#copy); this wraps without copying.
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const hasPreamble = buf.length >= 132 && buf.toString('latin1', 128, 132) === 'DICM';
   // Without the Part-10 preamble, guess the VR encoding from the first element (2 letters = explicit).
   const rawSyntax = /^[A-Z]{2}$/.test(buf.toString('latin1', 4, 6)) ? EXPLICIT_LE : IMPLICIT_LE;
   try {
+    // A deflated data set was inflated beforehand, with a bound (never by dicom-parser's own inflateRawSync).
+    if (inflated) return dicomParser.parseDicom(buf, { inflater: () => inflated });
     return dicomParser.parseDicom(buf, hasPreamble ? {} : { TransferSyntaxUID: rawSyntax });
   } catch {
     // dicom-parser throws strings or Errors; its messages describe structure only, but stay generic.
     throw undecodable('the data set is malformed or truncated');
   }
+}
+
+/**
+ * For the deflated transfer syntax: the meta header followed by the inflated data set, inflated
+ * under the decode budget (see dicom-inflate.ts). Undefined for every other file.
+ */
+async function inflateIfDeflated(bytes: Uint8Array, limits: DicomLimits): Promise<Buffer | undefined> {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (!(buf.length >= 132 && buf.toString('latin1', 128, 132) === 'DICM')) return undefined;
+  let meta: DataSet & { position?: number };
+  try {
+    meta = dicomParser.readPart10Header(buf);
+  } catch {
+    throw undecodable('the data set is malformed or truncated');
+  }
+  if (transferSyntax(meta) !== DEFLATED_LE || meta.position === undefined) return undefined;
+  const dataSet = await inflateDataSet(buf.subarray(meta.position), limits.maxDecodedBytes);
+  return Buffer.concat([buf.subarray(0, meta.position), dataSet]);
 }
 
 function transferSyntax(ds: DataSet): string {
@@ -81,7 +101,7 @@ function readSamples(
   highBit: number,
   signed: boolean,
   bigEndian: boolean,
-): Float64Array {
+): Float32Array {
   const el = ds.elements.x7fe00010;
   if (!el) throw undecodable('no pixel data');
   if (el.encapsulatedPixelData) throw unsupported('encapsulated (compressed) pixel data');
@@ -90,7 +110,7 @@ function readSamples(
     throw undecodable('the pixel data is shorter than Rows x Columns x Samples');
   }
   const view = new DataView(ds.byteArray.buffer, ds.byteArray.byteOffset + el.dataOffset, count * bytesPer);
-  const out = new Float64Array(count);
+  const out = new Float32Array(count); // exact for up to 24 bits; enough for 32-bit data mapped to 0..255
   const shift = highBit + 1 - bitsStored;
   const mask = bitsStored >= 32 ? 0xffffffff : 2 ** bitsStored - 1;
   const signBit = 2 ** (bitsStored - 1);
@@ -107,7 +127,7 @@ function readSamples(
 }
 
 /** VOI LUT per PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT, SIGMOID) to 0..255. */
-function applyWindow(values: Float64Array, center: number, width: number, fn: string): Float32Array {
+function applyWindow(values: Float32Array, center: number, width: number, fn: string): Float32Array {
   const out = new Float32Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const x = values[i];
@@ -120,7 +140,7 @@ function applyWindow(values: Float64Array, center: number, width: number, fn: st
   return out;
 }
 
-function minMax(values: Float64Array): Float32Array {
+function minMax(values: Float32Array): Float32Array {
   let lo = Infinity;
   let hi = -Infinity;
   for (const v of values) {
@@ -133,8 +153,8 @@ function minMax(values: Float64Array): Float32Array {
 }
 
 /** Decodes a DICOM object (Part 10 or raw data set) to an image in 0..255. */
-export function decodeDicom(bytes: Uint8Array, limits: DicomLimits): DecodedImage {
-  const ds = parse(bytes);
+export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promise<DecodedImage> {
+  const ds = parse(bytes, await inflateIfDeflated(bytes, limits));
   const notes: string[] = [];
   const syntax = transferSyntax(ds);
   if (!UNCOMPRESSED.has(syntax)) {
@@ -151,8 +171,8 @@ export function decodeDicom(bytes: Uint8Array, limits: DicomLimits): DecodedImag
   const photometric = (ds.string('x00280004') ?? (samples === 3 ? 'RGB' : 'MONOCHROME2')).toUpperCase();
   const frames = ds.intString('x00280008') ?? 1;
 
-  if (rows * cols > limits.maxPixels) throw new PneumoError(422, 'unusable_image', 'The image has too many pixels to be processed.');
   if (![8, 16, 32].includes(bitsAllocated)) throw unsupported(`BitsAllocated ${bitsAllocated}`);
+  checkDecodeCost(cols, rows, samples, bitsAllocated / 8, limits);
   if (bitsStored < 1 || bitsStored > bitsAllocated || highBit + 1 < bitsStored || highBit >= bitsAllocated) {
     throw undecodable(`inconsistent BitsStored ${bitsStored} / HighBit ${highBit}`);
   }
@@ -188,6 +208,14 @@ export function decodeDicom(bytes: Uint8Array, limits: DicomLimits): DecodedImag
   if (photometric !== 'MONOCHROME1' && photometric !== 'MONOCHROME2') throw unsupported(`PhotometricInterpretation ${photometric}`);
   const slope = ds.floatString('x00281053') ?? 1;
   const intercept = ds.floatString('x00281052') ?? 0;
+  // Rescaled values must stay finite in float32 (RescaleSlope 1e308 would make them Infinity, then NaN).
+  if (!Number.isFinite(slope) || !Number.isFinite(intercept) || Math.abs(slope) * 2 ** bitsStored + Math.abs(intercept) > 1e37) {
+    throw new PneumoError(
+      422,
+      'unusable_image',
+      'The DICOM rescale slope or intercept is out of range; the pixel values cannot be computed.',
+    );
+  }
   if (slope !== 1 || intercept !== 0) {
     for (let i = 0; i < values.length; i++) values[i] = values[i] * slope + intercept;
     notes.push('DICOM rescale slope/intercept applied');

@@ -5,11 +5,10 @@
 import sharp from 'sharp';
 import { PneumoError } from '../errors.ts';
 import type { RawImage } from '../types.ts';
+import { checkDecodeCost, type DecodeLimits } from './limits.ts';
 
-export interface RasterLimits {
-  /** Largest width*height accepted, checked from the header before any pixel is decoded. */
-  maxPixels: number;
-}
+/** maxPixels and maxDecodedBytes, both checked from the header before any pixel is decoded. */
+export type RasterLimits = DecodeLimits;
 
 /** Maps a sharp/libvips error to the user-facing PneumoError. */
 function toPneumoError(e: unknown, format: string): PneumoError {
@@ -27,13 +26,17 @@ function toPneumoError(e: unknown, format: string): PneumoError {
 
 /** Decodes a raster image to RawImage (0..255 scale, 16-bit divided by 257), keeping alpha. */
 export async function decodeRaster(bytes: Uint8Array, format: string, limits: RasterLimits): Promise<RawImage> {
-  const options = { limitInputPixels: limits.maxPixels, failOn: 'truncated' as const, sequentialRead: true };
+  // Only the first page of a multi-page TIFF (or frame of an animated WebP) is ever decoded.
+  const options = { limitInputPixels: limits.maxPixels, failOn: 'truncated' as const, sequentialRead: true, pages: 1, page: 0 };
   try {
     const meta = await sharp(bytes, options).metadata();
     const sixteen = meta.depth === 'ushort';
     const gray = meta.channels !== undefined && meta.channels <= 2 && !meta.isPalette;
     // libvips drops alpha when converting to b-w, so gray+alpha is decoded as RGBA (R=G=B) and collapsed.
     const grayAlpha = gray && meta.channels === 2;
+    // The decoded buffer's size, from the header: refused (413) before libvips allocates it.
+    const outChannels = gray && !grayAlpha ? 1 : meta.isPalette ? (meta.hasAlpha ? 4 : 3) : grayAlpha ? 4 : (meta.channels ?? 4);
+    checkDecodeCost(meta.width ?? 0, meta.pageHeight ?? meta.height ?? 0, outChannels, sixteen ? 2 : 1, limits);
     let pipeline = sharp(bytes, options);
     if (gray && !grayAlpha) pipeline = pipeline.toColourspace(sixteen ? 'grey16' : 'b-w');
     else if (meta.space === 'cmyk') pipeline = pipeline.toColourspace('srgb');
@@ -58,6 +61,7 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
     }
     return { data: out, width: info.width, height: info.height, channels };
   } catch (e) {
+    if (e instanceof PneumoError) throw e;
     throw toPneumoError(e, format.toUpperCase());
   }
 }

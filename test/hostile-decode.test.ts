@@ -1,0 +1,167 @@
+/**
+ * Hostile inputs at the decoder (issue 10): small files that declare or inflate to huge images.
+ * Everything is generated in memory, small (a few MB at most) and fast; memory is asserted with the
+ * process's RSS high-water mark, which would jump by gigabytes if a bomb were inflated or decoded.
+ */
+import { describe, expect, it } from 'vitest';
+import { constants, crc32, deflateSync } from 'node:zlib';
+import { PneumoError } from '../src/errors.ts';
+import { decodeImage } from '../src/image/decode.ts';
+import { deflateBombDicom, deflatedDicom, type DicomElement } from './fixtures/make-dicom.ts';
+import { grayDicom } from './fixtures/make-dicom.ts';
+
+const MB = 1024 * 1024;
+const maxRssMb = () => process.resourceUsage().maxRSS / 1024;
+
+async function rejection(p: Promise<unknown>): Promise<PneumoError> {
+  const e = await p.then(
+    () => null,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(PneumoError);
+  return e as PneumoError;
+}
+
+/** Runs fn and reports the largest event-loop stall seen meanwhile (5 ms ticks). */
+async function withLoopLag<T>(fn: () => Promise<T>): Promise<{ value: T; lagMs: number; ms: number }> {
+  let lag = 0;
+  let last = performance.now();
+  const tick = setInterval(() => {
+    const now = performance.now();
+    lag = Math.max(lag, now - last - 5);
+    last = now;
+  }, 5);
+  const t0 = performance.now();
+  try {
+    const value = await fn();
+    return { value, lagMs: lag, ms: performance.now() - t0 };
+  } finally {
+    clearInterval(tick);
+  }
+}
+
+function pngChunk(type: string, data: Buffer): Buffer {
+  const out = Buffer.alloc(12 + data.length);
+  out.writeUInt32BE(data.length, 0);
+  out.write(type, 4, 'latin1');
+  data.copy(out, 8);
+  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+  return out;
+}
+
+/**
+ * A PNG of zeros of any size, made without holding its pixels: the zlib stream is one deflated
+ * megabyte of zeros (sync-flushed, self-contained) repeated. 7000x7000 16-bit RGBA (374 MiB
+ * decoded) takes about 400 KB, like the file in the issue.
+ */
+export function zeroPng(width: number, height: number, colorType: 0 | 2 | 4 | 6, bitDepth: 8 | 16): Buffer {
+  const channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[colorType];
+  const total = height * (1 + (width * channels * bitDepth) / 8); // filter byte per row
+  const segment = deflateSync(Buffer.alloc(MB), { level: 9, finishFlush: constants.Z_SYNC_FLUSH }).subarray(2); // no zlib header
+  const parts: Buffer[] = [Buffer.from([0x78, 0xda])];
+  for (let left = total; left > 0; left -= MB) {
+    parts.push(left >= MB ? segment : deflateSync(Buffer.alloc(left), { finishFlush: constants.Z_SYNC_FLUSH }).subarray(2));
+  }
+  const adler = Buffer.alloc(4);
+  adler.writeUInt32BE((((total % 65521) << 16) | 1) >>> 0); // Adler-32 of zeros: a = 1, b = n mod 65521
+  parts.push(Buffer.from([0x03, 0x00]), adler);
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([bitDepth, colorType, 0, 0, 0], 8);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', ihdr),
+    pngChunk('IDAT', Buffer.concat(parts)),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+describe('deflated DICOM bombs', () => {
+  it('a 2 MB file declaring a 32768x32768 16-bit image (2 GB of zeros) is refused with 413, without inflating it', async () => {
+    const bomb = deflateBombDicom({ rows: 32768, cols: 32768, zerosMb: 2048 });
+    expect(bomb.length).toBeLessThan(3 * MB);
+    const before = maxRssMb();
+    const { value: e, ms, lagMs } = await withLoopLag(() => rejection(decodeImage(bomb)));
+    expect(e.status).toBe(413);
+    expect(e.code).toBe('payload_too_large');
+    expect(e.message).toMatch(/2048 MB.*limit of 128 MB/);
+    expect(maxRssMb() - before).toBeLessThan(150);
+    expect(ms).toBeLessThan(2000);
+    expect(lagMs).toBeLessThan(250);
+  });
+
+  it('2 GB of zeros behind a small declared image: inflation stops after the first frame', async () => {
+    const bomb = deflateBombDicom({ rows: 512, cols: 512, zerosMb: 2048 });
+    const before = maxRssMb();
+    const d = await decodeImage(bomb);
+    expect(d.image).toMatchObject({ width: 512, height: 512, channels: 1 });
+    expect(maxRssMb() - before).toBeLessThan(150);
+  });
+
+  it('zeros hidden in a large element before the image stop at the budget with 413 (budget lowered to 8 MB)', async () => {
+    const bomb = deflateBombDicom({ rows: 64, cols: 64, zerosMb: 256, where: 'private' });
+    const before = maxRssMb();
+    const e = await rejection(decodeImage(bomb, { maxDecodedBytes: 8 * MB }));
+    expect(e.status).toBe(413);
+    expect(e.message).toMatch(/inflates to more than 9 MB/);
+    expect(maxRssMb() - before).toBeLessThan(100);
+  });
+
+  it('an ordinary deflated DICOM still decodes, multi-frame keeping only the first frame', async () => {
+    const frame = (v: number) => Array.from({ length: 32 * 32 }, (_, i) => (i % 32) * 4 + v);
+    const one = grayDicom(32, 32, frame(0));
+    const els: DicomElement[] = [
+      { tag: [0x0028, 0x0002], vr: 'US', value: [1] },
+      { tag: [0x0028, 0x0004], vr: 'CS', value: 'MONOCHROME2' },
+      { tag: [0x0028, 0x0008], vr: 'IS', value: '3' },
+      { tag: [0x0028, 0x0010], vr: 'US', value: [32] },
+      { tag: [0x0028, 0x0011], vr: 'US', value: [32] },
+      { tag: [0x0028, 0x0100], vr: 'US', value: [8] },
+      { tag: [0x0028, 0x0101], vr: 'US', value: [8] },
+      { tag: [0x0028, 0x0102], vr: 'US', value: [7] },
+      { tag: [0x7fe0, 0x0010], vr: 'OB', value: Uint8Array.from([...frame(0), ...frame(1), ...frame(2)]) },
+    ];
+    const d = await decodeImage(deflatedDicom(els));
+    const ref = await decodeImage(one);
+    expect(d.image).toMatchObject({ width: 32, height: 32, channels: 1 });
+    expect(Array.from(d.image.data)).toEqual(Array.from(ref.image.data));
+    expect(d.notes.join(' ')).toMatch(/3 frames/);
+  });
+
+  it('a corrupt deflate stream is 422, not a crash', async () => {
+    const good = deflatedDicom([{ tag: [0x0028, 0x0010], vr: 'US', value: [32] }]);
+    const bad = Buffer.concat([good.subarray(0, good.length - 8), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]);
+    const e = await rejection(decodeImage(bad));
+    expect([422, 415]).toContain(e.status);
+  });
+
+  it('RescaleSlope 1e308 is 422 unusable_image, not an internal error', async () => {
+    const dcm = grayDicom(16, 16, [0, 100, 200, 300], { bits: 16, slope: 1e308 });
+    const e = await rejection(decodeImage(dcm));
+    expect(e.status).toBe(422);
+    expect(e.code).toBe('unusable_image');
+  });
+});
+
+describe('small files, huge decodes', () => {
+  it('a ~400 KB 7000x7000 16-bit RGBA PNG is refused with 413 from its header, in milliseconds', async () => {
+    const png = zeroPng(7000, 7000, 6, 16);
+    expect(png.length).toBeLessThan(600 * 1024);
+    const before = maxRssMb();
+    const { value: e, ms, lagMs } = await withLoopLag(() => rejection(decodeImage(png)));
+    expect(e.status).toBe(413);
+    expect(e.message).toMatch(/373.8 MB.*limit of 128 MB/);
+    expect(maxRssMb() - before).toBeLessThan(100);
+    expect(ms).toBeLessThan(1000);
+    expect(lagMs).toBeLessThan(200);
+  });
+
+  it('the byte budget counts channels and bit depth: the same pixels in 8-bit gray pass', async () => {
+    const gray = zeroPng(1000, 1000, 0, 8); // 1 MB decoded
+    const rgba16 = zeroPng(1000, 1000, 6, 16); // 8 MB decoded
+    const limits = { maxDecodedBytes: 4 * MB };
+    expect((await decodeImage(gray, limits)).image.width).toBe(1000);
+    expect((await rejection(decodeImage(rgba16, limits))).status).toBe(413);
+  });
+});
