@@ -1,6 +1,6 @@
 /**
  * One real-browser test on top of the API tests: the shipped model behind the real server on
- * 127.0.0.1, Debian's Chromium driven by playwright-core. Screenshots go to test-results/.
+ * 127.0.0.1, Chromium (test/browser.ts) driven by playwright-core. Screenshots go to test-results/.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolve } from 'node:path';

@@ -1,6 +1,6 @@
 /**
- * The web page with the input gate and uncertainty (issue 5), in a real browser (Debian's
- * Chromium via playwright-core), on the real server and engine with a tiny gated model whose
+ * The web page with the input gate and uncertainty (issue 5), in a real browser
+ * (test/browser.ts, playwright-core), on the real server and engine with a tiny gated model whose
  * uncertainty cutoff is tiny, so every accepted image is "uncertain".
  */
 import { resolve } from 'node:path';
