@@ -25,6 +25,11 @@ class AugmentConfig:
     blur_p: float = 0.2          # probability of a 3x3 blur
     erase_p: float = 0.25        # probability of one random-erasing box
     hflip_p: float = 0.0
+    # acquisition shift (other hospitals, devices, digitisation): off unless asked for
+    sharpen_p: float = 0.0       # probability of an unsharp mask
+    downup_p: float = 0.0        # probability of down- then up-sampling (lost resolution)
+    marker_p: float = 0.0        # probability of a burned-in marker (bright glyph-like block) near a border
+    border_p: float = 0.0        # probability of a black or white frame of random width
 
 
 def affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
@@ -63,6 +68,19 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torc
         blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
         m = (torch.rand(shape, generator=g) < cfg.blur_p).float()
         x = m * blurred + (1 - m) * x
+    if cfg.sharpen_p > 0:
+        k = torch.tensor([[1., 2., 1.], [2., 4., 2.], [1., 2., 1.]]).div(16).view(1, 1, 3, 3)
+        blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+        amount = torch.rand(shape, generator=g) * 1.5
+        m = (torch.rand(shape, generator=g) < cfg.sharpen_p).float()
+        x = x + m * amount * (x - blurred)
+    if cfg.downup_p > 0:
+        h, w = x.shape[2], x.shape[3]
+        f = 0.25 + 0.5 * torch.rand(1, generator=g).item()
+        small = F.interpolate(x, size=(max(8, int(h * f)), max(8, int(w * f))), mode="bilinear", align_corners=False)
+        up = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        m = (torch.rand(shape, generator=g) < cfg.downup_p).float()
+        x = m * up + (1 - m) * x
     if cfg.noise > 0:
         m = (torch.rand(shape, generator=g) < 0.5).float()
         x = x + m * torch.randn(x.shape, generator=g) * cfg.noise
@@ -75,7 +93,30 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torc
                 y0 = int(torch.randint(0, h - eh + 1, (1,), generator=g))
                 x0 = int(torch.randint(0, w - ew + 1, (1,), generator=g))
                 x[i, :, y0:y0 + eh, x0:x0 + ew] = torch.rand(1, generator=g).item()
+    if cfg.marker_p > 0 or cfg.border_p > 0:
+        x = markers_and_borders(x, cfg, g)
     return x.clamp(0, 1)
+
+
+def markers_and_borders(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """Burned-in markers (a bright block of random strokes, like an "R"/"L" or a text label, near a
+    border) and black/white frames: things other hospitals' films carry that say nothing about the lungs."""
+    n, _, h, w = x.shape
+    r = lambda: torch.rand(1, generator=g).item()  # noqa: E731
+    for i in range(n):
+        if r() < cfg.marker_p:
+            mh, mw = int(h * (0.04 + 0.08 * r())), int(w * (0.04 + 0.12 * r()))
+            corner_y = int(r() * h * 0.15) if r() < 0.5 else h - mh - int(r() * h * 0.15)
+            x0 = int(r() * (w - mw))
+            strokes = (torch.rand(mh, mw, generator=g) < 0.45).float()
+            x[i, 0, corner_y:corner_y + mh, x0:x0 + mw] = torch.maximum(
+                x[i, 0, corner_y:corner_y + mh, x0:x0 + mw], strokes * (0.7 + 0.3 * r()))
+        if r() < cfg.border_p:
+            b = max(1, int(min(h, w) * 0.08 * r()))
+            v = 0.0 if r() < 0.7 else 1.0
+            x[i, :, :b, :] = v; x[i, :, -b:, :] = v
+            x[i, :, :, :b] = v; x[i, :, :, -b:] = v
+    return x
 
 
 def augment(x01: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:

@@ -12,6 +12,9 @@ from .models import ARCHS
 @dataclass
 class TrainConfig:
     data: str = "../shared/data/chest_xray_train"
+    extra_data: List[str] = field(default_factory=list)  # more sources (one folder per hospital/collection)
+    source_mix: float = 0.35                            # share of training draws from extra_data sources
+    select: str = "auc"                                 # auc | worst_source_auc (best checkpoint rule)
     out: str = "runs/default"
     arch: str = "cbam_cnn"
     members: List[str] = field(default_factory=list)   # for arch=ensemble
@@ -29,11 +32,11 @@ class TrainConfig:
     patience: int = 6                                   # early stopping on val AUC (epochs)
     loss: str = "bce"                                   # bce | focal
     focal_gamma: float = 2.0
-    balance: str = "sampler"                            # none | weighted | sampler
+    balance: str = "sampler"                            # none | weighted | sampler | source_class
     label_smoothing: float = 0.05
     mixup: float = 0.2
     dropout: float = 0.2
-    augment: str = "strong"                             # none | light | strong
+    augment: str = "strong"                             # none | light | strong | shift (strong + acquisition shift)
     hflip: float = 0.0
     ema: float = 0.998                                  # 0 disables the weight EMA
     val_fraction: float = 0.15
@@ -53,8 +56,11 @@ class TrainConfig:
         need(self.resize_mode in ("stretch", "letterbox"), "resize_mode must be stretch|letterbox")
         need(self.schedule in ("onecycle", "cosine", "plateau"), "schedule must be onecycle|cosine|plateau")
         need(self.loss in ("bce", "focal"), "loss must be bce|focal")
-        need(self.balance in ("none", "weighted", "sampler"), "balance must be none|weighted|sampler")
-        need(self.augment in ("none", "light", "strong"), "augment must be none|light|strong")
+        need(self.balance in ("none", "weighted", "sampler", "source_class"),
+             "balance must be none|weighted|sampler|source_class")
+        need(self.select in ("auc", "worst_source_auc"), "select must be auc|worst_source_auc")
+        need(0 <= self.source_mix < 1, "source_mix in [0,1)")
+        need(self.augment in ("none", "light", "strong", "shift"), "augment must be none|light|strong|shift")
         need(32 <= self.size <= 1024 and self.size % 32 == 0, "size must be a multiple of 32 in 32..1024")
         need(self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2")
         need(0 < self.lr < 1 and self.weight_decay >= 0, "lr in (0,1), weight_decay >= 0")

@@ -4,6 +4,7 @@ Layouts: DIR/{NORMAL,PNEUMONIA}/* or DIR/{train,val,test}/{NORMAL,PNEUMONIA}/*.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import random
@@ -42,6 +43,9 @@ class Sample:
     patient: str
     digest: str = ""    # sha1 of the file bytes, for exact-duplicate detection
     subset: str = ""    # train/val/test when the folder layout says so
+    source: str = ""    # the dataset folder's name (one hospital / collection)
+    view: str = ""      # AP / PA when the source's labels.csv says so
+    age: float = -1.0   # years, when labels.csv says so
 
 
 def _class_dirs(root: str) -> Dict[int, str]:
@@ -66,13 +70,61 @@ def scan(root: str) -> List[Sample]:
             groups.append((sub, p))
     if not groups:
         raise ValueError(f"{root}: expected NORMAL/ and PNEUMONIA/ folders (or train|val|test/ with them)")
+    meta = read_labels(root)
+    source = source_name(root)
     samples: List[Sample] = []
     for subset, base in groups:
         for label, d in sorted(_class_dirs(base).items()):
             for f in sorted(os.listdir(d)):
                 if os.path.splitext(f)[1].lower() in IMAGE_EXT:
-                    samples.append(Sample(os.path.join(d, f), label, patient_id(f), subset=subset))
+                    m = meta.get(f, {})
+                    pid = m.get("patient_id") or patient_id(f)
+                    age = m.get("age", "")
+                    samples.append(Sample(os.path.join(d, f), label, f"{source}:{pid}".upper() if m else pid.upper(),
+                                          subset=subset, source=source, view=(m.get("view") or "").upper(),
+                                          age=float(age) if age not in ("", None) else -1.0))
     return samples
+
+
+def source_name(root: str) -> str:
+    return os.path.basename(os.path.normpath(root))
+
+
+def read_labels(root: str) -> Dict[str, Dict[str, str]]:
+    """Optional ROOT/labels.csv (columns file, patient_id, view, age, ...): per-file metadata keyed by the
+    file's base name. Patient ids from it take precedence over ids parsed from file names."""
+    path = os.path.join(root, "labels.csv")
+    if not os.path.exists(path):
+        return {}
+    out: Dict[str, Dict[str, str]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("file"):
+                out[os.path.basename(row["file"])] = row
+    return out
+
+
+def scan_sources(roots: Sequence[str]) -> List[Sample]:
+    """`scan` of several dataset folders (one per source), concatenated."""
+    out: List[Sample] = []
+    names = [source_name(r) for r in roots]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dataset folders must have distinct names: {names}")
+    for r in roots:
+        out.extend(scan(r))
+    return out
+
+
+def patient_split_by_source(samples: Sequence[Sample], val_fraction: float = 0.15, seed: int = 0
+                            ) -> Tuple[List[Sample], List[Sample]]:
+    """`patient_split` within each source, so every source is represented on both sides."""
+    train: List[Sample] = []
+    val: List[Sample] = []
+    for src in sorted({s.source for s in samples}):
+        t, v = patient_split([s for s in samples if s.source == src], val_fraction, seed)
+        train.extend(t)
+        val.extend(v)
+    return train, val
 
 
 def add_digests(samples: Sequence[Sample]) -> None:

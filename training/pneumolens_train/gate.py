@@ -121,12 +121,20 @@ class GateParams:
 
 
 class GatedModel(nn.Module):
-    """The exported graph: logit, features, ood and (for ensembles) members."""
+    """The exported graph: logit, features, ood, (with an intended-use head) scope and (for ensembles)
+    members."""
 
     def __init__(self, model: Classifier, gate: Optional[GateParams],
-                 members: Sequence[Tuple[int, int, torch.Tensor, float]] = ()):
+                 members: Sequence[Tuple[int, int, torch.Tensor, float]] = (), scope=None):
         super().__init__()
         self.model = model
+        self.has_scope = scope is not None
+        if scope is not None:
+            nf = model.out_channels
+            wsc = scope.w * scope.sc
+            self.register_buffer("scope_wf", torch.tensor(wsc[:nf], dtype=torch.float32))
+            self.register_buffer("scope_wt", torch.tensor(wsc[nf:], dtype=torch.float32))
+            self.scope_b = float(scope.b - (scope.mu * scope.sc) @ scope.w - scope.thr)
         self.has_gate = gate is not None
         self.n_members = len(members)
         if gate is not None:
@@ -172,6 +180,9 @@ class GatedModel(nn.Module):
                 z_oe = pooled @ self.oe_wf + t @ self.oe_wt + self.oe_b
                 ood = torch.maximum(ood, torch.exp(torch.clamp(z_oe, max=50.0)))
             outs.append(ood)
+        if self.has_scope:
+            z_sc = pooled @ self.scope_wf + thumbnails(x) @ self.scope_wt + self.scope_b
+            outs.append(torch.exp(torch.clamp(z_sc, max=50.0)))
         if self.n_members:
             outs.append(pooled @ self.member_w + self.member_b)
         return tuple(outs)

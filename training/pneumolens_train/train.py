@@ -27,7 +27,7 @@ import torch
 from . import calibrate as cal
 from .augment import AugmentConfig, augment
 from .config import TrainConfig
-from .data import add_digests, load_images, patient_split, scan
+from .data import Sample, add_digests, load_images, patient_split_by_source, scan_sources
 from .losses import focal_loss, mixup, smooth, weighted_bce
 from .models import build_model, count_params, gflops
 from .progress import Progress
@@ -55,6 +55,9 @@ def aug_config(cfg: TrainConfig) -> Optional[AugmentConfig]:
         a = AugmentConfig(rotate_deg=5, shift=0.04, scale_min=0.95, scale_max=1.08, shear_deg=3,
                           brightness=0.05, contrast=0.1, gamma=0.1, noise=0.0, blur_p=0.0, erase_p=0.0,
                           hflip_p=cfg.hflip)
+    if cfg.augment == "shift":
+        a = AugmentConfig(hflip_p=cfg.hflip, gamma=0.4, contrast=0.35, sharpen_p=0.15, downup_p=0.2, marker_p=0.3,
+                          border_p=0.15)
     return a
 
 
@@ -119,7 +122,7 @@ def machine() -> str:
 
 
 def prepare_data(cfg: TrainConfig, log=sys.stderr):
-    samples = scan(cfg.data)
+    samples = scan_sources([cfg.data] + list(cfg.extra_data))
     held_out = [s for s in samples if s.subset == "test"]
     if held_out:
         # a DIR/{train,val,test} layout: the test images stay untouched for final evaluation
@@ -129,11 +132,43 @@ def prepare_data(cfg: TrainConfig, log=sys.stderr):
         rng = random.Random(cfg.seed)
         samples = sorted(rng.sample(samples, cfg.limit), key=lambda s: s.path)
     add_digests(samples)
-    train_s, val_s = patient_split(samples, cfg.val_fraction, cfg.seed)
+    train_s, val_s = patient_split_by_source(samples, cfg.val_fraction, cfg.seed)
     spec = cfg.preprocessing_spec()
     xtr, ytr, train_s = load_images(train_s, (cfg.size, cfg.size), spec, log)
     xva, yva, val_s = load_images(val_s, (cfg.size, cfg.size), spec, log)
     return xtr, ytr, train_s, xva, yva, val_s
+
+
+def sampling_weights(samples: List[Sample], y: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Per-image draw probabilities. `sampler`: the two classes equally. `source_class`: the primary
+    source gets 1 - source_mix of the draws and the extra sources share source_mix; within a source,
+    every (view, class) cell is drawn equally often, so neither the class mix nor the view (confounded
+    with the label in NIH) can be learnt as a shortcut."""
+    if cfg.balance != "source_class":
+        n_pos = float(y.sum())
+        return np.where(y > 0.5, 0.5 / n_pos, 0.5 / (len(y) - n_pos))
+    sources = sorted({s.source for s in samples})
+    primary = os.path.basename(os.path.normpath(cfg.data))
+    extra = [s for s in sources if s != primary]
+    src_mass = {s: (1.0 - cfg.source_mix if extra else 1.0) if s == primary else cfg.source_mix / len(extra)
+                for s in sources}
+    cells: Dict[tuple, List[int]] = {}
+    for i, s in enumerate(samples):
+        cells.setdefault((s.source, s.view, int(y[i] > 0.5)), []).append(i)
+    w = np.zeros(len(samples))
+    for (src, _, _), idx in cells.items():
+        n_cells = sum(1 for k in cells if k[0] == src)
+        w[idx] = src_mass[src] / n_cells / len(idx)
+    return w / w.sum()
+
+
+def source_aucs(y: np.ndarray, p: np.ndarray, samples: List[Sample]) -> Dict[str, float]:
+    """ROC-AUC per source (NaN where a source lacks a class)."""
+    out = {}
+    for src in sorted({s.source for s in samples}):
+        m = np.array([s.source == src for s in samples])
+        out[src] = cal.binary_metrics(y[m], p[m], 0.5)["auc"] if len(set(y[m].tolist())) == 2 else float("nan")
+    return out
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Dict:
@@ -151,6 +186,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
     with open(os.path.join(cfg.out, "config.json"), "w") as fh:
         json.dump(cfg.to_dict(), fh, indent=2)
     n_pos, n_neg = float(ytr.sum()), float(len(ytr) - ytr.sum())
+    for src in sorted({s.source for s in train_s}):
+        print(f"  {src}: train {sum(s.source == src for s in train_s)}, val {sum(s.source == src for s in val_s)} images",
+              file=sys.stderr)
     print(f"train {len(ytr)} images ({int(n_neg)} NORMAL / {int(n_pos)} PNEUMONIA, {len({s.patient for s in train_s})} "
           f"patients), val {len(yva)} images ({len({s.patient for s in val_s})} patients)", file=sys.stderr)
 
@@ -190,8 +228,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
                 for p in b.parameters():
                     p.requires_grad_(epoch >= cfg.freeze_epochs)
         model.train()
-        if cfg.balance == "sampler":
-            w = np.where(ytr > 0.5, 0.5 / n_pos, 0.5 / n_neg)
+        if cfg.balance in ("sampler", "source_class"):
+            w = sampling_weights(train_s, ytr, cfg)
             order = torch.multinomial(torch.from_numpy(w), len(ytr), replacement=True, generator=gen).numpy()
         else:
             order = torch.randperm(len(ytr), generator=gen).numpy()
@@ -231,10 +269,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
                "val_auc": m["auc"], "val_accuracy": m["accuracy"], "val_sensitivity": m["sensitivity"],
                "val_specificity": m["specificity"], "lr": opt.param_groups[0]["lr"],
                "epoch_s": time.time() - t_ep}
+        per_source = source_aucs(yva, vp, val_s)
+        if len(per_source) > 1:
+            rec.update({f"val_auc_{k}": v for k, v in per_source.items()})
+            rec["val_auc_worst_source"] = float(np.nanmin(list(per_source.values())))
         history.append(rec)
         print(json.dumps(rec), file=sys.stderr)
-        if m["auc"] > best_auc:
-            best_auc, best_epoch = m["auc"], epoch + 1
+        score = rec.get("val_auc_worst_source", m["auc"]) if cfg.select == "worst_source_auc" else m["auc"]
+        if score > best_auc:
+            best_auc, best_epoch = score, epoch + 1
             torch.save({"model": evaluated.state_dict(), "config": cfg.to_dict(), "epoch": epoch + 1}, best_path)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "ema": ema.model.state_dict() if ema else None, "epoch": epoch, "best_auc": best_auc,
@@ -278,6 +321,13 @@ def finish(cfg: TrainConfig, xva, yva, val_s, wall: float, epochs_run: int, best
                       "method": f"by patient, stratified by class, seed {cfg.seed}, {cfg.val_fraction:.0%} of images; "
                                 "exact duplicate files kept on one side"},
     })
+    if len({s.source for s in val_s}) > 1:
+        p = cal.sigmoid(np.asarray(vl) / result["temperature"] + result["bias"])
+        result["per_source"] = {}
+        for src in sorted({s.source for s in val_s}):
+            m = np.array([s.source == src for s in val_s])
+            mm = cal.binary_metrics(yva[m], p[m], result["threshold"])
+            result["per_source"][src] = dict(mm, ece=cal.ece(yva[m], p[m]))
     np.save(os.path.join(cfg.out, "val_logits.npy"), vl)
     np.save(os.path.join(cfg.out, "val_labels.npy"), yva)
     with open(os.path.join(cfg.out, "calibration.json"), "w") as fh:
