@@ -72,6 +72,24 @@ describe('decodeImage: raster formats (sharp)', () => {
     }
   });
 
+  it('applies the EXIF orientation, as a browser does (phone photos of films)', async () => {
+    // Stored 40 wide x 20 high: left half dark, right half bright. Orientation 6 means "rotate 90
+    // degrees clockwise to display", so the upright image is 20 x 40 with the dark half on top.
+    // (withMetadata also tags it sRGB, so it decodes as RGB, like a phone camera's JPEG.)
+    const stored = new Uint8Array(40 * 20).map((_, i) => (i % 40 < 20 ? 30 : 220));
+    const raw = { raw: { width: 40, height: 20, channels: 1 as const } };
+    const jpeg = await sharp(stored, raw).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toBuffer();
+    expect((await sharp(jpeg).metadata()).orientation).toBe(6); // the tag is really there
+    const { image } = await decodeImage(jpeg);
+    expect(image).toMatchObject({ width: 20, height: 40 });
+    const at = (x: number, y: number) => image.data[(y * image.width + x) * image.channels];
+    expect(at(10, 5)).toBeLessThan(60); // top: the stored left half
+    expect(at(10, 35)).toBeGreaterThan(190); // bottom: the stored right half
+    // Without a tag nothing turns.
+    const plain = await sharp(stored, raw).jpeg().toBuffer();
+    expect((await decodeImage(plain)).image).toMatchObject({ width: 40, height: 20 });
+  });
+
   it('rejects a truncated JPEG with 422 undecodable_image', async () => {
     const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } })
       .jpeg()

@@ -24,7 +24,7 @@ function toPneumoError(e: unknown, format: string): PneumoError {
   return new PneumoError(422, 'undecodable_image', `The ${format} file could not be decoded (${hint}).`);
 }
 
-/** Decodes a raster image to RawImage (0..255 scale, 16-bit divided by 257), keeping alpha. */
+/** Decodes a raster image to RawImage (0..255 scale, 16-bit divided by 257), keeping alpha, upright by its EXIF orientation. */
 export async function decodeRaster(bytes: Uint8Array, format: string, limits: RasterLimits): Promise<RawImage> {
   // Only the first page of a multi-page TIFF (or frame of an animated WebP) is ever decoded.
   const options = { limitInputPixels: limits.maxPixels, failOn: 'truncated' as const, sequentialRead: true, pages: 1, page: 0 };
@@ -37,7 +37,9 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
     // The decoded buffer's size, from the header: refused (413) before libvips allocates it.
     const outChannels = gray && !grayAlpha ? 1 : meta.isPalette ? (meta.hasAlpha ? 4 : 3) : grayAlpha ? 4 : (meta.channels ?? 4);
     checkDecodeCost(meta.width ?? 0, meta.pageHeight ?? meta.height ?? 0, outChannels, sixteen ? 2 : 1, limits);
-    let pipeline = sharp(bytes, options);
+    // EXIF orientation is applied (a phone photo of a film arrives upright, as a browser shows it);
+    // the orientation tag only swaps width and height, so the cost check above holds.
+    let pipeline = sharp(bytes, options).autoOrient();
     if (gray && !grayAlpha) pipeline = pipeline.toColourspace(sixteen ? 'grey16' : 'b-w');
     else if (meta.space === 'cmyk') pipeline = pipeline.toColourspace('srgb');
     else if (sixteen) pipeline = pipeline.toColourspace('rgb16');
