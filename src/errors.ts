@@ -4,11 +4,14 @@
  */
 export type ErrorCode =
   | 'bad_request'
+  | 'forbidden'
+  | 'request_timeout'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'undecodable_image'
   | 'unusable_image'
   | 'not_a_chest_xray'
+  | 'outside_intended_use'
   | 'busy'
   | 'timeout'
   | 'url_forbidden'

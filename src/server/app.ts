@@ -8,12 +8,14 @@ import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import multipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
-import { PneumoError } from '../errors.js';
+import { isPneumoError, PneumoError } from '../errors.js';
 import type { AnalyseOptions, AnalysisResult } from '../types.js';
-import { mapError, notFoundBody } from './errors.js';
+import { clientErrorHandler, mapError, notFoundBody } from './errors.js';
 import { fetchImageUrl, formatBytes, UrlPolicy, type Resolver } from './fetch-url.js';
 import { Limiter } from './limiter.js';
 import { openApiDocument, PREDICT_QUERY_SCHEMA, renderDocsHtml, type PredictQuery } from './openapi.js';
+import { OriginPolicy } from './origin.js';
+import { collectBody, requestTimeout, UploadBudget, type Upload } from './uploads.js';
 
 /** What the server needs from the engine (the real Engine of src/pipeline.ts has these). */
 export interface PredictEngine {
@@ -31,10 +33,25 @@ export interface AppOptions {
   maxUploadBytes?: number; // default 20 MB
   maxConcurrent?: number; // default: CPU cores
   maxQueue?: number; // default 16
-  requestTimeoutMs?: number; // default 30 s, covers upload or URL fetch, queue and analysis
+  /** Queue wait + analysis, from the moment the image is complete (default 30 s; then 504). */
+  requestTimeoutMs?: number;
+  /** An upload must be complete within this (default 30 s; then 408). */
+  uploadTimeoutMs?: number;
+  /** An upload that sends nothing for this long is dropped (default 10 s; then 408). */
+  uploadIdleTimeoutMs?: number;
+  /** Bodies (uploads and URL fetches) in transit at once (default 256; then 503). */
+  maxUploads?: number;
+  /** Bytes of bodies in transit, summed (default 8 x maxUploadBytes; then 503). */
+  maxUploadBytesInFlight?: number;
+  /**
+   * Origins (e.g. "https://viewer.example.org") whose pages may POST to the API from a browser, or
+   * "*" for any (default: PNEUMOLENS_ALLOWED_ORIGINS; the server's own origin is always allowed).
+   */
+  allowedOrigins?: string[];
   /** Hosts / CIDRs the URL fetcher may contact even when private (default: PNEUMOLENS_URL_ALLOW). */
   urlAllowList?: string[];
   urlFetchTimeoutMs?: number; // default 10 s
+  urlHeadersTimeoutMs?: number; // default 5 s: connect + response headers
   /** DNS resolver of the URL fetcher (tests). */
   urlResolver?: Resolver;
   /** false (default), true (info to stdout) or a level and/or a destination. */
@@ -169,6 +186,14 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const maxUploadBytes = opts.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
   const maxUploadText = formatBytes(maxUploadBytes);
   const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+  const uploadTimeoutMs = opts.uploadTimeoutMs ?? 30_000;
+  const uploadIdleTimeoutMs = opts.uploadIdleTimeoutMs ?? 10_000;
+  const uploads = new UploadBudget({
+    maxUploads: opts.maxUploads ?? 256,
+    maxBytesInFlight: opts.maxUploadBytesInFlight ?? 8 * maxUploadBytes,
+    retryAfterS: Math.max(1, Math.ceil(uploadIdleTimeoutMs / 1000)),
+  });
+  const origins = OriginPolicy.from(opts.allowedOrigins ?? (process.env.PNEUMOLENS_ALLOWED_ORIGINS ?? '').split(/[\s,]+/).filter(Boolean));
   const limiter = new Limiter({
     maxConcurrent: opts.maxConcurrent ?? Math.max(1, os.availableParallelism()), // = defaultMaxConcurrent()
     maxQueue: opts.maxQueue ?? 16,
@@ -179,7 +204,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const app = Fastify({
     logger: loggerOptions(opts.logger),
     return503OnClosing: false, // we answer 503 ourselves, in the API's error format
-    requestTimeout: requestTimeoutMs + 30_000, // slow-upload guard of the HTTP server itself
+    // Backstop of the HTTP server itself for bodies we do not read (JSON); answered by clientErrorHandler.
+    requestTimeout: uploadTimeoutMs + 5_000,
+    clientErrorHandler, // 400, 408 and 431 from Node's parser in the API's error shape
     ajv: { customOptions: { removeAdditional: false } }, // unknown query parameters are errors, not ignored
   });
 
@@ -220,6 +247,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       reply.header('connection', 'close');
       throw new PneumoError(503, 'busy', 'The server is shutting down.', { retry_after_s: 10 });
     }
+    // A page of another site must not make a visitor's browser post to this server (a form POST
+    // needs no CORS preflight); it could not read the answer, but it could spend our resources.
+    if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS') origins.check(req.headers);
   });
 
   // While shutting down, answers close their connection so keep-alive sockets do not hold close().
@@ -232,6 +262,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     if (mapped.unexpected) req.log.error({ err }, 'unexpected error');
     else req.log.info({ status: mapped.status, code: mapped.body.error.code }, 'request refused');
     if (mapped.retryAfter !== undefined) reply.header('retry-after', String(mapped.retryAfter));
+    // A body we stopped reading (timeout, too large, refused) leaves the connection unusable.
+    if ([408, 413].includes(mapped.status) || (req.isMultipart?.() && !req.raw.complete)) reply.header('connection', 'close');
     reply.code(mapped.status).type('application/json; charset=utf-8').send(mapped.body);
   });
 
@@ -253,6 +285,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.get('/api/health', async (_req, reply) => {
     const engine = state.status === 'ok' ? state.engine : undefined;
     const s = limiter.stats();
+    const u = uploads.stats();
     reply.code(engine ? 200 : 503).header('cache-control', 'no-store');
     if (!engine) reply.header('retry-after', state.status === 'loading' ? '2' : '10');
     return {
@@ -260,7 +293,14 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       ready: !!engine,
       model: engine ? { name: engine.card.name, version: engine.card.version } : null,
       uptime_s: round((Date.now() - startedAt) / 1000, 1),
-      load: { active: s.active, queued: s.queued, max_concurrent: s.maxConcurrent, max_queue: s.maxQueue },
+      load: {
+        active: s.active,
+        queued: s.queued,
+        max_concurrent: s.maxConcurrent,
+        max_queue: s.maxQueue,
+        uploads_in_flight: u.inFlight,
+        upload_bytes_in_flight: u.bytes,
+      },
     };
   });
 
@@ -273,20 +313,63 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     return renderDocsHtml(openApi());
   });
 
-  /** Reads the image bytes of a predict request: one multipart file, or JSON {url}. */
-  async function readInput(req: FastifyRequest, signal: AbortSignal): Promise<{ bytes: Buffer; source: 'upload' | 'url' }> {
+  const tooLarge = () => new PneumoError(413, 'payload_too_large', `The file is larger than the limit of ${maxUploadText}.`);
+
+  /** The one file of a multipart body; a second file is an error, other fields are ignored. */
+  async function readMultipartFile(req: FastifyRequest, upload: Upload, signal: AbortSignal): Promise<Buffer> {
+    let bytes: Buffer | undefined;
+    for await (const part of req.parts({ limits: { fileSize: maxUploadBytes } })) {
+      if (part.type !== 'file') continue;
+      if (bytes !== undefined || part.fieldname !== 'file') {
+        part.file.resume();
+        throw new PneumoError(400, 'bad_request', 'Send exactly one file, in the field "file".');
+      }
+      bytes = await collectBody(part.file, upload, maxUploadBytes, tooLarge, signal);
+    }
+    if (bytes === undefined) throw new PneumoError(400, 'bad_request', 'No file in the form: send the image in the field "file".');
+    if (bytes.length === 0) throw new PneumoError(400, 'bad_request', 'The uploaded file is empty.');
+    return bytes;
+  }
+
+  /**
+   * Reads the image bytes of a predict request: one multipart file, or JSON {url}. Holds no queue
+   * slot: the body is bounded by the upload budget (count and bytes in transit), an idle timeout
+   * and a deadline (408), and a URL fetch by its own timeouts.
+   */
+  async function readInput(req: FastifyRequest): Promise<{ bytes: Buffer; source: 'upload' | 'url' }> {
     const type = (req.headers['content-type'] ?? '').toLowerCase();
     if (req.isMultipart()) {
-      const part = await abortable(req.file({ limits: { fileSize: maxUploadBytes } }), signal);
-      if (!part) throw new PneumoError(400, 'bad_request', 'No file in the form: send the image in the field "file".');
-      if (part.fieldname !== 'file') {
-        part.file.resume();
-        throw new PneumoError(400, 'bad_request', `Unexpected form field: send the image in the field "file".`);
+      if (!/;\s*boundary=/.test(type)) {
+        throw new PneumoError(400, 'bad_request', 'The multipart/form-data Content-Type has no boundary parameter.');
       }
-      signal.addEventListener('abort', () => part.file.destroy(), { once: true });
-      const bytes = await abortable(part.toBuffer(), signal);
-      if (bytes.length === 0) throw new PneumoError(400, 'bad_request', 'The uploaded file is empty.');
-      return { bytes, source: 'upload' };
+      const upload = uploads.begin();
+      const ctrl = new AbortController();
+      const deadline = setTimeout(
+        () => ctrl.abort(requestTimeout(`The upload was not complete within ${uploadTimeoutMs / 1000} s.`)),
+        uploadTimeoutMs,
+      );
+      let idle: NodeJS.Timeout | undefined;
+      const bump = () => {
+        clearTimeout(idle);
+        idle = setTimeout(
+          () => ctrl.abort(requestTimeout(`The upload stalled: no data for ${uploadIdleTimeoutMs / 1000} s.`)),
+          uploadIdleTimeoutMs,
+        );
+      };
+      bump();
+      req.raw.on('data', bump);
+      try {
+        return { bytes: await abortable(readMultipartFile(req, upload, ctrl.signal), ctrl.signal), source: 'upload' };
+      } catch (e) {
+        if (isPneumoError(e) || (e as { code?: unknown }).code?.toString().startsWith('FST_')) throw e;
+        // busboy's parse errors (no closing boundary, malformed part headers, body shorter than declared)
+        throw new PneumoError(400, 'bad_request', 'The multipart body is malformed or incomplete.');
+      } finally {
+        clearTimeout(deadline);
+        clearTimeout(idle);
+        req.raw.off('data', bump);
+        upload.end();
+      }
     }
     if (type.startsWith('application/json')) {
       const body = req.body as unknown;
@@ -296,13 +379,24 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         throw new PneumoError(400, 'bad_request', 'The JSON body must be {"url": "https://..."}.');
       }
       if (url.length > 2048) throw new PneumoError(400, 'bad_request', 'The URL is too long (at most 2048 characters).');
-      const { bytes } = await fetchImageUrl(url, urlPolicy, {
-        maxBytes: maxUploadBytes,
-        timeoutMs: opts.urlFetchTimeoutMs,
-        signal,
-        resolve: opts.urlResolver,
-      });
-      return { bytes, source: 'url' };
+      const upload = uploads.begin();
+      const ctrl = new AbortController();
+      const onClose = () => ctrl.abort(new PneumoError(400, 'bad_request', 'The client went away.'));
+      req.raw.socket?.once('close', onClose);
+      try {
+        const { bytes } = await fetchImageUrl(url, urlPolicy, {
+          maxBytes: maxUploadBytes,
+          timeoutMs: opts.urlFetchTimeoutMs,
+          headersTimeoutMs: opts.urlHeadersTimeoutMs,
+          signal: ctrl.signal,
+          resolve: opts.urlResolver,
+          onData: (n) => upload.add(n),
+        });
+        return { bytes, source: 'url' };
+      } finally {
+        req.raw.socket?.off('close', onClose);
+        upload.end();
+      }
     }
     if (!type)
       throw new PneumoError(400, 'bad_request', 'No image: send multipart/form-data with a field "file", or JSON {"url": "https://..."}.');
@@ -329,7 +423,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       const t0 = performance.now();
       const engine = readyEngine();
       const options = toAnalyseOptions(req.query);
-      const ticket = limiter.admit(); // before the body is read: bounds the uploads held in memory
+      limiter.refuseIfFull(); // a full queue refuses at once, without reading the body
+      const input = await readInput(req);
+      const t1 = performance.now();
+      const ticket = limiter.admit(); // only now: the image is complete and ready to compute
       const ctrl = new AbortController();
       const timer = setTimeout(
         () =>
@@ -339,8 +436,6 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         requestTimeoutMs,
       );
       try {
-        const input = await readInput(req, ctrl.signal);
-        const t1 = performance.now();
         let started = 0;
         const result = await abortable(
           ticket.run(() => {

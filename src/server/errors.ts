@@ -3,6 +3,8 @@
  * become `{ "error": { "code", "message", ...safe details } }` with the right status. Never a stack
  * trace to the client; unknown errors are a generic 500 (logged server-side).
  */
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError } from 'fastify';
 import { isPneumoError } from '../errors.js';
 
@@ -21,11 +23,13 @@ export interface MappedError {
 
 const GENERIC: Record<number, { code: string; message: string }> = {
   400: { code: 'bad_request', message: 'The request is malformed.' },
+  403: { code: 'forbidden', message: 'Access to this address is not allowed.' },
   404: { code: 'not_found', message: 'There is nothing at this address.' },
   405: { code: 'method_not_allowed', message: 'This method is not allowed here.' },
-  408: { code: 'timeout', message: 'The request took too long to arrive.' },
+  408: { code: 'request_timeout', message: 'The request took too long to arrive.' },
   413: { code: 'payload_too_large', message: 'The request is too large.' },
   415: { code: 'unsupported_media_type', message: 'This content type is not accepted.' },
+  431: { code: 'headers_too_large', message: 'The request headers are too large.' },
   500: { code: 'internal_error', message: 'Something went wrong on our side. The error was logged.' },
   503: { code: 'busy', message: 'The server is busy. Please retry shortly.' },
 };
@@ -84,4 +88,22 @@ export function mapError(err: unknown, maxUploadText: string): MappedError {
 
 export function notFoundBody(): ErrorBody {
   return { error: { ...GENERIC[404] } };
+}
+
+/**
+ * Errors Node's HTTP parser raises before Fastify sees a request (a request that took too long to
+ * arrive, headers too large, bytes that are not HTTP): answered on the socket, in the API's error
+ * shape, and the connection closed. Installed as Fastify's clientErrorHandler.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+  const body = JSON.stringify({ error: { ...GENERIC[status] } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

@@ -31,6 +31,10 @@ export interface UrlPolicyOptions {
 export interface FetchUrlOptions extends UrlPolicyOptions {
   maxBytes: number;
   timeoutMs?: number; // default 10 s
+  /** Connect + response headers, per hop (default 5 s): a host that never answers is dropped early. */
+  headersTimeoutMs?: number;
+  /** Called with each chunk's size as it arrives; a throw aborts the download with that error. */
+  onData?: (bytes: number) => void;
   maxRedirects?: number; // default 3
   signal?: AbortSignal;
   /** DNS resolver (default: the system's, via dns.lookup). Tests inject one. */
@@ -176,8 +180,24 @@ interface Hop {
   bytes?: Buffer;
 }
 
-function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, maxBytes: number, signal: AbortSignal): Promise<Hop> {
-  return new Promise<Hop>((done, fail) => {
+interface HopOptions {
+  maxBytes: number;
+  headersTimeoutMs: number;
+  onData?: (bytes: number) => void;
+}
+
+function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, o: HopOptions, signal: AbortSignal): Promise<Hop> {
+  const { maxBytes } = o;
+  return new Promise<Hop>((resolveHop, rejectHop) => {
+    let headersTimer: NodeJS.Timeout | undefined;
+    const done = (hop: Hop) => {
+      clearTimeout(headersTimer);
+      resolveHop(hop);
+    };
+    const fail = (e: unknown) => {
+      clearTimeout(headersTimer);
+      rejectHop(e);
+    };
     const mod = url.protocol === 'https:' ? https : http;
     const req = mod.request(url, {
       method: 'GET',
@@ -186,6 +206,10 @@ function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, maxBytes: n
       agent: false, // a fresh connection per request: no pooled socket skips the lookup
       signal,
     });
+    headersTimer = setTimeout(() => {
+      fail(fetchFailed(504, `the host sent no answer within ${o.headersTimeoutMs / 1000} s`));
+      req.destroy();
+    }, o.headersTimeoutMs);
     req.on('error', (err: Error) => {
       if (err instanceof AddressRefused) fail(forbidden(`the host resolves to ${describe(err.kind)}`));
       else if (signal.aborted) fail(signal.reason);
@@ -194,6 +218,7 @@ function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, maxBytes: n
       } else fail(fetchFailed(502, 'the connection failed'));
     });
     req.on('response', (res) => {
+      clearTimeout(headersTimer);
       const status = res.statusCode ?? 0;
       if ([301, 302, 303, 307, 308].includes(status)) {
         res.resume();
@@ -214,6 +239,14 @@ function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, maxBytes: n
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (chunk: Buffer) => {
+        try {
+          o.onData?.(chunk.length);
+        } catch (e) {
+          res.destroy();
+          req.destroy();
+          fail(e);
+          return;
+        }
         size += chunk.length;
         if (size > maxBytes) {
           res.destroy();
@@ -257,7 +290,13 @@ export async function fetchImageUrl(raw: string, policy: UrlPolicy, opts: FetchU
   try {
     let url = checkUrl(raw, policy);
     for (let redirects = 0; ; redirects++) {
-      const hop = await requestOnce(url, policy, resolve, opts.maxBytes, ctrl.signal);
+      const hop = await requestOnce(
+        url,
+        policy,
+        resolve,
+        { maxBytes: opts.maxBytes, headersTimeoutMs: Math.min(opts.headersTimeoutMs ?? 5_000, timeoutMs), onData: opts.onData },
+        ctrl.signal,
+      );
       if (hop.bytes) return { bytes: hop.bytes, redirects };
       if (redirects >= maxRedirects) throw fetchFailed(502, `more than ${maxRedirects} redirects`);
       if (!hop.location) throw fetchFailed(502, `the server answered HTTP ${hop.status} without a Location`);

@@ -1,12 +1,13 @@
 /**
- * Bounded concurrency with a bounded queue.
+ * Bounded concurrency with a bounded queue, for analyses.
  *
- * A request is first *admitted* (it gets a ticket, or a 503 'busy' straight away when
- * maxConcurrent + maxQueue tickets are already out), then it reads its body, then it *runs* once
- * one of the maxConcurrent slots is free. Admission before the body is read is what bounds memory:
- * at most maxConcurrent + maxQueue uploads are ever held. A ticket ends when its work settles (not
- * when the client gives up: an inference that cannot be cancelled keeps its slot until it is
- * done), or with release() if it never ran.
+ * A request is *admitted* (it gets a ticket, or a 503 'busy' straight away when
+ * maxConcurrent + maxQueue tickets are already out) only once its image is complete, uploaded or
+ * fetched: a slow or stalled client never holds a ticket (bodies in transit are bounded separately,
+ * see uploads.ts). Then it *runs* once one of the maxConcurrent slots is free. A ticket ends when
+ * its work settles (not when the client gives up: an inference that cannot be cancelled keeps its
+ * slot until it is done), or with release() if it never ran. So `admitted` is exactly the work
+ * waiting or running, and Retry-After is its measured drain time.
  */
 import { PneumoError } from '../errors.js';
 
@@ -67,14 +68,20 @@ export class Limiter {
     return Math.max(1, Math.ceil((rounds * this.avgRunMs) / 1000));
   }
 
+  private busyError(): PneumoError {
+    return new PneumoError(503, 'busy', 'The server is busy analysing other images. Please retry shortly.', {
+      retry_after_s: this.retryAfterSeconds(),
+    });
+  }
+
+  /** Throws 503 'busy' when a ticket could not be had now (checked before reading a body, to save the upload). */
+  refuseIfFull(): void {
+    if (this.admitted >= this.maxConcurrent + this.maxQueue) throw this.busyError();
+  }
+
   /** Takes a ticket or throws PneumoError 503 'busy'. */
   admit(): Ticket {
-    if (this.admitted >= this.maxConcurrent + this.maxQueue) {
-      const retryAfter = this.retryAfterSeconds();
-      throw new PneumoError(503, 'busy', 'The server is busy analysing other images. Please retry shortly.', {
-        retry_after_s: retryAfter,
-      });
-    }
+    this.refuseIfFull();
     this.admitted++;
     let state: 'admitted' | 'running' | 'done' = 'admitted';
     const end = () => {
