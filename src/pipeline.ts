@@ -4,7 +4,7 @@
  */
 import { PneumoError } from './errors.ts';
 import { gradCam } from './explain/gradcam.ts';
-import { gateDecision, type GateResult } from './gate/gate.ts';
+import { gateDecision, OUTSIDE_INTENDED_USE, type GateResult } from './gate/gate.ts';
 import { checkImage, type ImageCheckResult } from './gate/image-checks.ts';
 import { UNCERTAIN_WARNING, uncertaintyOf } from './gate/uncertainty.ts';
 import { checkOverlayOptions, renderOverlay } from './explain/overlay.ts';
@@ -163,7 +163,7 @@ export class Engine {
     const logit = inferred.logit[k];
     if (!Number.isFinite(logit)) throw new PneumoError(500, 'model_error', 'The model produced an invalid output for this image.');
     const decision = postprocess(logit, this.card, opts.threshold);
-    const gate = gateDecision(p.checks, inferred.ood ? inferred.ood[k] : null, this.card.gate);
+    const gate = gateDecision(p.checks, inferred.ood ? inferred.ood[k] : null, this.card.gate, inferred.scope ? inferred.scope[k] : null);
     const M = inferred.memberCount;
     const members = inferred.members?.subarray(k * M, (k + 1) * M);
     const pp = this.card.postprocessing;
@@ -209,8 +209,15 @@ export class Engine {
   }
 }
 
-/** The 422 of a rejected image; details (score, threshold, reasons) are safe to show. */
+/** The 422 of a rejected image, with the gate's reason as its code; details (scores, thresholds, reasons) are safe to show. */
 export function rejectionError(gate: GateResult): PneumoError {
+  if (gate.reason === 'outside_intended_use') {
+    return new PneumoError(422, 'outside_intended_use', gate.message ?? OUTSIDE_INTENDED_USE, {
+      scope: gate.scope,
+      scope_threshold: gate.scopeThreshold,
+      reasons: gate.reasons,
+    });
+  }
   return new PneumoError(422, 'not_a_chest_xray', gate.message ?? 'This does not look like a chest X-ray.', {
     score: gate.score,
     threshold: gate.threshold,

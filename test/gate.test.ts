@@ -155,6 +155,33 @@ describe('gate decision', () => {
   it('reports but does not use a score when the card has no gate block (older cards)', () => {
     expect(gateDecision(ok, 50, undefined)).toMatchObject({ rejected: false, score: 50, threshold: null });
   });
+
+  describe('intended use', () => {
+    const withScope = { ...spec, intended_use: { output: 'scope', threshold: 1 } };
+
+    it('declines a chest X-ray whose intended-use score is above its threshold, with its own reason and message', () => {
+      const g = gateDecision(ok, 0.3, withScope, 4.2);
+      expect(g).toMatchObject({ rejected: true, reason: 'outside_intended_use', scope: 4.2, scopeThreshold: 1 });
+      expect(g.reasons).toEqual(['unlike the population the model is validated for (intended-use score 4.20 > 1)']);
+      expect(g.message).toMatch(/children aged 1-5/);
+      expect(g.message).not.toMatch(/does not look like a chest X-ray/);
+    });
+
+    it('accepts at or below the threshold, and declines a NaN score', () => {
+      for (const s of [0, 0.5, 1]) expect(gateDecision(ok, 0.3, withScope, s)).toMatchObject({ rejected: false, scope: s });
+      expect(gateDecision(ok, 0.3, withScope, Number.NaN)).toMatchObject({ rejected: true, reason: 'outside_intended_use' });
+    });
+
+    it('says not_a_chest_xray (not outside_intended_use) when the image is not a chest X-ray at all', () => {
+      const g = gateDecision(ok, 3, withScope, 9);
+      expect(g.reason).toBe('not_a_chest_xray');
+      expect(g.reasons).toHaveLength(1);
+    });
+
+    it('ignores an intended-use score when the card has no intended-use head', () => {
+      expect(gateDecision(ok, 0.3, spec, 9)).toMatchObject({ rejected: false, scope: 9, scopeThreshold: null });
+    });
+  });
 });
 
 describe('ensemble uncertainty', () => {

@@ -70,6 +70,8 @@ export class TestEngine implements PredictEngine {
           rejected: false,
           score: null,
           threshold: null,
+          scope: null,
+          scopeThreshold: null,
           checks: { passed: true, stats: checkImage(decoded.image).stats, failures: [] },
           reasons: [],
         },

@@ -181,7 +181,7 @@ export async function run(args: string[], io: Io): Promise<number> {
         const file = relative(root, o.file);
         const truth = truths[k++];
         if (o.result?.rejected && !force) {
-          rejected.push({ file, code: 'not_a_chest_xray', message: o.result.gate.reasons.join('; ') });
+          rejected.push({ file, code: o.result.reason ?? 'not_a_chest_xray', message: o.result.gate.reasons.join('; ') });
         } else if (o.result) {
           if (o.result.rejected) forcedRejected++;
           items.push({ file, truth, probability: o.result.probability });

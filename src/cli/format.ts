@@ -19,6 +19,7 @@ export function refused(row: PredictRow): boolean {
 }
 
 export const REJECTED_LABEL = 'REJECTED: not a chest X-ray';
+export const DECLINED_LABEL = 'DECLINED: outside the intended use';
 
 interface Column {
   header: string;
@@ -34,8 +35,11 @@ const shown = (row: PredictRow): AnalysisResult | undefined => (refused(row) ? u
 function labelDisplay(row: PredictRow): string {
   const r = row.result;
   if (!r) return '';
-  if (refused(row)) return REJECTED_LABEL;
-  const marks = [...(r.rejected ? ['forced: not a chest X-ray?'] : []), ...(r.uncertain ? ['uncertain: refer to a clinician'] : [])];
+  if (refused(row)) return r.reason === 'outside_intended_use' ? DECLINED_LABEL : REJECTED_LABEL;
+  const marks = [
+    ...(r.rejected ? [r.reason === 'outside_intended_use' ? 'forced: outside the intended use' : 'forced: not a chest X-ray?'] : []),
+    ...(r.uncertain ? ['uncertain: refer to a clinician'] : []),
+  ];
   return marks.length ? `${r.label} (${marks.join('; ')})` : r.label;
 }
 

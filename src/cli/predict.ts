@@ -120,9 +120,12 @@ export async function run(args: string[], io: Io): Promise<number> {
       io.stdout.write(table(rows));
     }
     const rejected = rows.filter(refused);
-    for (const r of rejected) io.stderr.write(`pneumolens: ${r.file}: not_a_chest_xray: ${r.result!.gate.reasons.join('; ')}\n`);
+    for (const r of rejected)
+      io.stderr.write(`pneumolens: ${r.file}: ${r.result!.reason ?? 'not_a_chest_xray'}: ${r.result!.gate.reasons.join('; ')}\n`);
     if (rejected.length > 0) {
-      io.stderr.write(`pneumolens: ${rejected.length} input(s) rejected as not chest X-rays (--force analyses them anyway)\n`);
+      io.stderr.write(
+        `pneumolens: ${rejected.length} input(s) rejected as not chest X-rays or outside the intended use (--force analyses them anyway)\n`,
+      );
     }
     if (failed.length > 0 || missing.length > 0 || rejected.length > 0) {
       const analysed = rows.length - failed.length - rejected.length;

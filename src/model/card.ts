@@ -21,6 +21,21 @@ export interface GateSpec {
   threshold: number;
   components?: Array<{ name: string; raw_threshold?: number; description?: string }>;
   validation?: { false_rejection_rate?: number; n?: number } & Record<string, unknown>;
+  /**
+   * The intended-use head (contract: `gate.intended_use`): its score is the named output; above
+   * `threshold` (1.0) the film looks outside the population the model is validated for (e.g. an
+   * adult's film) and is declined with reason `outside_intended_use`.
+   */
+  intended_use?: IntendedUseSpec;
+}
+
+export interface IntendedUseSpec {
+  output: string;
+  threshold: number;
+  /** The validated population, in words. */
+  population?: string;
+  description?: string;
+  validation?: Record<string, unknown>;
 }
 
 /** Ensemble disagreement (contract: `uncertainty`); its input is the `members` output. */
@@ -171,6 +186,11 @@ export function validateCard(json: unknown, file = 'model card'): ModelCard {
     const named = (o.outputs as Json).ood;
     if (named !== undefined && named !== out) c.fail('gate.output', `equal to outputs.ood ("${String(named)}")`, out);
     c.num(o, 'gate.threshold', (n) => n > 0, 'a positive number');
+    if (c.optional(o, 'gate.intended_use')) {
+      c.obj(o, 'gate.intended_use');
+      c.str(o, 'gate.intended_use.output');
+      c.num(o, 'gate.intended_use.threshold', (n) => n > 0, 'a positive number');
+    }
   }
   if (c.optional(o, 'uncertainty')) {
     c.obj(o, 'uncertainty');

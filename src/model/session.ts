@@ -15,6 +15,8 @@ export interface InferenceOutput {
   featureShape: [number, number, number];
   /** Out-of-distribution (gate) score per item, when the model has that output. */
   ood?: Float32Array;
+  /** Intended-use score per item (above card.gate.intended_use.threshold = outside), when the model has it. */
+  scope?: Float32Array;
   /** Ensemble members' raw logits, [n, M] flattened, when the model has that output. */
   members?: Float32Array;
   /** M, the number of members (0 without that output). */
@@ -22,10 +24,11 @@ export interface InferenceOutput {
 }
 
 /** Graph output names of the optional gate score and ensemble members (card outputs or blocks). */
-export function optionalOutputs(card: ModelCard): { ood?: string; members?: string } {
+export function optionalOutputs(card: ModelCard): { ood?: string; scope?: string; members?: string } {
   const ood = card.outputs.ood ?? card.gate?.output;
+  const scope = card.gate?.intended_use?.output;
   const members = card.outputs.members ?? card.uncertainty?.output;
-  return { ...(ood ? { ood } : {}), ...(members ? { members } : {}) };
+  return { ...(ood ? { ood } : {}), ...(scope ? { scope } : {}), ...(members ? { members } : {}) };
 }
 
 export interface SessionOptions {
@@ -156,7 +159,13 @@ export class ModelSession {
       throw new Error(`run: expected ${n} x 1 x ${H} x ${W} = ${n * H * W} values, got ${batch.length}`);
     }
     const extra = optionalOutputs(this.card);
-    const fetches = [outputs.logit, outputs.features, ...(extra.ood ? [extra.ood] : []), ...(extra.members ? [extra.members] : [])];
+    const fetches = [
+      outputs.logit,
+      outputs.features,
+      ...(extra.ood ? [extra.ood] : []),
+      ...(extra.scope ? [extra.scope] : []),
+      ...(extra.members ? [extra.members] : []),
+    ];
     const feeds = { [input.name]: new ort.Tensor('float32', batch, [n, 1, H, W]) };
     const result = await this.live.run(feeds, fetches);
     const logit = result[outputs.logit];
@@ -168,6 +177,8 @@ export class ModelSession {
     const [, C, h, w] = features.dims;
     const ood = extra.ood ? (result[extra.ood].data as Float32Array) : undefined;
     if (ood && ood.length !== n) throw new Error(`model output "${extra.ood}" has ${ood.length} values for a batch of ${n}`);
+    const scope = extra.scope ? (result[extra.scope].data as Float32Array) : undefined;
+    if (scope && scope.length !== n) throw new Error(`model output "${extra.scope}" has ${scope.length} values for a batch of ${n}`);
     const m = extra.members ? result[extra.members] : undefined;
     if (m && (m.dims.length !== 2 || m.dims[0] !== n || m.dims[1] < 1)) {
       throw new Error(`model output "${extra.members}" has shape [${m.dims.join(', ')}], expected [${n}, M]`);
@@ -177,6 +188,7 @@ export class ModelSession {
       features: features.data as Float32Array,
       featureShape: [C, h, w],
       ...(ood ? { ood } : {}),
+      ...(scope ? { scope } : {}),
       ...(m ? { members: m.data as Float32Array } : {}),
       memberCount: m ? m.dims[1] : 0,
     };

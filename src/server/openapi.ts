@@ -174,7 +174,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                   type: 'string',
                   example: 'unsupported_media_type',
                   description:
-                    'bad_request, not_found, payload_too_large, unsupported_media_type, undecodable_image, unusable_image, not_a_chest_xray, busy, timeout, url_forbidden, url_fetch_failed, model_error, internal_error',
+                    'bad_request, not_found, payload_too_large, unsupported_media_type, undecodable_image, unusable_image, not_a_chest_xray, outside_intended_use, busy, timeout, url_forbidden, url_fetch_failed, model_error, internal_error',
                 },
                 message: { type: 'string', description: 'For people; may change between versions.' },
                 score: {
@@ -246,7 +246,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               description:
                 'The input gate judged this is not a chest X-ray (only in a 200 answer with force=true; then do not rely on the result).',
             },
-            reason: { type: 'string', enum: ['not_a_chest_xray'], description: 'Present when rejected.' },
+            reason: { type: 'string', enum: ['not_a_chest_xray', 'outside_intended_use'], description: 'Present when rejected.' },
             gate: { $ref: '#/components/schemas/Gate' },
             uncertainty: {
               type: 'number',
@@ -264,7 +264,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
           description: 'The input gate: cheap image checks plus, when the model has one, its out-of-distribution score.',
           properties: {
             rejected: { type: 'boolean' },
-            reason: { type: 'string', enum: ['not_a_chest_xray'] },
+            reason: { type: 'string', enum: ['not_a_chest_xray', 'outside_intended_use'] },
             score: {
               type: 'number',
               nullable: true,
