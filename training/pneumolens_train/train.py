@@ -361,8 +361,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help="JSON config (see pneumolens_train/config.py for keys)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     for f in TrainConfig.__dataclass_fields__.values():
-        if f.name == "members":
-            ap.add_argument("--members", nargs="+")
+        if f.name in ("members", "extra_data"):
+            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, nargs="+")
         else:
             ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
     a = vars(ap.parse_args(argv))
