@@ -4,11 +4,11 @@
  * process's RSS high-water mark, which would jump by gigabytes if a bomb were inflated or decoded.
  */
 import { describe, expect, it } from 'vitest';
-import { constants, crc32, deflateSync } from 'node:zlib';
 import { PneumoError } from '../src/errors.ts';
 import { decodeImage } from '../src/image/decode.ts';
 import { deflateBombDicom, deflatedDicom, type DicomElement } from './fixtures/make-dicom.ts';
 import { grayDicom } from './fixtures/make-dicom.ts';
+import { zeroPng } from './fixtures/zero-png.ts';
 
 const MB = 1024 * 1024;
 const maxRssMb = () => process.resourceUsage().maxRSS / 1024;
@@ -38,43 +38,6 @@ async function withLoopLag<T>(fn: () => Promise<T>): Promise<{ value: T; lagMs: 
   } finally {
     clearInterval(tick);
   }
-}
-
-function pngChunk(type: string, data: Buffer): Buffer {
-  const out = Buffer.alloc(12 + data.length);
-  out.writeUInt32BE(data.length, 0);
-  out.write(type, 4, 'latin1');
-  data.copy(out, 8);
-  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
-  return out;
-}
-
-/**
- * A PNG of zeros of any size, made without holding its pixels: the zlib stream is one deflated
- * megabyte of zeros (sync-flushed, self-contained) repeated. 7000x7000 16-bit RGBA (374 MiB
- * decoded) takes about 400 KB, like the file in the issue.
- */
-export function zeroPng(width: number, height: number, colorType: 0 | 2 | 4 | 6, bitDepth: 8 | 16): Buffer {
-  const channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[colorType];
-  const total = height * (1 + (width * channels * bitDepth) / 8); // filter byte per row
-  const segment = deflateSync(Buffer.alloc(MB), { level: 9, finishFlush: constants.Z_SYNC_FLUSH }).subarray(2); // no zlib header
-  const parts: Buffer[] = [Buffer.from([0x78, 0xda])];
-  for (let left = total; left > 0; left -= MB) {
-    parts.push(left >= MB ? segment : deflateSync(Buffer.alloc(left), { finishFlush: constants.Z_SYNC_FLUSH }).subarray(2));
-  }
-  const adler = Buffer.alloc(4);
-  adler.writeUInt32BE((((total % 65521) << 16) | 1) >>> 0); // Adler-32 of zeros: a = 1, b = n mod 65521
-  parts.push(Buffer.from([0x03, 0x00]), adler);
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr.set([bitDepth, colorType, 0, 0, 0], 8);
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    pngChunk('IHDR', ihdr),
-    pngChunk('IDAT', Buffer.concat(parts)),
-    pngChunk('IEND', Buffer.alloc(0)),
-  ]);
 }
 
 describe('deflated DICOM bombs', () => {

@@ -2,9 +2,10 @@
  * Reads files and runs them through the engine in batches. One bad file never stops the batch: its
  * outcome carries the error code and message instead of a result.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { isPneumoError } from '../errors.js';
+import { isPneumoError, PneumoError } from '../errors.js';
+import { defaultMaxFileBytes } from '../image/limits.js';
 import type { Engine } from '../pipeline.js';
 import type { AnalyseOptions, AnalysisResult } from '../types.js';
 
@@ -36,6 +37,7 @@ export async function* analyseFiles(
   cwd: string,
   opts: AnalyseOptions,
   batchSize = 8,
+  maxFileBytes = defaultMaxFileBytes(),
 ): AsyncGenerator<FileOutcome[]> {
   for (let start = 0; start < files.length; start += batchSize) {
     const chunk = files.slice(start, start + batchSize);
@@ -45,8 +47,14 @@ export async function* analyseFiles(
     await Promise.all(
       chunk.map(async (file, i) => {
         try {
-          const b = await readFile(resolve(cwd, file));
-          bytes[i] = b;
+          const path = resolve(cwd, file);
+          // Checked before reading: a file over the limit is never loaded (readFile fails above 2 GiB anyway).
+          const { size } = await stat(path);
+          if (size > maxFileBytes) {
+            const mb = (n: number) => `${+(n / (1024 * 1024)).toFixed(1)} MB`;
+            throw new PneumoError(413, 'payload_too_large', `The file is ${mb(size)}, larger than the limit of ${mb(maxFileBytes)}.`);
+          }
+          bytes[i] = await readFile(path);
         } catch (e) {
           outcomes[i].error = toOutcomeError(e);
         }

@@ -2,7 +2,7 @@
 import { PneumoError } from '../errors.ts';
 import type { DecodedImage } from '../types.ts';
 import { decodeDicom } from './dicom.ts';
-import { DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS } from './limits.ts';
+import { DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, defaultMaxDecodedBytes } from './limits.ts';
 import { decodeRaster } from './sharp-io.ts';
 import { sniffFormat } from './sniff.ts';
 
@@ -18,17 +18,8 @@ export interface DecodeOptions {
   minSide?: number;
 }
 
-export { DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS };
+export { DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, defaultMaxDecodedBytes };
 export const DEFAULT_MIN_SIDE = 16;
-
-/** The decode budget: PNEUMOLENS_MAX_DECODED_MB when set (server and CLI alike), else the default. */
-export function defaultMaxDecodedBytes(env: Record<string, string | undefined> = process.env): number {
-  const raw = env.PNEUMOLENS_MAX_DECODED_MB;
-  if (raw === undefined || raw.trim() === '') return DEFAULT_MAX_DECODED_BYTES;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`PNEUMOLENS_MAX_DECODED_MB must be a number > 0, got '${raw}'`);
-  return Math.round(v * 1024 * 1024);
-}
 
 /** Decodes JPEG, PNG, WebP, TIFF or DICOM bytes to a RawImage with values in 0..255. */
 export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {

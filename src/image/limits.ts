@@ -10,6 +10,27 @@ export const DEFAULT_MAX_PIXELS = 50_000_000;
 /** 128 MiB of decoded samples: a 16-bit 8000x8000 gray image, or 8-bit RGB of 44 megapixels. */
 export const DEFAULT_MAX_DECODED_BYTES = 128 * 1024 * 1024;
 
+/** Largest input file the CLI reads (64 MiB, or $PNEUMOLENS_MAX_FILE_MB); the server has its upload limit. */
+export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;
+
+function envMb(name: string, env: Record<string, string | undefined>): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a number of megabytes > 0, got '${raw}'`);
+  return Math.round(v * 1024 * 1024);
+}
+
+/** The decode budget: PNEUMOLENS_MAX_DECODED_MB when set (server and CLI alike), else the default. */
+export function defaultMaxDecodedBytes(env: Record<string, string | undefined> = process.env): number {
+  return envMb('PNEUMOLENS_MAX_DECODED_MB', env) ?? DEFAULT_MAX_DECODED_BYTES;
+}
+
+/** The CLI's file size limit: PNEUMOLENS_MAX_FILE_MB when set, else the default. */
+export function defaultMaxFileBytes(env: Record<string, string | undefined> = process.env): number {
+  return envMb('PNEUMOLENS_MAX_FILE_MB', env) ?? DEFAULT_MAX_FILE_BYTES;
+}
+
 export interface DecodeLimits {
   /** Largest width*height accepted. */
   maxPixels: number;

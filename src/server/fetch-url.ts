@@ -8,8 +8,8 @@
  * - refused: loopback, private, CGNAT, link-local, unique-local, cloud metadata, unspecified,
  *   multicast, broadcast, documentation and other reserved ranges (see ip.ts), IPv4-mapped IPv6
  *   included;
- * - an allow-list (host names or CIDRs, e.g. an intranet PACS) lifts the refusal, except for the
- *   cloud metadata addresses, which are never contacted;
+ * - an allow-list (host names or CIDRs, each optionally with a :port, e.g. an intranet PACS) lifts
+ *   the refusal, except for the cloud metadata addresses, which are never contacted;
  * - redirects are followed by hand, each hop checked again, at most `maxRedirects`;
  * - one overall deadline and a byte cap; no compression is asked for.
  */
@@ -46,24 +46,41 @@ export interface FetchedImage {
   redirects: number;
 }
 
-/** Compiled allow-list. */
+/** One allow-list entry, optionally limited to one port (any port when `port` is undefined). */
+type AllowEntry = { port?: number } & ({ kind: 'host'; host: string } | { kind: 'suffix'; suffix: string } | { kind: 'cidr'; cidr: Cidr });
+
+/** Splits "entry:port" (IPv6 in brackets: "[fd00::1]:8042", "[fd00::/8]:8042"). */
+function splitPort(entry: string, raw: string): { target: string; port?: number } {
+  const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(entry);
+  const plain = bracket ? null : /^([^:]+):(\d+)$/.exec(entry); // one colon: host:port, IPv4:port, CIDR:port
+  const m = bracket ?? plain;
+  if (!m) return { target: entry };
+  const port = m[2] === undefined ? undefined : Number(m[2]);
+  if (port !== undefined && !(port >= 1 && port <= 65535)) throw new Error(`URL allow-list: bad port in "${raw}"`);
+  return { target: m[1], port };
+}
+
+/**
+ * Compiled allow-list. Entries: host names ("pacs.local"), sub-domains ("*.hospital.org"), IPs and
+ * CIDRs ("10.0.0.0/8", "fd00::/8"), each optionally with a port ("pacs.local:8042",
+ * "10.0.0.0/8:443", "[fd00::1]:8042"); without a port an entry allows every port of its hosts.
+ */
 export class UrlPolicy {
-  private readonly hosts: string[] = [];
-  private readonly suffixes: string[] = [];
-  private readonly cidrs: Cidr[] = [];
+  private readonly entries: AllowEntry[] = [];
 
   constructor(opts: UrlPolicyOptions = {}) {
     for (const raw of opts.allow ?? []) {
       const entry = raw.trim().toLowerCase();
       if (!entry) continue;
-      if (entry.includes('/') || isIP(entry.replace(/^\[|\]$/g, ''))) {
-        this.cidrs.push(parseCidr(entry)); // throws on a malformed CIDR: configuration error
-      } else if (entry.startsWith('*.')) {
-        this.suffixes.push(entry.slice(1)); // ".example.org"
-      } else if (/^[a-z0-9.-]+$/.test(entry)) {
-        this.hosts.push(entry.replace(/\.$/, ''));
+      const { target, port } = splitPort(entry, raw);
+      if (target.includes('/') || isIP(target)) {
+        this.entries.push({ kind: 'cidr', cidr: parseCidr(target), port }); // throws on a malformed CIDR: configuration error
+      } else if (target.startsWith('*.') && /^[a-z0-9.-]+$/.test(target.slice(2))) {
+        this.entries.push({ kind: 'suffix', suffix: target.slice(1), port }); // ".example.org"
+      } else if (/^[a-z0-9.-]+$/.test(target)) {
+        this.entries.push({ kind: 'host', host: target.replace(/\.$/, ''), port });
       } else {
-        throw new Error(`URL allow-list: not a host name or CIDR: "${raw}"`);
+        throw new Error(`URL allow-list: not a host name or CIDR (with an optional :port): "${raw}"`);
       }
     }
   }
@@ -74,22 +91,34 @@ export class UrlPolicy {
   }
 
   get empty(): boolean {
-    return this.hosts.length + this.suffixes.length + this.cidrs.length === 0;
+    return this.entries.length === 0;
   }
 
-  hostAllowed(hostname: string): boolean {
+  /** True when a host-name entry allows this host (on this port, when given). */
+  hostAllowed(hostname: string, port?: number): boolean {
     const h = hostname.toLowerCase().replace(/\.$/, '');
-    return this.hosts.includes(h) || this.suffixes.some((s) => h.endsWith(s));
+    return this.entries.some(
+      (e) =>
+        (e.port === undefined || e.port === port) && ((e.kind === 'host' && e.host === h) || (e.kind === 'suffix' && h.endsWith(e.suffix))),
+    );
   }
 
-  /** null if the address may be contacted for this host, else the reason (address kind). */
-  refusal(hostname: string, address: string): string | null {
+  /** null if the address may be contacted for this host (and port), else the reason (address kind). */
+  refusal(hostname: string, address: string, port?: number): string | null {
     const cls = classifyAddress(address);
     if (cls.kind === 'metadata' || cls.kind === 'invalid') return cls.kind;
     if (cls.kind === 'public') return null;
-    if (this.hostAllowed(hostname) || this.cidrs.some((c) => cidrContains(c, address))) return null;
+    if (this.hostAllowed(hostname, port)) return null;
+    if (this.entries.some((e) => e.kind === 'cidr' && (e.port === undefined || e.port === port) && cidrContains(e.cidr, address))) {
+      return null;
+    }
     return cls.kind;
   }
+}
+
+/** The port a URL connects to. */
+export function urlPort(url: URL): number {
+  return url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
 }
 
 const forbidden = (why: string) =>
@@ -113,7 +142,7 @@ const systemResolve: Resolver = (hostname) => dns.promises.lookup(hostname, { al
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
 
 /** A `lookup` for http.request that refuses the whole name if any address it resolves to is refused. */
-function guardedLookup(policy: UrlPolicy, resolve: Resolver) {
+function guardedLookup(policy: UrlPolicy, resolve: Resolver, port: number) {
   return (hostname: string, options: LookupOptions, callback: LookupCallback): void => {
     resolve(hostname).then(
       (addresses) => {
@@ -123,7 +152,7 @@ function guardedLookup(policy: UrlPolicy, resolve: Resolver) {
           return;
         }
         for (const a of addresses) {
-          const why = policy.refusal(hostname, a.address);
+          const why = policy.refusal(hostname, a.address, port);
           if (why) {
             callback(new AddressRefused(why), '', 0);
             return;
@@ -150,7 +179,7 @@ export function checkUrl(raw: string, policy: UrlPolicy): URL {
   const host = url.hostname.replace(/^\[|\]$/g, '');
   if (!host) throw forbidden('the URL has no host');
   if (isIP(host)) {
-    const why = policy.refusal(host, host);
+    const why = policy.refusal(host, host, urlPort(url));
     if (why) throw forbidden(`the address is ${describe(why)}`);
   }
   return url;
@@ -201,7 +230,7 @@ function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, o: HopOptio
     const mod = url.protocol === 'https:' ? https : http;
     const req = mod.request(url, {
       method: 'GET',
-      lookup: guardedLookup(policy, resolve) as unknown as typeof dns.lookup,
+      lookup: guardedLookup(policy, resolve, urlPort(url)) as unknown as typeof dns.lookup,
       headers: { 'user-agent': 'pneumolens', accept: 'image/*, application/dicom;q=0.9, */*;q=0.1' },
       agent: false, // a fresh connection per request: no pooled socket skips the lookup
       signal,

@@ -97,6 +97,8 @@ function envNumber(name: string, min: number, integer: boolean): number | undefi
   return v;
 }
 
+const list = (raw: string | undefined): string[] => (raw ?? '').split(/[\s,]+/).filter(Boolean);
+
 /** Server settings from the environment (all optional). */
 export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: number; host?: string } {
   const mb = envNumber('PNEUMOLENS_MAX_UPLOAD_MB', 0.001, false);
@@ -109,7 +111,11 @@ export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: nu
     maxConcurrent: envNumber('PNEUMOLENS_MAX_CONCURRENT', 1, true),
     maxQueue: envNumber('PNEUMOLENS_MAX_QUEUE', 0, true),
     requestTimeoutMs: envNumber('PNEUMOLENS_REQUEST_TIMEOUT_MS', 1, true),
-    urlAllowList: (process.env.PNEUMOLENS_URL_ALLOW ?? '').split(/[\s,]+/).filter(Boolean),
+    uploadTimeoutMs: envNumber('PNEUMOLENS_UPLOAD_TIMEOUT_MS', 1, true),
+    uploadIdleTimeoutMs: envNumber('PNEUMOLENS_UPLOAD_IDLE_TIMEOUT_MS', 1, true),
+    maxUploads: envNumber('PNEUMOLENS_MAX_UPLOADS', 1, true),
+    urlAllowList: list(process.env.PNEUMOLENS_URL_ALLOW),
+    allowedOrigins: list(process.env.PNEUMOLENS_ALLOWED_ORIGINS),
   };
 }
 
