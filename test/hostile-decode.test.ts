@@ -128,3 +128,38 @@ describe('small files, huge decodes', () => {
     expect((await rejection(decodeImage(rgba16, limits))).status).toBe(413);
   });
 });
+
+describe('damaged files', () => {
+  it('a PNG with a bad chunk CRC is refused with 422 (decided: damaged images are not analysed)', async () => {
+    const good = zeroPng(64, 64, 0, 8);
+    expect((await decodeImage(good)).image.width).toBe(64);
+    const badIend = Buffer.from(good);
+    badIend[badIend.length - 1] ^= 0xff; // the IEND CRC: libpng alone accepts this file
+    const e = await rejection(decodeImage(badIend));
+    expect(e.status).toBe(422);
+    expect(e.code).toBe('undecodable_image');
+    expect(e.message).toMatch(/IEND/);
+    const badIdat = Buffer.from(good);
+    badIdat[badIdat.length - 12 - 1] ^= 0xff; // last byte of the IDAT CRC (IEND is the final 12 bytes)
+    expect((await rejection(decodeImage(badIdat))).message).toMatch(/IDAT/);
+  });
+});
+
+describe('CLI input size', () => {
+  it('a file over the CLI limit is reported as payload_too_large without being read', async () => {
+    const { analyseFiles } = await import('../src/cli/batch.ts');
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'pneumolens-'));
+    try {
+      await writeFile(join(dir, 'big.png'), Buffer.alloc(2 * MB));
+      const engine = { analyseMany: async () => [] } as unknown as Parameters<typeof analyseFiles>[0];
+      const outcomes = [];
+      for await (const batch of analyseFiles(engine, ['big.png'], dir, {}, 8, MB)) outcomes.push(...batch);
+      expect(outcomes[0].error).toEqual({ code: 'payload_too_large', message: expect.stringMatching(/2 MB.*limit of 1 MB/) });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,4 +1,5 @@
 /** Stage 1, decode: bytes (any supported format, sniffed from magic bytes) -> DecodedImage. */
+import { crc32 } from 'node:zlib';
 import { PneumoError } from '../errors.ts';
 import type { DecodedImage } from '../types.ts';
 import { decodeDicom } from './dicom.ts';
@@ -21,6 +22,26 @@ export interface DecodeOptions {
 export { DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, defaultMaxDecodedBytes };
 export const DEFAULT_MIN_SIDE = 16;
 
+/**
+ * PNG chunk checksums (CRC-32), which libpng does not enforce for every chunk: a PNG with a bad CRC
+ * is damaged, and a damaged medical image is refused (422) rather than analysed as if intact.
+ * Chunks cut short are left to the decoder, which refuses truncated files.
+ */
+function checkPngCrcs(bytes: Uint8Array): void {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let pos = 8; pos + 12 <= buf.length;) {
+    const length = buf.readUInt32BE(pos);
+    const end = pos + 12 + length;
+    if (end > buf.length) return;
+    if (crc32(buf.subarray(pos + 4, end - 4)) !== buf.readUInt32BE(end - 4)) {
+      const type = buf.toString('latin1', pos + 4, pos + 8).replace(/[^A-Za-z]/g, '?');
+      throw new PneumoError(422, 'undecodable_image', `The PNG file is damaged: the checksum of its ${type} chunk does not match.`);
+    }
+    if (buf.toString('latin1', pos + 4, pos + 8) === 'IEND') return;
+    pos = end;
+  }
+}
+
 /** Decodes JPEG, PNG, WebP, TIFF or DICOM bytes to a RawImage with values in 0..255. */
 export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
@@ -31,6 +52,7 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   if (format === null) {
     throw new PneumoError(415, 'unsupported_media_type', 'Unsupported file type: expected JPEG, PNG, WebP, TIFF or DICOM.');
   }
+  if (format === 'png') checkPngCrcs(bytes);
   const decoded: DecodedImage =
     format === 'dicom' ? await decodeDicom(bytes, limits) : { image: await decodeRaster(bytes, format, limits), format, notes: [] };
   const { width, height } = decoded.image;

@@ -104,9 +104,20 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               content: { 'application/json': { schema: { $ref: '#/components/schemas/Prediction' } } },
             },
             '400': errorResponse(
-              'Malformed request: bad query parameter, bad JSON, missing file, or a URL that is not allowed (code url_forbidden).',
+              'Malformed request: bad query parameter, bad JSON, missing file or more than one, multipart without a boundary or cut short, ' +
+                'bytes that are not HTTP, or a URL that is not allowed (code url_forbidden).',
             ),
-            '413': errorResponse(`The file (or the image at the URL) is larger than ${mb} MB.`),
+            '403': errorResponse(
+              'A browser request from another origin (code `forbidden`): pages of other sites may not post here unless the origin is in PNEUMOLENS_ALLOWED_ORIGINS.',
+            ),
+            '408': errorResponse(
+              'The upload stalled (no data for the idle timeout, default 10 s) or was not complete within the upload timeout (default 30 s); code `request_timeout`. The connection is closed.',
+            ),
+            '413': errorResponse(
+              `The file (or the image at the URL) is larger than ${mb} MB, or the image would decode to more than the decode budget ` +
+                '(width x height x channels x bytes per sample, default 128 MiB; a deflated DICOM inflating beyond it counts too).',
+            ),
+            '431': errorResponse('The request headers are too large (code `headers_too_large`).'),
             '415': errorResponse(
               'Not an image format that is read (JPEG, PNG, WebP, TIFF, DICOM), or a request content type that is not accepted.',
             ),
@@ -118,11 +129,14 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             '502': errorResponse('The image URL could not be fetched (code url_fetch_failed).'),
             '503': {
               ...errorResponse(
-                'Busy (all analysis slots and the queue are taken), the model is not loaded yet, or the server is shutting down.',
+                'Busy (all analysis slots and the queue are taken, or too many uploads are in transit), the model is not loaded yet, or the server is shutting down. ' +
+                  'Retry-After is the measured time for the queue to drain.',
               ),
               headers: retryAfter,
             },
-            '504': errorResponse('The analysis (or the URL fetch) did not finish in time.'),
+            '504': errorResponse(
+              'The queue wait and analysis did not finish within the request timeout (code `timeout`), or the URL host did not answer in time (code `url_fetch_failed`).',
+            ),
             '500': errorResponse('Unexpected server error (logged; no details are given).'),
           },
         },
@@ -314,6 +328,8 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 queued: { type: 'integer' },
                 max_concurrent: { type: 'integer' },
                 max_queue: { type: 'integer' },
+                uploads_in_flight: { type: 'integer', description: 'Request bodies (uploads and URL fetches) being received.' },
+                upload_bytes_in_flight: { type: 'integer', description: 'Bytes of those bodies received so far.' },
               },
             },
           },
