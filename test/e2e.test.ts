@@ -3,6 +3,7 @@
  * 127.0.0.1, Chromium (test/browser.ts) driven by playwright-core. Screenshots go to test-results/.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { launchChromium, SCREENSHOTS } from './browser.ts';
@@ -13,6 +14,8 @@ import { grayDicom } from './fixtures/make-dicom.ts';
 import { chestPng } from './server-helpers.ts';
 
 const OUT = SCREENSHOTS;
+/** A real 224 x 224 pediatric chest X-ray (golden fixture written by the Python exporter). */
+const XRAY = readFileSync(resolve(import.meta.dirname, 'fixtures', 'golden', 'pneumonia_gray_224.png'));
 
 let engine: Engine;
 let server: RunningServer;
@@ -149,6 +152,159 @@ describe('web page, end to end', () => {
       focused.push(await page.evaluate(() => document.activeElement?.id || document.activeElement?.tagName || ''));
     }
     expect(focused).toEqual(expect.arrayContaining(['file', 'url', 'url-go']));
+    await page.close();
+  });
+  it('before any image: no preview box and no "Analyse again"; after one, the image fills its frame', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, reducedMotion: 'reduce' });
+    await page.goto(server.url);
+    await page.locator('#model-card .model-name').waitFor();
+    await expect(page.locator('#preview').isVisible()).resolves.toBe(false);
+    await expect(page.getByRole('button', { name: 'Analyse again' }).isVisible()).resolves.toBe(false);
+    // no visible image without pixels (a broken image shows its alt text in a box)
+    const broken = await page.$$eval('img', (imgs) =>
+      imgs.filter((i) => i.getBoundingClientRect().width > 0 && !(i.complete && i.naturalWidth > 0)).map((i) => i.id || i.alt),
+    );
+    expect(broken).toEqual([]);
+
+    await page.setInputFiles('#file', { name: 'xray.png', mimeType: 'image/png', buffer: XRAY });
+    await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
+    await expect(page.getByRole('button', { name: 'Analyse again' }).isVisible()).resolves.toBe(true);
+    // a square 224 x 224 film drawn in its square frame fills it (the frame is about 500 px wide)
+    for (const [frame, image] of [
+      ['#zoom-original', '#original'],
+      ['#zoom-overlay', '#overlay-canvas'],
+    ]) {
+      const f = (await page.locator(frame).boundingBox())!;
+      const i = (await page.locator(image).boundingBox())!;
+      expect(f.width).toBeGreaterThan(400);
+      expect(i.width / f.width, image).toBeGreaterThan(0.97);
+      expect(i.height / f.height, image).toBeGreaterThan(0.97);
+    }
+    // keyboard and screen readers land on the new result, and the status line says what it is
+    await expect(page.evaluate(() => document.activeElement?.id)).resolves.toBe('result-title');
+    await expect(page.locator('#status').textContent()).resolves.toMatch(/^Done: (NORMAL|PNEUMONIA), probability of pneumonia \d/);
+    await page.close();
+  });
+
+  it('phone: after scrolling to the result, the sticky disclaimer does not cover its heading or label', async () => {
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, reducedMotion: 'reduce' });
+    await page.goto(server.url);
+    await page.setInputFiles('#file', { name: 'xray.png', mimeType: 'image/png', buffer: XRAY });
+    await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
+    await page.waitForFunction(() => window.scrollY > 0);
+    const banner = (await page.locator('.banner').boundingBox())!;
+    const heading = (await page.locator('#result-title').boundingBox())!;
+    const label = (await page.locator('#label').boundingBox())!;
+    expect(banner.y).toBe(0); // still stuck at the top
+    expect(heading.y).toBeGreaterThanOrEqual(banner.y + banner.height);
+    expect(label.y).toBeGreaterThanOrEqual(banner.y + banner.height);
+    await page.screenshot({ path: resolve(OUT, 'e2e-phone-result.png') });
+    await page.close();
+  });
+
+  it('200 % zoom (640 x 450 CSS px) and dark mode: no sideways scrolling, banner scrolls away, dark colours', async () => {
+    const page = await browser.newPage({
+      viewport: { width: 640, height: 450 },
+      deviceScaleFactor: 2,
+      colorScheme: 'dark',
+      reducedMotion: 'reduce',
+    });
+    await page.goto(server.url);
+    await page.setInputFiles('#file', { name: 'xray.png', mimeType: 'image/png', buffer: XRAY });
+    await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)).toBeLessThanOrEqual(0);
+    expect(await page.locator('.banner').evaluate((b) => getComputedStyle(b).position)).toBe('static');
+    const luminance = (css: string) => {
+      const [r, g, b] = css.match(/\d+/g)!.map(Number);
+      return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+    };
+    const bg = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+    const fg = await page.evaluate(() => getComputedStyle(document.documentElement).color);
+    expect(luminance(bg)).toBeLessThan(0.15);
+    expect(luminance(fg)).toBeGreaterThan(0.8);
+    await page.screenshot({ path: resolve(OUT, 'e2e-zoom200-dark.png') });
+    await page.close();
+  });
+
+  it('keyboard only: reaches the result controls, opens and closes the enlarged image', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, reducedMotion: 'reduce' });
+    await page.goto(server.url);
+    await page.setInputFiles('#file', { name: 'xray.png', mimeType: 'image/png', buffer: XRAY });
+    await page.locator('#result').waitFor({ state: 'visible', timeout: 30_000 });
+    const seen: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      await page.keyboard.press('Tab');
+      seen.push(await page.evaluate(() => document.activeElement?.id ?? ''));
+    }
+    expect(seen.slice(0, 6)).toEqual(['zoom-original', 'zoom-overlay', 'cam-on', 'opacity', 'download-png', 'download-json']);
+    await page.locator('#zoom-overlay').focus();
+    await page.keyboard.press('Enter');
+    await expect(page.locator('#zoom-dialog').isVisible()).resolves.toBe(true);
+    await page.keyboard.press('Escape');
+    await expect(page.locator('#zoom-dialog').isVisible()).resolves.toBe(false);
+    await expect(page.evaluate(() => document.activeElement?.id)).resolves.toBe('zoom-overlay');
+    await page.close();
+  });
+
+  it('About the model: results outside the training hospital beside validation, or one line saying there are none', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(server.url);
+    const outside = page.getByRole('region', { name: 'Other hospitals and sources' });
+    await expect(outside.textContent()).resolves.toMatch(
+      /Validation comes from the training hospital and overstates performance elsewhere/,
+    );
+    await expect(page.getByRole('region', { name: 'Training hospital: validation patients' }).isVisible()).resolves.toBe(true);
+
+    // The fields the retrained model's card will carry.
+    await page.route('**/api/model', async (route) => {
+      const card = await (await route.fetch()).json();
+      card.metrics.by_source = [
+        { source: 'NIH AP view', n: 600, auc: 0.79, auc_ci: [0.75, 0.83], sensitivity: 0.66, specificity: 0.8, ece: 0.14, note: 'adults' },
+      ];
+      card.metrics.independent = {
+        model_version: '0.9.0',
+        note: 'Graded by someone else.',
+        rows: [{ set: 'Hidden A', n: '624', result: 'AUC 0.93' }],
+      };
+      await route.fulfill({ json: card });
+    });
+    await page.reload();
+    await page.locator('#model-card .model-name').waitFor();
+    await expect(outside.textContent()).resolves.not.toMatch(/has no results/);
+    const source = page.getByRole('table', { name: 'Performance by image source' });
+    await expect(source.getByRole('row', { name: /NIH AP view/ }).textContent()).resolves.toMatch(
+      /600.*0\.790.*\(0\.750–0\.830\).*0\.660.*0\.800.*0\.140/,
+    );
+    await expect(page.getByRole('table', { name: 'Independent grading on hidden sets' }).textContent()).resolves.toMatch(
+      /Hidden A.*624.*AUC 0\.93/,
+    );
+    await expect(outside.textContent()).resolves.toMatch(
+      /These results are for version 0\.9\.0, not for the version served here \(1\.0\.0\)/,
+    );
+    await page.close();
+  });
+
+  it('"outside_intended_use" refusal: its own title and words, distinct from "not a chest X-ray", with "Analyse anyway"', async () => {
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    await page.goto(server.url);
+    const message = "Looks like an adult's film; the model is validated only on children aged 1 to 5.";
+    await page.route('**/api/predict*', (route) =>
+      route.fulfill({ status: 422, json: { error: { code: 'outside_intended_use', message, score: 1.8, threshold: 1 } } }),
+    );
+    await page.setInputFiles('#file', { name: 'adult.png', mimeType: 'image/png', buffer: XRAY });
+    await page.locator('#rejected').waitFor({ state: 'visible' });
+    await expect(page.locator('#rejected-title').textContent()).resolves.toBe("Outside the model's intended use");
+    await expect(page.locator('#rejected-text').textContent()).resolves.toMatch(/children aged 1 to 5 from one hospital/);
+    await expect(page.locator('#rejected-reasons').textContent()).resolves.toBe(message);
+    await expect(page.locator('#force-hint').textContent()).resolves.toMatch(/"Analyse anyway" runs the model with a warning/);
+    await expect(page.locator('#status').textContent()).resolves.toMatch(/^Declined: outside the model's intended use/);
+    await expect(page.locator('#error').isVisible()).resolves.toBe(false);
+    const title = (await page.locator('#rejected-title').boundingBox())!;
+    const banner = (await page.locator('.banner').boundingBox())!;
+    expect(title.y).toBeGreaterThanOrEqual(banner.y + banner.height);
+    const forced = page.waitForRequest((r) => r.url().includes('/api/predict') && r.url().includes('force=true'));
+    await page.getByRole('button', { name: 'Analyse anyway' }).click();
+    await forced;
     await page.close();
   });
 });

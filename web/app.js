@@ -16,6 +16,28 @@ const state = {
   busy: false,
   again: false,
   force: false, // "Analyse anyway" after the input gate refused the image; reset for a new input
+  fresh: false, // the next result is for a new input: move focus to it (not for a re-request)
+};
+
+/** Gate refusals (API 422 codes) the page explains in its own words, with "Analyse anyway". */
+const REFUSALS = {
+  not_a_chest_xray: {
+    title: 'This does not look like a chest X-ray',
+    text: 'The model was trained only on frontal chest X-rays, so it was not run on this image: its answer would be meaningless.',
+    score: 'Model gate score',
+    force: 'The result will carry a warning; do not rely on it.',
+    status: 'Refused: this does not look like a chest X-ray.',
+  },
+  outside_intended_use: {
+    title: "Outside the model's intended use",
+    text:
+      'This looks like a chest X-ray, but not one the model is validated for: it was trained and checked only on frontal ' +
+      "chest X-rays of children aged 1 to 5 from one hospital (an adult's film, for example, is outside that). " +
+      'It was not run, because its answer here would have no measured accuracy.',
+    score: 'Intended-use score',
+    force: '"Analyse anyway" runs the model with a warning on the result; nobody has measured how accurate it is on such images.',
+    status: "Declined: outside the model's intended use (children aged 1 to 5, one hospital).",
+  },
 };
 
 // ---------- colour maps (same stops as the server's, for the client-side blend) ----------
@@ -119,6 +141,7 @@ function loadImage(src) {
 async function chooseFile(file) {
   if (!file) return;
   resetPreview();
+  state.fresh = true;
   state.input = { kind: 'file', file };
   state.originalUrl = URL.createObjectURL(file);
   state.originalImg = await loadImage(state.originalUrl);
@@ -134,6 +157,7 @@ async function chooseFile(file) {
 
 async function chooseUrl(url) {
   resetPreview();
+  state.fresh = true;
   state.input = { kind: 'url', url };
   $('preview').hidden = false;
   $('preview-img').hidden = true;
@@ -176,6 +200,7 @@ async function analyse() {
   }
   state.busy = true;
   document.body.classList.add('busy');
+  $('result').setAttribute('aria-busy', 'true');
   showError('');
   setStatus('Analysing…');
   try {
@@ -186,9 +211,10 @@ async function analyse() {
         .clone()
         .json()
         .catch(() => null);
-      if (body?.error?.code === 'not_a_chest_xray') {
-        showRejected(body.error);
-        setStatus('Refused: this does not look like a chest X-ray.');
+      const refusal = REFUSALS[body?.error?.code];
+      if (refusal) {
+        showRejected(body.error, refusal);
+        setStatus(refusal.status);
         return;
       }
     }
@@ -199,13 +225,20 @@ async function analyse() {
     }
     state.result = await res.json();
     showResult();
-    setStatus(`Done: ${state.result.label}, probability ${pct(state.result.probability)}.`);
+    const r = state.result;
+    setStatus(
+      `Done: ${r.label}, probability of pneumonia ${pct(r.probability)} (threshold ${pct(r.threshold)}).` +
+        (r.uncertain ? ' Uncertain: refer to a clinician.' : '') +
+        (r.warnings?.length ? ` ${r.warnings.length} warning${r.warnings.length > 1 ? 's' : ''}.` : ''),
+    );
   } catch {
     showError('Could not reach the server. Is it running?');
     setStatus('');
   } finally {
     state.busy = false;
+    state.fresh = false;
     document.body.classList.remove('busy');
+    $('result').removeAttribute('aria-busy');
     if (state.again) {
       state.again = false;
       analyse();
@@ -214,8 +247,10 @@ async function analyse() {
 }
 
 // ---------- refusal by the input gate ----------
-function showRejected(error) {
+function showRejected(error, refusal) {
   $('result').hidden = true;
+  $('rejected-title').textContent = refusal.title;
+  $('rejected-text').textContent = refusal.text;
   const reasons = Array.isArray(error.reasons) && error.reasons.length ? error.reasons : [error.message];
   $('rejected-reasons').replaceChildren(
     ...reasons.map((r) => {
@@ -226,14 +261,19 @@ function showRejected(error) {
   );
   $('rejected-score').textContent =
     typeof error.score === 'number'
-      ? `Model gate score ${error.score.toFixed(2)} (refused above ${error.threshold}).`
+      ? `${refusal.score} ${error.score.toFixed(2)} (refused above ${error.threshold}).`
       : 'This model has no gate score of its own; the refusal comes from the image checks.';
+  $('force-hint').textContent = refusal.force;
   $('rejected').hidden = false;
-  $('force').focus();
+  // The whole explanation in view (below the sticky banner), focus on the one action it offers.
+  $('rejected').scrollIntoView({ block: 'start' });
+  const button = $('force');
+  button.focus({ preventScroll: button.getBoundingClientRect().bottom <= window.innerHeight });
 }
 
 function analyseAnyway() {
   state.force = true;
+  state.fresh = true;
   $('rejected').hidden = true;
   analyse();
 }
@@ -284,8 +324,12 @@ function showResult() {
     state.heatmap = renderHeatmap(r.gradcam_map, w, h, $('colormap').value);
   }
   drawOverlay();
-  const reduced = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
-  $('result').scrollIntoView({ behavior: reduced ? 'auto' : 'smooth', block: 'start' });
+  if (state.fresh) {
+    // A new result: keyboard and screen-reader users land on it (the status line announces it too).
+    const reduced = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+    $('result').scrollIntoView({ behavior: reduced ? 'auto' : 'smooth', block: 'start' });
+    $('result-title').focus({ preventScroll: true });
+  }
 }
 
 function displaySize(w, h, max = 1024) {
@@ -390,6 +434,164 @@ function el(tag, text, cls) {
   return e;
 }
 
+const f3 = (x) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(3) : '–');
+const r3 = (x) => (typeof x === 'number' ? +x.toFixed(3) : x);
+
+/**
+ * A table with a (screen-reader) caption and a header row. head: [label, className?, short label?]
+ * (the short one is shown, the full one read); cells: text or a Node.
+ */
+function table(caption, head, rows) {
+  const t = el('table', undefined, 'sources');
+  // explicit roles: on phones the CSS lays rows out as blocks, which would drop the table semantics
+  t.setAttribute('role', 'table');
+  t.append(el('caption', caption, 'visually-hidden'));
+  const tr = el('tr');
+  tr.setAttribute('role', 'row');
+  for (const [label, cls, short] of head) {
+    const th = el('th', short ? undefined : label, cls);
+    if (short) {
+      const seen = el('span', short);
+      seen.setAttribute('aria-hidden', 'true');
+      th.append(seen, el('span', label, 'visually-hidden'));
+    }
+    th.scope = 'col';
+    th.setAttribute('role', 'columnheader');
+    tr.append(th);
+  }
+  t.append(el('thead'), el('tbody'));
+  t.tHead.append(tr);
+  for (const row of rows) {
+    const r = el('tr');
+    r.setAttribute('role', 'row');
+    row.forEach((cell, i) => {
+      const c = i === 0 ? el('th', undefined, head[i][1]) : el('td', undefined, head[i][1]);
+      if (i === 0) c.scope = 'row';
+      c.setAttribute('role', i === 0 ? 'rowheader' : 'cell');
+      c.dataset.label = head[i][2] ?? head[i][0]; // shown before the value on phones
+      if (cell instanceof Node) c.append(cell);
+      else c.textContent = cell;
+      r.append(c);
+    });
+    t.tBodies[0].append(r);
+  }
+  // narrow screens scroll the table, not the page; focusable so the keyboard can scroll it too
+  const wrap = el('div', undefined, 'table-scroll');
+  wrap.tabIndex = 0;
+  wrap.setAttribute('role', 'region');
+  wrap.setAttribute('aria-label', caption);
+  wrap.append(t);
+  return wrap;
+}
+
+/** The training hospital's validation metrics (card: metrics.validation). */
+function validationSection(c) {
+  const v = c.metrics?.validation;
+  const sec = el('section');
+  sec.setAttribute('aria-labelledby', 'perf-validation');
+  const h = el('h3', 'Training hospital: validation patients');
+  h.id = 'perf-validation';
+  sec.append(h);
+  if (!v) {
+    sec.append(el('p', 'The model card has no validation metrics.', 'hint'));
+    return sec;
+  }
+  sec.append(el('p', `n = ${v.n ?? '?'} images of patients held out from training; same hospital and period as the training images.`));
+  const dl = el('dl', undefined, 'metrics');
+  for (const [k, val] of [
+    ['AUC', v.auc],
+    ['Sensitivity', v.sensitivity],
+    ['Specificity', v.specificity],
+    ['Accuracy', v.accuracy],
+    ['F1', v.f1],
+  ]) {
+    if (typeof val !== 'number') continue;
+    const pair = el('div');
+    pair.append(el('dt', k), el('dd', val.toFixed(3)));
+    dl.append(pair);
+  }
+  sec.append(dl);
+  if (v.split) sec.append(el('p', `Split: ${v.split}.`, 'hint'));
+  return sec;
+}
+
+/**
+ * Performance outside the training hospital (card: metrics.by_source, metrics.independent), shown
+ * beside validation with the same weight; without them, one line says what validation cannot.
+ */
+function outsideSection(c) {
+  const sec = el('section');
+  sec.setAttribute('aria-labelledby', 'perf-outside');
+  const h = el('h3', 'Other hospitals and sources');
+  h.id = 'perf-outside';
+  sec.append(h);
+  const bySource = Array.isArray(c.metrics?.by_source) ? c.metrics.by_source.filter((r) => r && typeof r.source === 'string') : [];
+  const ind = c.metrics?.independent;
+  const indRows = Array.isArray(ind?.rows) ? ind.rows.filter((r) => r && typeof r === 'object') : [];
+  if (bySource.length === 0 && indRows.length === 0) {
+    sec.append(
+      el(
+        'p',
+        "Validation comes from the training hospital and overstates performance elsewhere: this model card has no results on other hospitals' images.",
+        'callout',
+      ),
+    );
+    return sec;
+  }
+  if (bySource.length > 0) {
+    sec.append(el('p', 'Held-out patients of each source, measured during development:'));
+    const auc = (r) => {
+      const cell = document.createDocumentFragment();
+      cell.append(f3(r.auc));
+      if (Array.isArray(r.auc_ci) && r.auc_ci.length === 2) {
+        cell.append(el('br'), el('span', `(${f3(r.auc_ci[0])}–${f3(r.auc_ci[1])})`, 'hint'));
+      }
+      return cell;
+    };
+    sec.append(
+      table(
+        'Performance by image source',
+        [
+          ['Source'],
+          ['n', 'num'],
+          ['AUC (95% interval)', 'num', 'AUC'],
+          ['Sensitivity', 'num', 'Sens.'],
+          ['Specificity', 'num', 'Spec.'],
+          ['Expected calibration error', 'num', 'ECE'],
+        ],
+        bySource.map((r) => {
+          const name = document.createDocumentFragment();
+          name.append(String(r.source));
+          if (r.note) name.append(el('br'), el('span', String(r.note), 'hint note'));
+          return [name, String(r.n ?? '–'), auc(r), f3(r.sensitivity), f3(r.specificity), f3(r.ece)];
+        }),
+      ),
+    );
+  }
+  if (indRows.length > 0) {
+    const graded = typeof ind.model_version === 'string' ? ind.model_version : '';
+    sec.append(el('p', `Independent grading on hidden sets${graded ? ` (model version ${graded})` : ''}:`));
+    if (graded && graded !== c.version) {
+      sec.append(
+        el(
+          'p',
+          `These results are for version ${graded}, not for the version served here (${c.version}); they may not describe it.`,
+          'callout',
+        ),
+      );
+    }
+    sec.append(
+      table(
+        'Independent grading on hidden sets',
+        [['Set'], ['n', 'num'], ['Result']],
+        indRows.map((r) => [String(r.set ?? ''), String(r.n ?? ''), String(r.result ?? '')]),
+      ),
+    );
+    if (ind.note) sec.append(el('p', String(ind.note), 'hint'));
+  }
+  return sec;
+}
+
 async function loadCard() {
   const box = $('model-card');
   try {
@@ -401,26 +603,12 @@ async function loadCard() {
     const c = await res.json();
     state.card = c;
     const parts = [el('p', `${c.name} ${c.version}${c.architecture ? `: ${c.architecture}` : ''}`, 'model-name')];
-    const v = c.metrics?.validation;
-    if (v) {
-      const dl = el('dl', undefined, 'metrics');
-      const rows = [
-        ['AUC', v.auc],
-        ['Sensitivity', v.sensitivity],
-        ['Specificity', v.specificity],
-        ['Accuracy', v.accuracy],
-        ['F1', v.f1],
-      ];
-      for (const [k, val] of rows) {
-        if (typeof val !== 'number') continue;
-        const pair = el('div');
-        pair.append(el('dt', k), el('dd', val.toFixed(3)));
-        dl.append(pair);
-      }
-      parts.push(el('p', `Validation (${v.split ?? 'held-out'}, n = ${v.n ?? '?'}):`), dl);
-    }
+    const outside = outsideSection(c);
+    // with tables the outside results take the full width; the one-line caveat sits beside validation
+    const perf = el('div', undefined, outside.querySelector('table') ? 'perf stacked' : 'perf');
+    perf.append(validationSection(c), outside);
+    parts.push(perf);
     const pp = c.postprocessing;
-    const r3 = (x) => (typeof x === 'number' ? +x.toFixed(3) : x);
     if (pp)
       parts.push(
         el(
@@ -450,8 +638,21 @@ async function loadLimits() {
   }
 }
 
+/** Keeps --banner-h equal to the sticky disclaimer's height (0 where it does not stick). */
+function trackBanner() {
+  const banner = $('banner');
+  const set = () => {
+    const sticky = getComputedStyle(banner).position === 'sticky';
+    document.documentElement.style.setProperty('--banner-h', `${sticky ? banner.offsetHeight : 0}px`);
+  };
+  set();
+  if ('ResizeObserver' in window) new ResizeObserver(set).observe(banner);
+  window.addEventListener('resize', set);
+}
+
 // ---------- wiring ----------
 function init() {
+  trackBanner();
   $('file').addEventListener('change', (e) => chooseFile(e.target.files[0]));
   const dz = $('dropzone');
   for (const ev of ['dragenter', 'dragover']) {
