@@ -7,7 +7,8 @@ import { EXIT_OK, UsageError, type Io } from './io.js';
 export const help = `Usage: pneumolens info [options]
 
 Describes the model: name, version, architecture, size, input and preprocessing, threshold and
-how it was chosen, temperature, validation metrics, intended use and limitations.
+how it was chosen, calibration, validation metrics and, as prominently, what the card says about
+other hospitals' images (results by source, independent grading), intended use and limitations.
 
 Options:
   --json             print the model card JSON instead

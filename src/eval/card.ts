@@ -83,6 +83,7 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
     rows.push(['Validation', parts.join(', ') + split]);
     if (typeof v.caveat === 'string') rows.push(['', `Caveat: ${v.caveat}`]);
   }
+  rows.push(...outsideRows(card));
   const t = card.training;
   if (t) {
     const parts: string[] = [];
@@ -110,6 +111,43 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
 
 type Loose = Record<string, unknown>;
 const obj = (v: unknown): Loose | undefined => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Loose) : undefined);
+
+/**
+ * Performance outside the training hospital, right after validation and as prominent:
+ * metrics.by_source (development cross-source table) and metrics.independent (hidden sets, for the
+ * model version it names); without either, one line saying what validation cannot show.
+ */
+export function outsideRows(card: CardInfo): Array<[string, string]> {
+  const rows: Array<[string, string]> = [];
+  const bySource = (Array.isArray(card.metrics?.by_source) ? (card.metrics.by_source as unknown[]) : [])
+    .map(obj)
+    .filter((r): r is Loose => typeof r?.source === 'string');
+  for (const [i, r] of bySource.entries()) {
+    const ci = Array.isArray(r.auc_ci) && r.auc_ci.length === 2 ? ` (95% CI ${num(r.auc_ci[0])}-${num(r.auc_ci[1])})` : '';
+    const parts = [`n ${String(r.n ?? '?')}`, `auc ${num(r.auc)}${ci}`, `sensitivity ${num(r.sensitivity)}`];
+    parts.push(`specificity ${num(r.specificity)}`, `ECE ${num(r.ece)}`);
+    const note = typeof r.note === 'string' && r.note ? ` (${r.note})` : '';
+    rows.push([i === 0 ? 'By source' : '', `${String(r.source)}: ${parts.join(', ')}${note}`]);
+  }
+  const ind = obj(card.metrics?.independent);
+  const indRows = (Array.isArray(ind?.rows) ? (ind.rows as unknown[]) : []).map(obj).filter((r): r is Loose => !!r);
+  if (ind && indRows.length > 0) {
+    const graded = typeof ind.model_version === 'string' ? ind.model_version : undefined;
+    const head = `Hidden sets graded independently${graded ? ` (model version ${graded})` : ''}`;
+    rows.push(['Independent', head + (typeof ind.note === 'string' && ind.note ? `: ${ind.note}` : '')]);
+    if (graded && graded !== card.version) {
+      rows.push(['', `WARNING: these results are for version ${graded}, not for this model (${card.version}).`]);
+    }
+    for (const r of indRows) rows.push(['', `${String(r.set ?? '?')} (n ${String(r.n ?? '?')}): ${String(r.result ?? '')}`]);
+  }
+  if (bySource.length === 0 && indRows.length === 0) {
+    rows.push([
+      'Other hospitals',
+      'no results in this model card: validation comes from the training hospital and overstates performance elsewhere',
+    ]);
+  }
+  return rows;
+}
 
 /** The input gate in words: image checks always; the model's own score when the card has a gate. */
 export function gateText(gate: unknown): string {

@@ -48,6 +48,33 @@ export interface UncertaintySpec {
   validation?: Record<string, unknown>;
 }
 
+/** One row of the development cross-source table (card: `metrics.by_source`). */
+export interface SourceMetrics {
+  source: string;
+  n: number;
+  auc: number;
+  auc_ci?: [number, number];
+  sensitivity: number;
+  specificity: number;
+  ece: number;
+  note?: string;
+}
+
+/** An independent grading on hidden sets (card: `metrics.independent`), for the version it names. */
+export interface IndependentResults {
+  model_version: string;
+  note: string;
+  rows: Array<{ set: string; n: string; result: string }>;
+}
+
+export interface CardMetrics {
+  validation?: Record<string, unknown>;
+  /** Performance by image source, including sources other than the training hospital. */
+  by_source?: SourceMetrics[];
+  independent?: IndependentResults;
+  [key: string]: unknown;
+}
+
 export interface ModelCard {
   schema_version: 1;
   name: string;
@@ -65,7 +92,7 @@ export interface ModelCard {
   gradcam: { layer: string; output: string; weights: number[]; bias: number };
   uncertainty?: UncertaintySpec;
   gate?: GateSpec;
-  metrics?: Record<string, unknown>;
+  metrics?: CardMetrics;
   training?: Record<string, unknown>;
   intended_use?: string;
   limitations?: string[];
@@ -198,6 +225,23 @@ export function validateCard(json: unknown, file = 'model card'): ModelCard {
     const named = (o.outputs as Json).members;
     if (named !== undefined && named !== out) c.fail('uncertainty.output', `equal to outputs.members ("${String(named)}")`, out);
     c.num(o, 'uncertainty.cutoff', (n) => n > 0 && n <= 0.5, 'a number in (0, 0.5]');
+  }
+  // Descriptive fields, checked loosely: only what the page and `info` need to show them.
+  if (c.optional(o, 'metrics')) {
+    const m = c.obj(o, 'metrics');
+    if (m.by_source !== undefined) {
+      if (!Array.isArray(m.by_source)) c.fail('metrics.by_source', 'an array', m.by_source);
+      (m.by_source as unknown[]).forEach((_, i) => c.str(o, `metrics.by_source.${i}.source`));
+    }
+    if (m.independent !== undefined) {
+      c.obj(o, 'metrics.independent');
+      const rows = (m.independent as Json).rows;
+      if (!Array.isArray(rows)) c.fail('metrics.independent.rows', 'an array', rows);
+    }
+  }
+  if (c.optional(o, 'intended_use')) c.str(o, 'intended_use');
+  if (c.optional(o, 'limitations') && !(Array.isArray(o.limitations) && o.limitations.every((l) => typeof l === 'string'))) {
+    c.fail('limitations', 'an array of strings', o.limitations);
   }
   return o as unknown as ModelCard;
 }
