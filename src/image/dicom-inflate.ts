@@ -80,7 +80,11 @@ export function inflateDataSet(deflated: Uint8Array, maxDecodedBytes: number): P
   const globalCap = maxDecodedBytes + HEADER_SLACK_BYTES;
   return new Promise<Buffer>((resolve, reject) => {
     const inflater = zlib.createInflateRaw({ chunkSize: 64 * 1024 });
-    let out = Buffer.allocUnsafe(Math.min(globalCap, Math.max(64 * 1024, deflated.length * 4)));
+    // The output is kept as a list of chunks (never copied while inflating, so the event loop is
+    // never held up by a large copy); the first HEADER_SLACK_BYTES are also kept contiguous for the scan.
+    const chunks: Buffer[] = [];
+    const head = Buffer.allocUnsafe(HEADER_SLACK_BYTES);
+    let headLength = 0;
     let total = 0;
     let stopAt = globalCap; // tightened once the image is declared
     let tightened = false;
@@ -89,33 +93,27 @@ export function inflateDataSet(deflated: Uint8Array, maxDecodedBytes: number): P
     const seen = new Map<string, number>();
     let settled = false;
 
-    const finish = (err: Error | null, value?: Buffer) => {
+    const finish = (err: Error | null) => {
       if (settled) return;
       settled = true;
       inflater.removeAllListeners('data');
       inflater.destroy();
-      if (err) reject(err);
-      else resolve(value!);
-    };
-    const result = (): Buffer => {
-      const data = out.subarray(0, Math.min(total, stopAt));
+      if (err) return reject(err);
+      const data = Buffer.concat(chunks, Math.min(total, stopAt));
       if (pixel && data.length >= pixel.valueOffset && pixel.length > data.length - pixel.valueOffset) {
-        data.writeUInt32LE(data.length - pixel.valueOffset, pixel.lengthOffset);
+        data.writeUInt32LE(data.length - pixel.valueOffset, pixel.lengthOffset); // frames cut off: say so
       }
-      return data;
+      resolve(data);
     };
 
     inflater.on('data', (chunk: Buffer) => {
       const take = Math.min(chunk.length, stopAt - total);
-      if (total + take > out.length) {
-        const grown = Buffer.allocUnsafe(Math.min(stopAt, Math.max(out.length * 2, total + take)));
-        out.copy(grown, 0, 0, total);
-        out = grown;
-      }
-      chunk.copy(out, total, 0, take);
+      chunks.push(take === chunk.length ? chunk : chunk.subarray(0, take));
       total += take;
       if (scan.state === 'more') {
-        scan = scanElements(out, total, scan.pos, seen);
+        if (headLength < head.length) headLength += chunk.copy(head, headLength, 0, Math.min(take, head.length - headLength));
+        // An element header beyond the contiguous head: a layout we do not follow; the global cap applies.
+        scan = scan.pos + 12 > head.length ? { state: 'unknown' } : scanElements(head, headLength, scan.pos, seen);
         if (scan.state === 'found') {
           pixel = scan.pixel;
           if (pixel.frameBytes !== undefined && pixel.frameBytes > maxDecodedBytes) {
@@ -131,14 +129,14 @@ export function inflateDataSet(deflated: Uint8Array, maxDecodedBytes: number): P
       }
       if (total >= stopAt) {
         if (tightened)
-          finish(null, result()); // the first frame is complete: the rest is not needed
+          finish(null); // the first frame is complete: the rest is not needed
         else if (take < chunk.length) {
           const limit = `${+(globalCap / (1024 * 1024)).toFixed(1)} MB`;
           finish(new PneumoError(413, 'payload_too_large', `The deflated DICOM data set inflates to more than ${limit} before its image.`));
         }
       }
     });
-    inflater.on('end', () => finish(null, result()));
+    inflater.on('end', () => finish(null));
     inflater.on('error', () =>
       finish(new PneumoError(422, 'undecodable_image', 'The DICOM file could not be decoded: the deflated data set is corrupt.')),
     );
