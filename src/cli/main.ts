@@ -3,7 +3,8 @@
  * what tests call; the bottom of this file wires it to the real process when run as a script.
  */
 import { fileURLToPath } from 'node:url';
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { isPneumoError } from '../errors.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, processIo, type Io } from './io.js';
 import * as predict from './predict.js';
@@ -84,7 +85,24 @@ function isMain(): boolean {
   }
 }
 
+/**
+ * The arguments: from the file bin/pneumolens.js wrote for a long list (PNEUMOLENS_ARGV_FILE; it
+ * keeps ONNX Runtime's process command line short, see there), else the command line.
+ */
+export function processArgv(env: NodeJS.ProcessEnv = process.env, argv = process.argv): string[] {
+  const file = env.PNEUMOLENS_ARGV_FILE;
+  if (!file) return argv.slice(2);
+  delete env.PNEUMOLENS_ARGV_FILE;
+  try {
+    const args: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw new Error('not a list of strings');
+    return [...args, ...argv.slice(2)];
+  } finally {
+    rmSync(dirname(file), { recursive: true, force: true });
+  }
+}
+
 if (isMain()) {
-  const code = await run(process.argv.slice(2), processIo());
+  const code = await run(processArgv(), processIo());
   process.exitCode = code;
 }

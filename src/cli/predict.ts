@@ -1,5 +1,5 @@
 /** `pneumolens predict`: probability and label for each image, as a table, CSV or JSON. */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { AnalyseOptions, Colormap } from '../types.js';
 import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
@@ -11,6 +11,7 @@ import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
 import { Progress } from './progress.js';
 
 export const help = `Usage: pneumolens predict [options] <file|dir|glob>...
+       pneumolens predict [options] --files-from LIST
 
 Predicts NORMAL / PNEUMONIA for each image. Directories are searched recursively for
 .jpg .jpeg .png .webp .tif .tiff .dcm files (and extensionless files that look like images);
@@ -23,6 +24,8 @@ Options:
   --threshold X      decision threshold in [0, 1] (default: the model card's)
   --colormap NAME    overlay colormap: jet, viridis, inferno (default jet)
   --alpha A          overlay opacity in [0, 1] (default 0.45)
+  --files-from LIST  also read inputs from LIST, one per line ('-' = standard input); for
+                     lists too long for a command line
   --force            analyse images the input gate rejects as not chest X-rays (with a warning)
   --batch N          images per inference batch (default 8)
   --quiet            no progress bar
@@ -49,6 +52,27 @@ export function camFileName(file: string, cwd: string): string {
   return rel.replace(/\.[^./\\]+$/, '').replace(/[/\\:]+/g, '__') + '.cam.png';
 }
 
+const NO_LIST: string[] = [];
+
+/** Inputs from --files-from: one per line (blank lines skipped), '-' reads standard input. */
+async function readFileList(list: string | undefined, cwd: string): Promise<string[]> {
+  if (list === undefined) return NO_LIST;
+  if (list === '') throw new UsageError('--files-from needs a file (or - for standard input)');
+  let text: string;
+  if (list === '-') {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    text = Buffer.concat(chunks).toString('utf8');
+  } else {
+    try {
+      text = await readFile(resolve(cwd, list), 'utf8');
+    } catch (e) {
+      throw new UsageError(`--files-from ${list}: ${(e as Error).message}`);
+    }
+  }
+  return text.split(/\r?\n/).filter((line) => line.trim() !== '');
+}
+
 export async function run(args: string[], io: Io): Promise<number> {
   const p = parse(args, {
     ...ENGINE_OPTIONS,
@@ -61,13 +85,16 @@ export async function run(args: string[], io: Io): Promise<number> {
     batch: { type: 'string' },
     force: { type: 'boolean' },
     quiet: { type: 'boolean' },
+    'files-from': { type: 'string' },
   });
   if (flag(p, 'help')) {
     io.stdout.write(help);
     return EXIT_OK;
   }
   if (flag(p, 'json') && flag(p, 'csv')) throw new UsageError('choose one of --json and --csv');
-  if (p.positionals.length === 0) throw new UsageError('no input files given');
+  const listed = await readFileList(str(p, 'files-from'), io.cwd);
+  const inputs = [...p.positionals, ...listed];
+  if (inputs.length === 0) throw new UsageError(listed === NO_LIST ? 'no input files given' : 'the --files-from list is empty');
   const camDir = str(p, 'cam');
   if (camDir === '') throw new UsageError('--cam needs a directory');
   const threshold = num(p, 'threshold', 0, 1);
@@ -76,7 +103,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   const batch = num(p, 'batch', 1, 256, true) ?? 8;
   const engineOpts = engineOptions(p);
 
-  const { files, missing } = await expandInputs(p.positionals, io.cwd);
+  const { files, missing } = await expandInputs(inputs, io.cwd);
   for (const m of missing) io.stderr.write(`pneumolens: ${m}: no such file, or no images found\n`);
   if (files.length === 0) return EXIT_FAILED;
 
