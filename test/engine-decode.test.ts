@@ -196,15 +196,22 @@ describe('decodeImage: DICOM', () => {
     }
   });
 
-  it('rejects compressed transfer syntaxes with 415 naming the syntax and UID', async () => {
+  it('rejects video and other unsupported compressed transfer syntaxes with 415 naming the syntax and UID', async () => {
     for (const [uid, name] of [
-      [TS.jpegBaseline, 'JPEG Baseline'],
-      [TS.jpeg2000, 'JPEG 2000'],
-      [TS.rle, 'RLE Lossless'],
+      ['1.2.840.10008.1.2.4.100', 'MPEG2'],
+      ['1.2.840.10008.1.2.4.102', 'H.264'],
+      ['1.2.840.10008.1.2.4.110', 'JPEG XL'],
     ]) {
       const e = await rejection(decodeImage(grayDicom(16, 16, px, { transferSyntax: uid })), 415, 'unsupported_media_type');
       expect(e.message).toContain(name);
       expect(e.message).toContain(uid);
+      expect(e.message).not.toMatch(/DOE|JANE/);
+    }
+  });
+
+  it('a compressed syntax whose pixel data is not a valid stream of that syntax is 422, naming no patient data', async () => {
+    for (const uid of [TS.jpegBaseline, TS.jpeg2000, TS.rle]) {
+      const e = await rejection(decodeImage(grayDicom(16, 16, px, { transferSyntax: uid })), 422, 'undecodable_image');
       expect(e.message).not.toMatch(/DOE|JANE/);
     }
   });

@@ -1,5 +1,5 @@
 /**
- * DICOM decoding (dicom-parser) to RawImage: uncompressed transfer syntaxes only, first frame,
+ * DICOM decoding (dicom-parser; compressed frames through dicom-codec.ts) to RawImage: first frame,
  * modality rescale, VOI window (or min-max) to 0..255, MONOCHROME1 inverted, RGB / YBR_FULL colour.
  * Patient and study tags are never read: only the image pixel module and the transfer syntax.
  */
@@ -8,6 +8,7 @@ import type { DataSet } from 'dicom-parser';
 import { PneumoError } from '../errors.ts';
 import type { DecodedImage, RawImage } from '../types.ts';
 import { inflateDataSet } from './dicom-inflate.ts';
+import { CODEC_OF_SYNTAX, decodeFrame, type FrameInfo } from './dicom-codec.ts';
 import { checkDecodeCost, type DecodeLimits } from './limits.ts';
 
 // dicom-parser is a UMD bundle: load it through require so its exports are visible from ESM.
@@ -92,9 +93,42 @@ function us(ds: DataSet, tag: string, name: string): number {
   return v;
 }
 
-/** Reads the first frame's samples as numbers (stored-bit masking and sign extension applied). */
+/** The first frame's stored bytes, uncompressed: native pixel data as is, encapsulated data through its codec. */
+async function firstFrameBytes(ds: DataSet, syntax: string, info: FrameInfo, frames: number): Promise<Uint8Array> {
+  const el = ds.elements.x7fe00010;
+  if (!el) throw undecodable('no pixel data');
+  const frameBytes = info.width * info.height * info.samplesPerPixel * (info.bitsAllocated / 8);
+  const method = CODEC_OF_SYNTAX[syntax];
+  if (!el.encapsulatedPixelData) {
+    if (method) throw undecodable(`the transfer syntax is compressed but the pixel data is not encapsulated`);
+    if (el.length < frameBytes || el.dataOffset + frameBytes > ds.byteArray.length) {
+      throw undecodable('the pixel data is shorter than Rows x Columns x Samples');
+    }
+    return ds.byteArray.subarray(el.dataOffset, el.dataOffset + frameBytes);
+  }
+  if (!method) {
+    const name = COMPRESSED_NAMES[syntax] ?? 'unknown transfer syntax';
+    throw unsupported(`compressed transfer syntax ${name} (${syntax}) is not supported; export the image uncompressed or as PNG`);
+  }
+  let frame: Uint8Array;
+  try {
+    const fragments = el.fragments ?? [];
+    if (fragments.length === 0) throw new Error('no fragments');
+    if (frames <= 1) frame = dicomParser.readEncapsulatedPixelDataFromFragments(ds, el, 0, fragments.length);
+    else if ((el.basicOffsetTable ?? []).length > 0) frame = dicomParser.readEncapsulatedImageFrame(ds, el, 0);
+    else if (fragments.length === frames) frame = dicomParser.readEncapsulatedPixelDataFromFragments(ds, el, 0, 1);
+    else if (method === 'decodeJpeg')
+      frame = dicomParser.readEncapsulatedImageFrame(ds, el, 0, dicomParser.createJPEGBasicOffsetTable(ds, el));
+    else throw new Error('frames cannot be told apart');
+  } catch {
+    throw undecodable('the encapsulated pixel data is malformed or truncated');
+  }
+  return decodeFrame(method, frame, info);
+}
+
+/** Reads samples as numbers (stored-bit masking and sign extension applied). */
 function readSamples(
-  ds: DataSet,
+  bytes: Uint8Array,
   count: number,
   bitsAllocated: number,
   bitsStored: number,
@@ -102,14 +136,8 @@ function readSamples(
   signed: boolean,
   bigEndian: boolean,
 ): Float32Array {
-  const el = ds.elements.x7fe00010;
-  if (!el) throw undecodable('no pixel data');
-  if (el.encapsulatedPixelData) throw unsupported('encapsulated (compressed) pixel data');
   const bytesPer = bitsAllocated / 8;
-  if (el.length < count * bytesPer || el.dataOffset + count * bytesPer > ds.byteArray.length) {
-    throw undecodable('the pixel data is shorter than Rows x Columns x Samples');
-  }
-  const view = new DataView(ds.byteArray.buffer, ds.byteArray.byteOffset + el.dataOffset, count * bytesPer);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, count * bytesPer);
   const out = new Float32Array(count); // exact for up to 24 bits; enough for 32-bit data mapped to 0..255
   const shift = highBit + 1 - bitsStored;
   const mask = bitsStored >= 32 ? 0xffffffff : 2 ** bitsStored - 1;
@@ -157,7 +185,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   const ds = parse(bytes, await inflateIfDeflated(bytes, limits));
   const notes: string[] = [];
   const syntax = transferSyntax(ds);
-  if (!UNCOMPRESSED.has(syntax)) {
+  if (!UNCOMPRESSED.has(syntax) && !CODEC_OF_SYNTAX[syntax]) {
     const name = COMPRESSED_NAMES[syntax] ?? 'unknown transfer syntax';
     throw unsupported(`compressed transfer syntax ${name} (${syntax}) is not supported; export the image uncompressed or as PNG`);
   }
@@ -168,7 +196,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   const bitsStored = ds.uint16('x00280101') ?? bitsAllocated;
   const highBit = ds.uint16('x00280102') ?? bitsStored - 1;
   const signed = (ds.uint16('x00280103') ?? 0) === 1;
-  const photometric = (ds.string('x00280004') ?? (samples === 3 ? 'RGB' : 'MONOCHROME2')).toUpperCase();
+  let photometric = (ds.string('x00280004') ?? (samples === 3 ? 'RGB' : 'MONOCHROME2')).toUpperCase();
   const frames = ds.intString('x00280008') ?? 1;
 
   if (![8, 16, 32].includes(bitsAllocated)) throw unsupported(`BitsAllocated ${bitsAllocated}`);
@@ -179,12 +207,37 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   if (samples !== 1 && samples !== 3) throw unsupported(`SamplesPerPixel ${samples}`);
   if (frames > 1) notes.push(`DICOM multi-frame (${frames} frames): first frame used`);
 
-  const bigEndian = syntax === EXPLICIT_BE;
-  const values = readSamples(ds, rows * cols * samples, bitsAllocated, bitsStored, highBit, signed, bigEndian);
+  const compressed = CODEC_OF_SYNTAX[syntax] !== undefined;
+  const info: FrameInfo = {
+    width: cols,
+    height: rows,
+    bitsAllocated,
+    bitsStored,
+    samplesPerPixel: samples,
+    pixelRepresentation: signed ? 1 : 0,
+    planarConfiguration: ds.uint16('x00280006') ?? 0,
+    photometricInterpretation: photometric,
+  };
+  const frameBytes = await firstFrameBytes(ds, syntax, info, frames);
+  if (compressed) {
+    notes.push(`DICOM ${COMPRESSED_NAMES[syntax]} decoded`);
+    // The codecs give interleaved samples, colour already converted to RGB (YBR_* of JPEG / JPEG 2000).
+    if (samples === 3 && photometric.startsWith('YBR')) photometric = 'RGB';
+  }
+  // Compressed codecs put the stored bits in the low bits of each sample.
+  const values = readSamples(
+    frameBytes,
+    rows * cols * samples,
+    bitsAllocated,
+    bitsStored,
+    compressed ? bitsStored - 1 : highBit,
+    signed,
+    syntax === EXPLICIT_BE,
+  );
 
   if (samples === 3) {
     if (photometric !== 'RGB' && photometric !== 'YBR_FULL') throw unsupported(`PhotometricInterpretation ${photometric}`);
-    const planar = (ds.uint16('x00280006') ?? 0) === 1;
+    const planar = !compressed && info.planarConfiguration === 1;
     const scale = 255 / (2 ** bitsStored - 1);
     const n = rows * cols;
     const data = new Float32Array(n * 3);

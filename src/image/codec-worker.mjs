@@ -1,0 +1,35 @@
+/**
+ * Worker thread of dicom-codec.ts: decodes one compressed DICOM frame with the dcmjs-codecs
+ * WebAssembly (libjpeg 8/12/16-bit, CharLS, OpenJPEG, OpenJPH, RLE), loaded once per worker.
+ * Plain JavaScript so that it runs under node, tsx and vitest alike without a TypeScript loader.
+ * Message in: { id, method, frame: Uint8Array, info }; out: { id, data: Uint8Array } or { id, error }.
+ */
+import { createRequire } from 'node:module';
+import { parentPort } from 'node:worker_threads';
+
+const require = createRequire(import.meta.url);
+const { Context, NativeCodecs } = require('dcmjs-codecs');
+
+const METHODS = new Set(['decodeJpeg', 'decodeJpegLs', 'decodeJpeg2000', 'decodeHtJpeg2000', 'decodeRle']);
+const ready = NativeCodecs.initializeAsync({
+  webAssemblyModulePathOrUrl: require.resolve('dcmjs-codecs/build/dcmjs-native-codecs.wasm'),
+  logCodecsInfo: false,
+  logCodecsTrace: false,
+});
+
+parentPort.on('message', async ({ id, method, frame, info }) => {
+  try {
+    await ready;
+    if (!METHODS.has(method)) throw new Error(`unknown method ${method}`);
+    const context = new Context({ ...info, encodedBuffer: frame });
+    const params = method === 'decodeJpeg' ? { convertColorspaceToRgb: info.samplesPerPixel === 3 } : {};
+    const decoded = NativeCodecs[method](context, params).getDecodedBuffer();
+    if (!decoded) throw new Error('the codec returned no pixels');
+    const data = new Uint8Array(decoded); // a copy out of the WebAssembly heap, transferred back
+    parentPort.postMessage({ id, data }, [data.buffer]);
+  } catch (e) {
+    // Codec messages describe the stream (e.g. "Not a JPEG file"); a trap reads "unreachable".
+    const message = e instanceof Error ? e.message : String(e);
+    parentPort.postMessage({ id, error: message.slice(0, 200) });
+  }
+});
