@@ -13,6 +13,7 @@ import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
 import { checkThreshold, postprocess } from './model/postprocess.ts';
 import { preprocess } from './model/preprocess.ts';
 import { ModelSession, type InferenceOutput } from './model/session.ts';
+import { DICOM_WARNING } from './image/dicom.ts';
 import type { AnalyseOptions, AnalysisResult, DecodedImage } from './types.ts';
 
 export interface EngineOptions {
@@ -40,7 +41,7 @@ const since = (t0: number) => performance.now() - t0;
 /** Warnings a user should see about how the image was read. */
 function warningsFor(decoded: DecodedImage, inputW: number, inputH: number): string[] {
   const { image, notes } = decoded;
-  const warnings = notes.filter((n) => /first frame/.test(n));
+  const warnings = notes.filter((n) => /first frame/.test(n) || n.startsWith(DICOM_WARNING));
   if (image.channels === 2 || image.channels === 4) warnings.push('The image has transparency; it was composited onto black.');
   if (image.width < inputW || image.height < inputH) {
     warnings.push(`The image (${image.width}x${image.height}) is smaller than the model input (${inputW}x${inputH}) and was upscaled.`);

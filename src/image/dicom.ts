@@ -1,7 +1,10 @@
 /**
  * DICOM decoding (dicom-parser; compressed frames through dicom-codec.ts) to RawImage: first frame,
- * modality rescale, VOI window (or min-max) to 0..255, MONOCHROME1 inverted, RGB / YBR_FULL colour.
- * Patient and study tags are never read: only the image pixel module and the transfer syntax.
+ * modality rescale, VOI (first window preset, else the first VOI LUT, else min-max) to 0..255,
+ * MONOCHROME1 / Presentation LUT Shape INVERSE inverted, Pixel Padding Value black and out of the
+ * min-max, RGB / YBR colour. Rules in docs/model-contract.md.
+ * Patient and study tags are never read: only the image pixel module, the transfer syntax and the
+ * non-identifying acquisition tags Modality, Body Part Examined and View Position (checkScope).
  */
 import { createRequire } from 'node:module';
 import type { DataSet } from 'dicom-parser';
@@ -168,16 +171,110 @@ function applyWindow(values: Float32Array, center: number, width: number, fn: st
   return out;
 }
 
-function minMax(values: Float32Array): Float32Array {
+/** Min-max to 0..255 over the pixels that are not padding. */
+function minMax(values: Float32Array, padding?: Uint8Array): Float32Array {
   let lo = Infinity;
   let hi = -Infinity;
-  for (const v of values) {
+  for (let i = 0; i < values.length; i++) {
+    if (padding?.[i]) continue;
+    const v = values[i];
     if (v < lo) lo = v;
     if (v > hi) hi = v;
   }
   const out = new Float32Array(values.length);
-  if (hi > lo) for (let i = 0; i < values.length; i++) out[i] = ((values[i] - lo) / (hi - lo)) * 255;
+  if (hi > lo) for (let i = 0; i < values.length; i++) out[i] = Math.min(255, Math.max(0, ((values[i] - lo) / (hi - lo)) * 255));
   return out;
+}
+
+/**
+ * Pixels equal to Pixel Padding Value (0028,0120), or within it and Pixel Padding Range Limit
+ * (0028,0121), compared as stored values (before rescale); undefined when the tag is absent or
+ * matches nothing.
+ */
+function paddingMask(ds: DataSet, values: Float32Array, signed: boolean): Uint8Array | undefined {
+  const read = (tag: string) => (ds.elements[tag] ? (signed ? ds.int16(tag) : ds.uint16(tag)) : undefined);
+  const pad = read('x00280120');
+  if (pad === undefined) return undefined;
+  const limit = read('x00280121') ?? pad;
+  const [lo, hi] = [Math.min(pad, limit), Math.max(pad, limit)];
+  const mask = new Uint8Array(values.length);
+  let any = false;
+  for (let i = 0; i < values.length; i++) {
+    if (values[i] >= lo && values[i] <= hi) {
+      mask[i] = 1;
+      any = true;
+    }
+  }
+  return any ? mask : undefined;
+}
+
+interface Lut {
+  first: number;
+  table: Float32Array; // already in 0..255
+}
+
+/** The first item of the VOI LUT Sequence (0028,3010): LUT Descriptor and LUT Data (PS3.3 C.11.2.1.1). */
+function readVoiLut(ds: DataSet, signed: boolean): Lut | undefined {
+  const item = (ds.elements.x00283010 as { items?: Array<{ dataSet?: DataSet }> } | undefined)?.items?.[0]?.dataSet;
+  if (!item || !item.elements.x00283002 || !item.elements.x00283006) return undefined;
+  const entries = item.uint16('x00283002', 0) || 65536;
+  let first = item.uint16('x00283002', 1) ?? 0;
+  if (signed && first > 32767) first -= 65536;
+  const bits = item.uint16('x00283002', 2) ?? 16;
+  const data = item.elements.x00283006;
+  if (bits < 1 || bits > 16 || data.length < entries * 2) return undefined; // malformed: fall back to min-max
+  const max = 2 ** bits - 1;
+  const table = new Float32Array(entries);
+  for (let i = 0; i < entries; i++) table[i] = (Math.min(item.uint16('x00283006', i) ?? 0, max) / max) * 255;
+  return { first, table };
+}
+
+function applyLut(values: Float32Array, lut: Lut): Float32Array {
+  const out = new Float32Array(values.length);
+  const last = lut.table.length - 1;
+  for (let i = 0; i < values.length; i++) out[i] = lut.table[Math.min(last, Math.max(0, Math.round(values[i]) - lut.first))];
+  return out;
+}
+
+/** Modalities of a projection radiograph: CR, DX, and the non-standard DR and RG some devices write. */
+const RADIOGRAPH_MODALITIES = new Set(['CR', 'DX', 'DR', 'RG']);
+/** Modalities whose images may be anything, including a scanned or captured radiograph. */
+const ANY_IMAGE_MODALITIES = new Set(['OT', 'SC', 'XC', 'DOC']);
+const CHEST_BODY_PART = /CHEST|THORAX|THORAC|TORAX|LUNG|BRUST|POUMON|PECHO/;
+const LATERAL_VIEW = /^(LL|RL|LAT|LATERAL|LLD|RLD|LLO|RLO)$|LATERAL/;
+
+/** A warning the pipeline passes to the user (see warningsFor in src/pipeline.ts). */
+export const DICOM_WARNING = 'DICOM warning: ';
+
+/**
+ * The intended use is frontal chest radiographs. Modality is written by the device and reliable:
+ * a non-radiograph modality (CT, MR, US, MG, NM, PT, XA, RF, IO, PX, ...) is refused with 422
+ * outside_intended_use before any pixel is decoded. View Position and Body Part Examined are
+ * typed by people, often empty, free text or wrong: a lateral view or a non-chest body part is a
+ * warning, and the image-based input gate decides.
+ */
+function checkScope(ds: DataSet, notes: string[]): void {
+  const modality = (ds.string('x00080060') ?? '').toUpperCase().trim();
+  if (modality && !RADIOGRAPH_MODALITIES.has(modality)) {
+    if (!ANY_IMAGE_MODALITIES.has(modality)) {
+      throw new PneumoError(
+        422,
+        'outside_intended_use',
+        `The DICOM Modality is ${modality.replace(/[^A-Z0-9_ ]/g, '').slice(0, 16)}, not a radiograph; pneumolens reads frontal chest radiographs (CR, DX).`,
+      );
+    }
+    notes.push(`${DICOM_WARNING}Modality ${modality} (not CR/DX): the image may not be a chest radiograph.`);
+  }
+  const view = (ds.string('x00185101') ?? '').toUpperCase().trim();
+  if (view && LATERAL_VIEW.test(view)) {
+    notes.push(
+      `${DICOM_WARNING}View Position ${view.slice(0, 16)} is a lateral view; the model was trained on frontal (PA/AP) views only.`,
+    );
+  }
+  const bodyPart = (ds.string('x00180015') ?? '').toUpperCase().trim();
+  if (bodyPart && !CHEST_BODY_PART.test(bodyPart)) {
+    notes.push(`${DICOM_WARNING}Body Part Examined is ${bodyPart.replace(/[^A-Z0-9_ ]/g, '').slice(0, 16)}, not chest.`);
+  }
 }
 
 /** Decodes a DICOM object (Part 10 or raw data set) to an image in 0..255. */
@@ -198,6 +295,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   const signed = (ds.uint16('x00280103') ?? 0) === 1;
   let photometric = (ds.string('x00280004') ?? (samples === 3 ? 'RGB' : 'MONOCHROME2')).toUpperCase();
   const frames = ds.intString('x00280008') ?? 1;
+  checkScope(ds, notes);
 
   if (![8, 16, 32].includes(bitsAllocated)) throw unsupported(`BitsAllocated ${bitsAllocated}`);
   checkDecodeCost(cols, rows, samples, bitsAllocated / 8, limits);
@@ -234,6 +332,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
     signed,
     syntax === EXPLICIT_BE,
   );
+  const padding = samples === 1 ? paddingMask(ds, values, signed) : undefined;
 
   if (samples === 3) {
     if (photometric !== 'RGB' && photometric !== 'YBR_FULL') throw unsupported(`PhotometricInterpretation ${photometric}`);
@@ -276,17 +375,27 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   const center = ds.floatString('x00281050', 0);
   const width = ds.floatString('x00281051', 0);
   const fn = (ds.string('x00281056') ?? 'LINEAR').toUpperCase();
+  const voiLut = readVoiLut(ds, signed);
   let data: Float32Array;
   if (center !== undefined && width !== undefined && Number.isFinite(center) && width >= (fn === 'LINEAR' ? 1 : Number.MIN_VALUE)) {
     data = applyWindow(values, center, width, fn);
-    notes.push(`DICOM VOI window applied (${fn})`);
+    const presets = (ds.string('x00281050') ?? '').split('\\').length;
+    notes.push(`DICOM VOI window applied (${fn}${presets > 1 ? `, first of ${presets} presets` : ''})`);
+  } else if (voiLut) {
+    data = applyLut(values, voiLut);
+    notes.push('DICOM VOI LUT applied (first of the VOI LUT Sequence)');
   } else {
-    data = minMax(values);
+    data = minMax(values, padding);
     notes.push('DICOM min-max scaled to 0..255');
   }
-  if (photometric === 'MONOCHROME1') {
+  const shape = (ds.string('x20500020') ?? '').toUpperCase();
+  if ((photometric === 'MONOCHROME1') !== (shape === 'INVERSE')) {
     for (let i = 0; i < data.length; i++) data[i] = 255 - data[i];
-    notes.push('DICOM MONOCHROME1 inverted');
+    notes.push(photometric === 'MONOCHROME1' ? 'DICOM MONOCHROME1 inverted' : 'DICOM Presentation LUT Shape INVERSE applied');
+  }
+  if (padding) {
+    for (let i = 0; i < data.length; i++) if (padding[i]) data[i] = 0;
+    notes.push('DICOM Pixel Padding Value pixels set to black');
   }
   const image: RawImage = { data, width: cols, height: rows, channels: 1 };
   return { image, format: 'dicom', notes };
