@@ -399,7 +399,13 @@ async function main(): Promise<void> {
     const session = await ModelSession.create(card.modelPath, card, { threads });
     try {
       // 1. Baseline through the engine, from the original bytes.
-      const raw = await engine.analyseMany(bytes, { cam: false });
+      const raw: Array<AnalysisResult | Error> = [];
+      const bbar = progress('  baseline (original bytes)', bytes.length);
+      for (const c of chunks(bytes, BATCH)) {
+        raw.push(...(await engine.analyseMany(c, { cam: false })));
+        bbar.tick(c.length);
+      }
+      bbar.end();
       const baseline = raw.map(scoreOf);
       const baselineLogits = Float64Array.from(raw, (r) => (r instanceof Error ? NaN : r.logit));
       const threshold = card.postprocessing.threshold;
