@@ -102,6 +102,8 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
     if (parts.length > 0) rows.push(['Training', parts.join(', ')]);
   }
   rows.push(['Input gate', gateText(card.gate)]);
+  const scope = intendedUseText(card.gate);
+  if (scope) rows.push(['Intended-use gate', scope]);
   rows.push(['Uncertainty', uncertaintyText(card.uncertainty)]);
   if (card.intended_use) rows.push(['Intended use', card.intended_use]);
   for (const [i, l] of (card.limitations ?? []).entries()) rows.push([i === 0 ? 'Limitations' : '', `- ${l}`]);
@@ -162,6 +164,24 @@ export function gateText(gate: unknown): string {
       ? `; refuses ${num(100 * val.false_rejection_rate, 2)}% of validation X-rays${typeof val.n === 'number' ? ` (n ${val.n})` : ''}`
       : '';
   return `image checks + the model's score "${String(g.output)}" (refused above ${num(g.threshold)}${comps.length ? `; ${comps.join(', ')}` : ''})${frr}`;
+}
+
+/** The intended-use head in words (declines films outside the validated population), or null when the card has none. */
+export function intendedUseText(gate: unknown): string | null {
+  const u = obj(obj(gate)?.intended_use);
+  if (!u) return null;
+  const val = obj(u.validation);
+  const parts = [
+    `declines films outside the validated population${typeof u.population === 'string' ? ` (${u.population})` : ''} as outside_intended_use (score "${String(u.output)}" above ${num(u.threshold)})`,
+  ];
+  if (typeof val?.false_decline_rate_intended_population === 'number') {
+    parts.push(`declines ${num(100 * val.false_decline_rate_intended_population, 2)}% of the intended population's validation films`);
+  }
+  const others = obj(val?.decline_rate_other_sources);
+  for (const [k, v] of Object.entries(others ?? {})) {
+    if (typeof v === 'number') parts.push(`${num(100 * v, 1)}% of ${k} validation films`);
+  }
+  return parts.join('; ');
 }
 
 /** The uncertainty estimate in words, or that there is none. */

@@ -372,9 +372,17 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
                            "metrics.by_source): the intended-use gate declines films that look outside the validated "
                            "population (reason outside_intended_use) unless the caller forces the analysis."
                            if scope else ""),
-        "limitations": [
+        "limitations": ([
+            "Validated only for frontal pediatric chest X-rays (ages 1-5) from one hospital. Adult films from a second "
+            "hospital (NIH) were part of training so that the network learns pneumonia rather than the hospital, but "
+            "adults are not supported: their development AUC stays well below the pediatric one, so the "
+            "intended-use gate declines them. Lateral views, other ages and other hospitals are unvalidated.",
+            "NIH labels were mined from radiology reports by NLP and are noisy; the NIH validation set is small "
+            "(see the confidence intervals in metrics.by_source).",
+        ] if scope else [
             "Trained only on frontal (AP) pediatric chest X-rays (ages 1-5) from one hospital; adults, lateral views "
             "and other hospitals' images are out of distribution.",
+        ]) + [
             "Binary NORMAL vs PNEUMONIA only; other findings (effusion, nodules, tubes, COVID-19) are not modelled.",
             "Validation numbers are measured on a patient-level split of the same source and overstate real-world "
             "performance.",
