@@ -64,6 +64,8 @@ export interface AppOptions {
 const PACKAGE_VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024;
+/** Requests with a complete image that may wait for a compute slot (beyond maxConcurrent); then 503. */
+export const DEFAULT_MAX_QUEUE = 16;
 /** Room for the multipart envelope around the file when checking Content-Length up front. */
 const MULTIPART_SLACK_BYTES = 64 * 1024;
 const JSON_BODY_LIMIT = 16 * 1024;
@@ -196,7 +198,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const origins = OriginPolicy.from(opts.allowedOrigins ?? (process.env.PNEUMOLENS_ALLOWED_ORIGINS ?? '').split(/[\s,]+/).filter(Boolean));
   const limiter = new Limiter({
     maxConcurrent: opts.maxConcurrent ?? Math.max(1, os.availableParallelism()), // = defaultMaxConcurrent()
-    maxQueue: opts.maxQueue ?? 16,
+    maxQueue: opts.maxQueue ?? DEFAULT_MAX_QUEUE,
   });
   const urlPolicy = opts.urlAllowList ? new UrlPolicy({ allow: opts.urlAllowList }) : UrlPolicy.fromEnv(process.env.PNEUMOLENS_URL_ALLOW);
   const startedAt = Date.now();

@@ -126,11 +126,13 @@ export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: nu
  */
 export async function startServer(opts: { port?: number; host?: string } = {}): Promise<void> {
   const env = serverOptionsFromEnv();
-  const { Engine } = await import('../pipeline.js');
+  const { WorkerEngine } = await import('./engine-worker.js');
   const maxConcurrent = env.maxConcurrent ?? defaultMaxConcurrent();
-  const loading: Promise<PredictEngine & { dispose(): void | Promise<void> }> = Engine.load({
+  // Analyses run in worker threads, so none of their synchronous work blocks the event loop.
+  const loading: Promise<PredictEngine & { dispose(): void | Promise<void> }> = WorkerEngine.load({
     ...(process.env.PNEUMOLENS_MODEL ? { card: process.env.PNEUMOLENS_MODEL } : {}),
     threads: envNumber('PNEUMOLENS_THREADS', 1, true) ?? threadsPerAnalysis(maxConcurrent),
+    workers: maxConcurrent,
   });
   loading.catch(() => undefined); // handled below, after listen
   let running: RunningServer;

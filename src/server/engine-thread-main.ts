@@ -1,0 +1,38 @@
+/**
+ * Body of an engine worker thread: loads the Engine and answers analyse requests one at a time.
+ * Everything an analysis does synchronously (ONNX Runtime's run, decode conversions, preprocessing,
+ * Grad-CAM, overlay blending) blocks this thread, not the server's event loop.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { isPneumoError } from '../errors.js';
+import { Engine } from '../pipeline.js';
+import type { AnalyseOptions } from '../types.js';
+import type { ThreadReply, ThreadRequest } from './engine-worker.js';
+
+const port = parentPort!;
+const { card, threads } = workerData as { card?: string; threads: number };
+const post = (m: ThreadReply) => port.postMessage(m);
+
+try {
+  const engine = await Engine.load({ ...(card ? { card } : {}), threads });
+  post({ type: 'ready', card: JSON.parse(JSON.stringify(engine.card)) as Record<string, unknown>, threads: engine.threads });
+  port.on('message', (m: ThreadRequest) => {
+    if (m.type === 'dispose') {
+      void engine.dispose().finally(() => port.close());
+      return;
+    }
+    engine.analyse(m.bytes, m.opts as AnalyseOptions).then(
+      (result) => post({ type: 'result', id: m.id, result }), // copied (a small PNG and map): never detach a pooled buffer
+      (e: unknown) =>
+        post({
+          type: 'error',
+          id: m.id,
+          error: isPneumoError(e)
+            ? { pneumo: true, status: e.status, code: e.code, message: e.message, details: e.details }
+            : { pneumo: false, message: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined },
+        }),
+    );
+  });
+} catch (e) {
+  post({ type: 'failed', message: e instanceof Error ? e.message : String(e) });
+}

@@ -1,0 +1,176 @@
+/**
+ * The engine of `npm start`, in worker threads. ONNX Runtime's Node binding runs a session
+ * synchronously on the calling thread, and decoding conversions, preprocessing, Grad-CAM and the
+ * overlay are synchronous JavaScript: on the server's event loop, each analysis blocked it for its
+ * whole duration (measured with bench/attack.ts on 2 loaded cores: 100-250 ms per analysis, so
+ * /api/health took up to 0.4-0.7 s under load). Here each worker holds its own session and runs one
+ * analysis at a time; the event loop only passes bytes and results. The limiter in front still
+ * decides how many analyses run at once; one worker per concurrent analysis (at most the cores).
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { PneumoError, type ErrorCode } from '../errors.js';
+import type { AnalyseOptions, AnalysisResult } from '../types.js';
+import type { PredictEngine } from './app.js';
+
+export type ThreadRequest = { type: 'analyse'; id: number; bytes: Uint8Array; opts: AnalyseOptions } | { type: 'dispose' };
+export type ThreadReply =
+  | { type: 'ready'; card: Record<string, unknown>; threads: number }
+  | { type: 'failed'; message: string }
+  | { type: 'result'; id: number; result: AnalysisResult }
+  | {
+      type: 'error';
+      id: number;
+      error:
+        | { pneumo: true; status: number; code: ErrorCode; message: string; details?: Record<string, unknown> }
+        | { pneumo: false; message: string; stack?: string };
+    };
+
+interface Job {
+  id: number;
+  bytes: Uint8Array;
+  opts: AnalyseOptions;
+  resolve(r: AnalysisResult): void;
+  reject(e: Error): void;
+}
+
+interface Slot {
+  worker: Worker;
+  job?: Job;
+}
+
+export interface WorkerEngineOptions {
+  /** Model card path (default: $PNEUMOLENS_MODEL handling of Engine.load). */
+  card?: string;
+  /** ONNX Runtime threads per analysis. */
+  threads: number;
+  /** Worker threads, i.e. analyses that can run at once (capped at the number of cores). */
+  workers: number;
+}
+
+const THREAD_URL = new URL('./engine-thread.mjs', import.meta.url);
+
+export class WorkerEngine implements PredictEngine {
+  private readonly slots: Slot[] = [];
+  private readonly waiting: Job[] = [];
+  private nextId = 1;
+  private disposed = false;
+
+  private constructor(
+    readonly card: PredictEngine['card'] & Record<string, unknown>,
+    readonly threads: number,
+    private readonly opts: WorkerEngineOptions,
+  ) {}
+
+  /** Starts the workers and resolves once each has loaded the model (rejects if one fails). */
+  static async load(opts: WorkerEngineOptions): Promise<WorkerEngine> {
+    const n = Math.max(1, Math.min(opts.workers, availableParallelism()));
+    const started = await Promise.allSettled(Array.from({ length: n }, () => startWorker(opts)));
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    const ok = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    if (failed) {
+      await Promise.all(ok.map((s) => s.worker.terminate()));
+      throw failed.reason;
+    }
+    const engine = new WorkerEngine(ok[0].card as WorkerEngine['card'], ok[0].threads, opts);
+    for (const s of ok) engine.adopt(s.worker);
+    return engine;
+  }
+
+  get workers(): number {
+    return this.slots.length;
+  }
+
+  analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
+    if (this.disposed) return Promise.reject(new PneumoError(503, 'busy', 'The server is shutting down.'));
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ id: this.nextId++, bytes, opts, resolve, reject });
+      this.pump();
+    });
+  }
+
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    for (const job of this.waiting.splice(0)) job.reject(new PneumoError(503, 'busy', 'The server is shutting down.'));
+    await Promise.all(
+      this.slots.splice(0).map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            const force = setTimeout(() => void s.worker.terminate(), 5000);
+            s.worker.once('exit', () => {
+              clearTimeout(force);
+              resolve();
+            });
+            s.worker.postMessage({ type: 'dispose' } satisfies ThreadRequest);
+          }),
+      ),
+    );
+  }
+
+  private adopt(worker: Worker): void {
+    const slot: Slot = { worker };
+    this.slots.push(slot);
+    worker.on('message', (m: ThreadReply) => {
+      const job = slot.job;
+      if (!job || (m.type !== 'result' && m.type !== 'error') || m.id !== job.id) return;
+      slot.job = undefined;
+      if (m.type === 'result') job.resolve(m.result);
+      else if (m.error.pneumo) job.reject(new PneumoError(m.error.status, m.error.code, m.error.message, m.error.details));
+      else job.reject(Object.assign(new Error(m.error.message), { stack: m.error.stack ?? m.error.message }));
+      this.pump();
+    });
+    worker.on('error', () => undefined); // 'exit' follows
+    worker.on('exit', () => {
+      const i = this.slots.indexOf(slot);
+      if (i >= 0) this.slots.splice(i, 1);
+      slot.job?.reject(new Error('the engine worker stopped during the analysis'));
+      slot.job = undefined;
+      if (this.disposed) return;
+      // Replace it; until then the other workers take the jobs.
+      startWorker(this.opts).then(
+        (s) => {
+          if (this.disposed) void s.worker.terminate();
+          else {
+            this.adopt(s.worker);
+            this.pump();
+          }
+        },
+        () => this.failWaitingIfNoWorker(),
+      );
+      this.failWaitingIfNoWorker();
+    });
+  }
+
+  private failWaitingIfNoWorker(): void {
+    if (this.slots.length > 0) return;
+    for (const job of this.waiting.splice(0)) job.reject(new Error('no engine worker is running'));
+  }
+
+  private pump(): void {
+    for (const slot of this.slots) {
+      if (slot.job || this.waiting.length === 0) continue;
+      const job = this.waiting.shift()!;
+      slot.job = job;
+      const bytes = new Uint8Array(job.bytes); // a copy of its own, moved to the worker (never a pooled buffer)
+      slot.worker.postMessage({ type: 'analyse', id: job.id, bytes, opts: job.opts } satisfies ThreadRequest, [bytes.buffer]);
+    }
+  }
+}
+
+function startWorker(opts: WorkerEngineOptions): Promise<{ worker: Worker; card: Record<string, unknown>; threads: number }> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(THREAD_URL, { workerData: { card: opts.card, threads: opts.threads } });
+    const onExit = (code: number) => reject(new Error(`the engine worker exited (${code}) before loading the model`));
+    worker.once('exit', onExit);
+    worker.once('error', reject);
+    worker.once('message', (m: ThreadReply) => {
+      worker.off('exit', onExit);
+      worker.off('error', reject);
+      if (m.type === 'ready') resolve({ worker, card: m.card, threads: m.threads });
+      else {
+        void worker.terminate();
+        reject(new Error(m.type === 'failed' ? m.message : 'unexpected message from the engine worker'));
+      }
+    });
+  });
+}
