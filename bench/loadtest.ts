@@ -1,11 +1,16 @@
 /**
  * Load test of the HTTP API: the real server and the shipped model in this process, listening on
  * 127.0.0.1 only, autocannon with 20 concurrent clients posting images (multipart). Prints
- * requests/s, p50/p99 latency, errors, non-2xx answers, and RSS after the first 200 and after all
- * requests; checks the bar (0 errors, 0 non-2xx, p99 < 2 s, RSS growth < 15 %). Not a test.
+ * requests/s, p50/p99 latency, errors, non-2xx answers (by status), and RSS after the first 200 and
+ * after all requests; checks the bar (0 errors, 0 non-2xx, p99 < 2 s, RSS growth < 15 %). Not a test.
  *
  *   npm run loadtest -- [--requests 2000] [--warmup 200] [--connections 20] [--dir DIR | --synthetic]
- *                       [--cam true|false] [--concurrency N] [--threads T] [--json]
+ *                       [--cam true|false] [--concurrency N] [--threads T] [--queue Q] [--json]
+ *
+ * Server settings: those of `npm start` (PNEUMOLENS_* environment included; without it: maxConcurrent
+ * = cores, queue 16, request timeout 30 s), so the result is what a user of the defaults gets. With
+ * more clients than maxConcurrent + queue, the excess get 503 at once (and autocannon re-sends at
+ * once, so non-2xx counts grow fast): --queue Q (e.g. connections + 4) gives every client a slot.
  *
  * Images: --dir DIR (DIR/{NORMAL,PNEUMONIA} or a flat folder), else ../shared/data/chest_xray_train
  * when it exists, else synthetic chest-like JPEGs. Exit code 1 when the bar is missed.
@@ -20,8 +25,9 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import sharp from 'sharp';
 import { REPO_ROOT } from '../src/model/card.ts';
-import { Engine } from '../src/pipeline.ts';
-import { defaultMaxConcurrent, serve, threadsPerAnalysis } from '../src/server/start.ts';
+import { WorkerEngine } from '../src/server/engine-worker.ts';
+import { DEFAULT_MAX_QUEUE } from '../src/server/app.ts';
+import { defaultMaxConcurrent, serve, serverOptionsFromEnv, threadsPerAnalysis } from '../src/server/start.ts';
 
 // autocannon ships no types: the small part used here.
 interface CannonResult {
@@ -48,6 +54,7 @@ const { values } = parseArgs({
     cam: { type: 'string', default: 'true' },
     concurrency: { type: 'string' },
     threads: { type: 'string' },
+    queue: { type: 'string' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -67,6 +74,7 @@ const optInt = (v: string | undefined, name: string) => {
 };
 const CONCURRENCY = optInt(values.concurrency, 'concurrency');
 const THREADS = optInt(values.threads, 'threads');
+const QUEUE = values.queue === undefined ? undefined : values.queue === '0' ? 0 : optInt(values.queue, 'queue');
 
 const log = (s: string): void => void process.stderr.write(s + '\n');
 
@@ -133,11 +141,13 @@ const mb = (b: number) => +(b / (1024 * 1024)).toFixed(1);
 async function main(): Promise<void> {
   const { images, source } = await loadImages();
   log(`images: ${source}; ${images.map((b) => `${Math.round(b.length / 1024)} KB`).join(', ')}`);
-  // The same sizing as `pneumolens serve` unless told otherwise.
-  const maxConcurrent = CONCURRENCY ?? defaultMaxConcurrent();
-  const engine = await Engine.load({ threads: THREADS ?? threadsPerAnalysis(maxConcurrent) });
-  // Queue room for every client, so a correctly sized server answers all requests with 2xx.
-  const server = await serve({ engine, port: 0, host: '127.0.0.1', maxConcurrent, maxQueue: CONNECTIONS + 4, requestTimeoutMs: 60_000 });
+  // The settings of `pneumolens serve` / `npm start` (environment included) unless told otherwise.
+  const env = serverOptionsFromEnv();
+  const maxConcurrent = CONCURRENCY ?? env.maxConcurrent ?? defaultMaxConcurrent();
+  const maxQueue = QUEUE ?? env.maxQueue ?? DEFAULT_MAX_QUEUE;
+  // The engine of `npm start`: analyses in worker threads, one per concurrent analysis.
+  const engine = await WorkerEngine.load({ threads: THREADS ?? threadsPerAnalysis(maxConcurrent), workers: maxConcurrent });
+  const server = await serve({ ...env, engine, port: 0, host: '127.0.0.1', maxConcurrent, maxQueue });
   if (!server.url.startsWith('http://127.0.0.1:')) throw new Error(`refusing to load-test ${server.url}`);
   const boundary = 'pneumolens-loadtest-boundary';
   const requests = images.map((img) => ({
@@ -149,7 +159,7 @@ async function main(): Promise<void> {
   const run = (amount: number) => autocannon({ url: server.url, connections: CONNECTIONS, amount, requests, timeout: 30, pipelining: 1 });
 
   log(
-    `server ${server.url}: ${engine.card.name} ${engine.card.version}, ${engine.threads} ORT threads, maxConcurrent ${maxConcurrent}; ${CONNECTIONS} clients, cam=${values.cam}; load avg ${loadavg()
+    `server ${server.url}: ${engine.card.name} ${engine.card.version}, ${engine.threads} ORT threads, maxConcurrent ${maxConcurrent}, queue ${maxQueue}${QUEUE === undefined ? ' (default)' : ''}; ${CONNECTIONS} clients, cam=${values.cam}; load avg ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
   );
@@ -166,12 +176,18 @@ async function main(): Promise<void> {
   const growth = (rss2 - rss1) / rss1;
   const errors = first.errors + second.errors + first.timeouts + second.timeouts;
   const non2xx = first.non2xx + second.non2xx;
+  const byStatus: Record<string, number> = {};
+  for (const r of [first, second]) {
+    for (const [code, { count }] of Object.entries(r.statusCodeStats ?? {})) byStatus[code] = (byStatus[code] ?? 0) + count;
+  }
   const report = {
     model: `${engine.card.name} ${engine.card.version}`,
     images: source,
     connections: CONNECTIONS,
     cam: values.cam === 'true',
     max_concurrent: maxConcurrent,
+    max_queue: maxQueue,
+    queue_is_default: QUEUE === undefined && env.maxQueue === undefined,
     ort_threads: engine.threads,
     requests: first.requests.total + second.requests.total,
     // steady state = the run after the warm-up
@@ -180,6 +196,7 @@ async function main(): Promise<void> {
     warmup_latency_ms: { p50: first.latency.p50, p99: first.latency.p99 },
     errors,
     non2xx,
+    by_status: byStatus,
     rss_mb: { start: mb(rss0), after_warmup: mb(rss1), after_all: mb(rss2), growth_pct: +(growth * 100).toFixed(1) },
   };
   const bar = { errors: errors === 0 && non2xx === 0, p99: second.latency.p99 < 2000, rss: growth < 0.15 };
@@ -189,11 +206,11 @@ async function main(): Promise<void> {
       [
         `model            ${report.model}`,
         `images           ${report.images}`,
-        `clients          ${CONNECTIONS} (cam=${values.cam}), server maxConcurrent ${maxConcurrent}, ${engine.threads} ORT threads`,
+        `clients          ${CONNECTIONS} (cam=${values.cam}), server maxConcurrent ${maxConcurrent}, queue ${maxQueue}, ${engine.threads} ORT threads`,
         `requests         ${report.requests} (${WARMUP} warm-up + ${REQUESTS - WARMUP})`,
         `throughput       ${report.requests_per_s} requests/s`,
         `latency          p50 ${report.latency_ms.p50} ms, p90 ${report.latency_ms.p90} ms, p99 ${report.latency_ms.p99} ms, max ${report.latency_ms.max} ms`,
-        `errors           ${errors} (connection errors + timeouts), non-2xx ${non2xx}`,
+        `errors           ${errors} (connection errors + timeouts), non-2xx ${non2xx} of ${report.requests} (${((100 * non2xx) / Math.max(1, report.requests)).toFixed(0)} %); by status ${JSON.stringify(byStatus)}`,
         `RSS              ${report.rss_mb.start} MB at start, ${report.rss_mb.after_warmup} MB after ${WARMUP}, ${report.rss_mb.after_all} MB after ${REQUESTS} (${report.rss_mb.growth_pct >= 0 ? '+' : ''}${report.rss_mb.growth_pct} %)`,
         `bar              errors ${bar.errors ? 'ok' : 'FAIL'}, p99 < 2 s ${bar.p99 ? 'ok' : 'FAIL'}, RSS growth < 15 % ${bar.rss ? 'ok' : 'FAIL'}`,
       ].join('\n') + '\n',
