@@ -11,6 +11,7 @@ import * as predict from './predict.js';
 import * as evaluate from './evaluate.js';
 import * as info from './info.js';
 import * as serve from './serve.js';
+import * as pacs from './pacs.js';
 
 interface Command {
   help: string;
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, Command & { summary: string }> = {
   evaluate: { ...evaluate, summary: 'metrics and an HTML report on DIR/{NORMAL,PNEUMONIA}' },
   info: { ...info, summary: 'the model card in words' },
   serve: { ...serve, summary: 'start the web interface and HTTP API' },
+  pacs: { ...pacs, summary: 'follow an Orthanc PACS and store results into each study' },
 };
 
 export const HELP = `Usage: pneumolens <command> [options]

@@ -1,0 +1,324 @@
+/**
+ * Follows Orthanc's change feed and analyses each new chest radiograph (CR/DX) once with the Engine,
+ * storing a Secondary Capture and a Structured Report into the same study.
+ *
+ * Restart safety: the last handled change's sequence number is written to a state file after each
+ * instance (atomically), so a restart resumes where it stopped. If it stopped between storing a
+ * result and writing the cursor, the instance is seen again, but its SR (whose UID derives from the
+ * source instance and the model version) is already in Orthanc, so it is not analysed again; and
+ * storing an instance with the same UID twice keeps one copy in Orthanc anyway.
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { isPneumoError, PneumoError } from '../errors.ts';
+import type { Engine } from '../pipeline.ts';
+import { decodeRaster } from '../image/sharp-io.ts';
+import { DEFAULT_MAX_PIXELS } from '../image/limits.ts';
+import { MANUFACTURER, resultUids, secondaryCapture, structuredReport, type Outcome, type SourceTags } from './dicom-out.ts';
+import { OrthancError, type Change, type Orthanc } from './orthanc.ts';
+
+/** Modalities and SOP classes of projection radiographs; everything else is skipped. */
+const RADIOGRAPH_MODALITIES = new Set(['CR', 'DX', 'DR']);
+const RADIOGRAPH_SOP_CLASSES = new Set([
+  '1.2.840.10008.5.1.4.1.1.1', // CR
+  '1.2.840.10008.5.1.4.1.1.1.1', // DX for presentation
+  '1.2.840.10008.5.1.4.1.1.1.1.1', // DX for processing
+]);
+
+export interface Counts {
+  /** Analysed, SC + SR stored. */
+  analysed: number;
+  /** Refused by the input gate (not a chest X-ray, outside intended use); an SR says why. */
+  refused: number;
+  /** Could not be analysed (undecodable, too large, ...); an SR says why. */
+  failed: number;
+  /** Not a radiograph (CT, MR, ...): skipped. */
+  skipped_not_radiograph: number;
+  /** Instances pneumolens wrote itself: skipped. */
+  skipped_own: number;
+  /** A result for this instance and model version was already in the study. */
+  already_done: number;
+  /** Deleted from Orthanc before it was read. */
+  gone: number;
+}
+
+export interface Failure {
+  seq: number;
+  /** Orthanc's instance id (a hash, no patient data). */
+  instance: string;
+  code: string;
+  message: string;
+  at: string;
+}
+
+export interface State {
+  version: 1;
+  orthanc: string;
+  /** The last change handled: the next poll asks for changes after it. */
+  since: number;
+  counts: Counts;
+  /** The last 100 instances that were refused or failed, with the reason. */
+  failures: Failure[];
+  updated: string;
+}
+
+const emptyCounts = (): Counts => ({
+  analysed: 0,
+  refused: 0,
+  failed: 0,
+  skipped_not_radiograph: 0,
+  skipped_own: 0,
+  already_done: 0,
+  gone: 0,
+});
+const MAX_FAILURES = 100;
+
+export async function loadState(path: string): Promise<State | null> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  const s = JSON.parse(text) as State;
+  if (s?.version !== 1 || typeof s.since !== 'number' || !Number.isInteger(s.since) || s.since < 0 || typeof s.orthanc !== 'string') {
+    throw new Error(`${path} is not a pneumolens pacs state file`);
+  }
+  return { ...s, counts: { ...emptyCounts(), ...s.counts }, failures: Array.isArray(s.failures) ? s.failures : [] };
+}
+
+/** Written to a temporary file and renamed over the old one: a crash leaves the old or the new state, never half. */
+export async function saveState(path: string, state: State): Promise<void> {
+  state.updated = new Date().toISOString();
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(state, null, 2) + '\n');
+  await rename(tmp, path);
+}
+
+export interface WatchOptions {
+  orthanc: Orthanc;
+  engine: Engine;
+  statePath: string;
+  /** Changes asked for per request (Orthanc's limit). */
+  batch: number;
+  /** Wait between polls once the feed is drained. */
+  intervalMs: number;
+  /** Return once the feed is drained instead of polling on. */
+  once: boolean;
+  /** Where a new state file starts: every change Orthanc has, or only those after now. */
+  start: 'beginning' | 'now';
+  log: (line: string) => void;
+  /** Also log Orthanc instance ids and SOP Instance UIDs. */
+  verbose?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface WatchSummary {
+  counts: Counts;
+  since: number;
+  /** Orthanc could not be reached or refused a request (in --once mode this ends the run). */
+  orthancErrors: number;
+}
+
+type Handled = keyof Counts;
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+const str = (v: unknown): string => (typeof v === 'string' ? v.trim() : '');
+
+/** An Orthanc error worth retrying (unreachable, timeout, 5xx, auth) rather than recording against the instance. */
+const transient = (e: unknown): boolean =>
+  e instanceof OrthancError && (e.status === undefined || e.status >= 500 || e.status === 401 || e.status === 403);
+
+export class Watcher {
+  private state!: State;
+  private orthancErrors = 0;
+
+  constructor(private readonly o: WatchOptions) {}
+
+  async run(): Promise<WatchSummary> {
+    const { orthanc, log, signal } = this.o;
+    const loaded = await loadState(this.o.statePath);
+    if (loaded && loaded.orthanc !== orthanc.origin) {
+      throw new Error(`${this.o.statePath} follows ${loaded.orthanc}, not ${orthanc.origin}; use another --state file`);
+    }
+    if (loaded) {
+      this.state = loaded;
+      log(`pacs: resuming after change ${loaded.since} (${this.o.statePath})`);
+    } else {
+      const since = this.o.start === 'now' ? await orthanc.lastChange() : 0;
+      this.state = { version: 1, orthanc: orthanc.origin, since, counts: emptyCounts(), failures: [], updated: '' };
+      await saveState(this.o.statePath, this.state);
+      log(`pacs: new state file ${this.o.statePath}, starting after change ${since}`);
+    }
+    while (!signal?.aborted) {
+      let drained: boolean;
+      try {
+        drained = await this.poll();
+      } catch (e) {
+        if (!transient(e)) throw e;
+        this.orthancErrors++;
+        log(`pacs: Orthanc error, retrying in ${Math.round(this.o.intervalMs / 1000)} s: ${(e as Error).message}`);
+        if (this.o.once) break;
+        await sleep(this.o.intervalMs, signal);
+        continue;
+      }
+      if (drained) {
+        if (this.o.once) break;
+        await sleep(this.o.intervalMs, signal);
+      }
+    }
+    await saveState(this.o.statePath, this.state);
+    return { counts: { ...this.state.counts }, since: this.state.since, orthancErrors: this.orthancErrors };
+  }
+
+  /** One page of changes; true when there was nothing to handle. */
+  private async poll(): Promise<boolean> {
+    const { orthanc, signal } = this.o;
+    let page = await orthanc.changes(this.state.since, this.o.batch);
+    if (page.Changes.length === 0 && page.Last < this.state.since) {
+      // Orthanc's database is younger than our cursor (reset or replaced): start over. Results already
+      // in a study are recognised by their UIDs, so nothing gets a second result.
+      this.o.log(`pacs: Orthanc's last change (${page.Last}) is before the cursor (${this.state.since}); starting from 0`);
+      this.state.since = 0;
+      page = await orthanc.changes(0, this.o.batch);
+    }
+    for (const change of page.Changes) {
+      if (signal?.aborted) return true;
+      if (change.ChangeType === 'NewInstance' && change.ResourceType === 'Instance') {
+        const what = await this.handle(change);
+        this.state.counts[what]++;
+      }
+      this.state.since = change.Seq;
+      await saveState(this.o.statePath, this.state);
+    }
+    if (page.Done && page.Last > this.state.since) {
+      this.state.since = page.Last;
+      await saveState(this.o.statePath, this.state);
+    }
+    // Drained only when a poll brings nothing: the results just stored are changes too, and are
+    // seen (and skipped as our own) before --once returns.
+    return page.Changes.length === 0;
+  }
+
+  private async handle(change: Change): Promise<Handled> {
+    const { orthanc, engine, log, verbose } = this.o;
+    const id = change.ID;
+    const ref = verbose ? ` [instance ${id}]` : '';
+    let tags: SourceTags;
+    try {
+      tags = await orthanc.tags(id);
+    } catch (e) {
+      if (e instanceof OrthancError && e.status === 404) return 'gone';
+      throw e;
+    }
+    if (str(tags.Manufacturer) === MANUFACTURER) return 'skipped_own';
+    const modality = str(tags.Modality).toUpperCase();
+    if (!RADIOGRAPH_MODALITIES.has(modality) && !RADIOGRAPH_SOP_CLASSES.has(str(tags.SOPClassUID))) {
+      log(`pacs: change ${change.Seq}: skipped, modality ${modality || 'none'} is not a radiograph${ref}`);
+      return 'skipped_not_radiograph';
+    }
+    if (!str(tags.StudyInstanceUID) || !str(tags.SOPInstanceUID)) {
+      return this.record(change, tags, { code: 'unusable_image', message: 'The instance has no Study or SOP Instance UID.' }, false);
+    }
+    if (verbose) log(`pacs: change ${change.Seq}: SOP Instance UID ${str(tags.SOPInstanceUID)}${ref}`);
+    const model = { name: engine.card.name, version: engine.card.version };
+    const uids = resultUids(tags, model);
+    if (await orthanc.hasInstance(uids.sr)) {
+      log(`pacs: change ${change.Seq}: already has a result of ${model.name} ${model.version}${ref}`);
+      return 'already_done';
+    }
+    const t0 = performance.now();
+    let bytes: Uint8Array;
+    try {
+      bytes = await orthanc.file(id);
+    } catch (e) {
+      if (e instanceof OrthancError && e.status === 404) return 'gone';
+      if (isPneumoError(e)) return this.record(change, tags, e, true);
+      throw e;
+    }
+    const [result] = await engine.analyseMany([bytes], { cam: true });
+    if (result instanceof PneumoError) return this.record(change, tags, result, true);
+    if (result.rejected) {
+      return this.record(
+        change,
+        tags,
+        { code: result.reason ?? 'not_a_chest_xray', message: result.gate.message ?? 'Refused by the input gate.' },
+        true,
+      );
+    }
+    const outcome: Outcome = { kind: 'analysed', result };
+    const files: Buffer[] = [];
+    if (result.cam) {
+      const overlay = await decodeRaster(result.cam.overlayPng, 'png', {
+        maxPixels: DEFAULT_MAX_PIXELS,
+        maxDecodedBytes: 64 * 1024 * 1024,
+      });
+      const rgb = new Uint8Array(overlay.width * overlay.height * 3);
+      for (let p = 0, n = overlay.width * overlay.height; p < n; p++) {
+        for (let c = 0; c < 3; c++) rgb[p * 3 + c] = overlay.data[p * overlay.channels + (overlay.channels >= 3 ? c : 0)];
+      }
+      files.push(secondaryCapture(tags, outcome, rgb, overlay.width, overlay.height));
+    }
+    files.push(structuredReport(tags, outcome, { withSc: files.length > 0 }));
+    await this.storeAll(files, change);
+    const ms = Math.round(performance.now() - t0);
+    const unc = result.uncertain ? ', uncertain' : '';
+    log(
+      `pacs: change ${change.Seq}: ${result.label} p=${result.probability.toFixed(3)}${unc}; stored ${files.length > 1 ? 'SC + SR' : 'SR'} in ${ms} ms${ref}`,
+    );
+    return 'analysed';
+  }
+
+  /** A refused or failed instance: logged, kept in the state file, and (when `sr`) reported in the study by a small SR. */
+  private async record(change: Change, tags: SourceTags, e: { code: string; message: string }, sr: boolean): Promise<Handled> {
+    const { engine, log, verbose } = this.o;
+    const refused = e.code === 'not_a_chest_xray' || e.code === 'outside_intended_use';
+    log(
+      `pacs: change ${change.Seq}: ${refused ? 'refused' : 'failed'}: ${e.code}: ${e.message}${verbose ? ` [instance ${change.ID}]` : ''}`,
+    );
+    this.state.failures.push({ seq: change.Seq, instance: change.ID, code: e.code, message: e.message, at: new Date().toISOString() });
+    this.state.failures.splice(0, Math.max(0, this.state.failures.length - MAX_FAILURES));
+    if (sr) {
+      const model = { name: engine.card.name, version: engine.card.version };
+      await this.storeAll(
+        [structuredReport(tags, { kind: 'refused', code: e.code, message: e.message, model }, { withSc: false })],
+        change,
+      );
+    }
+    return refused ? 'refused' : 'failed';
+  }
+
+  private async storeAll(files: Buffer[], change: Change): Promise<void> {
+    for (const f of files) {
+      try {
+        await this.o.orthanc.store(f);
+      } catch (e) {
+        // Orthanc refusing our own file (4xx) would repeat forever: record it and go on.
+        if (transient(e)) throw e;
+        this.o.log(`pacs: change ${change.Seq}: Orthanc refused the result: ${(e as Error).message}`);
+        this.state.failures.push({
+          seq: change.Seq,
+          instance: change.ID,
+          code: 'store_refused',
+          message: (e as Error).message,
+          at: new Date().toISOString(),
+        });
+        return;
+      }
+    }
+  }
+}
