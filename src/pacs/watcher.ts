@@ -199,7 +199,16 @@ export class Watcher {
     for (const change of page.Changes) {
       if (signal?.aborted) return true;
       if (change.ChangeType === 'NewInstance' && change.ResourceType === 'Instance') {
-        const what = await this.handle(change);
+        let what: Handled;
+        try {
+          what = await this.handle(change);
+        } catch (e) {
+          // Orthanc unreachable or failing: retried from this change. Anything else is this
+          // instance's problem: recorded, and the watcher goes on.
+          if (transient(e)) throw e;
+          const err = isPneumoError(e) ? e : { code: 'internal_error', message: e instanceof Error ? e.message : String(e) };
+          what = await this.record(change, {}, err, false);
+        }
         this.state.counts[what]++;
       }
       this.state.since = change.Seq;
