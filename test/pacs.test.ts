@@ -156,6 +156,36 @@ describe('DICOM written back (dcmjs)', () => {
   });
 });
 
+const HAS_DCMTK = spawnSync('dsrdump', ['--version']).status === 0;
+
+describe.skipIf(!HAS_DCMTK)('DICOM written back, checked by dcmtk', () => {
+  it('dsrdump reads the SR without errors; dcm2pnm renders the SC; UTF-8 names survive', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pneumolens-sr-'));
+    try {
+      const { file } = await xrayDicom({ png: 'pneumonia_gray_224.png', modality: 'CR', study: derivedUid('dcmtk-study') });
+      const result = await engine.analyse(file);
+      const tags = { ...readDicom(file), PatientName: 'Dürer^Jörg' };
+      const o = await sharp(result.cam!.overlayPng).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+      writeFileSync(
+        join(dir, 'sc.dcm'),
+        secondaryCapture(tags, { kind: 'analysed', result }, new Uint8Array(o.data), o.info.width, o.info.height),
+      );
+      writeFileSync(join(dir, 'sr.dcm'), structuredReport(tags, { kind: 'analysed', result }, { withSc: true }));
+      const sr = spawnSync('dsrdump', ['-Ec', '+Pf', join(dir, 'sr.dcm')], { encoding: 'utf8' });
+      expect(sr.status, sr.stderr).toBe(0);
+      expect(sr.stderr).not.toMatch(/^[EF]:/m);
+      expect(sr.stdout).toContain('Dürer');
+      expect(sr.stdout).toMatch(/Finding.*PNEUMONIA/);
+      const pnm = spawnSync('dcm2pnm', ['--write-png', join(dir, 'sc.dcm'), join(dir, 'sc.png')], { encoding: 'utf8' });
+      expect(pnm.status, pnm.stderr).toBe(0);
+      const meta = await sharp(join(dir, 'sc.png')).metadata();
+      expect(meta.width).toBe(o.info.width);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Against a real Orthanc
 

@@ -240,8 +240,13 @@ export class Watcher {
       log(`pacs: change ${change.Seq}: skipped, modality ${modality || 'none'} is not a radiograph${ref}`);
       return 'skipped_not_radiograph';
     }
-    if (!str(tags.StudyInstanceUID) || !str(tags.SOPInstanceUID)) {
-      return this.record(change, tags, { code: 'unusable_image', message: 'The instance has no Study or SOP Instance UID.' }, false);
+    if (!str(tags.StudyInstanceUID) || !str(tags.SOPInstanceUID) || !str(tags.SOPClassUID)) {
+      return this.record(
+        change,
+        tags,
+        { code: 'unusable_image', message: 'The instance lacks a Study Instance, SOP Instance or SOP Class UID.' },
+        false,
+      );
     }
     if (verbose) log(`pacs: change ${change.Seq}: SOP Instance UID ${str(tags.SOPInstanceUID)}${ref}`);
     const model = { name: engine.card.name, version: engine.card.version };
