@@ -23,7 +23,7 @@ const BASE_IMAGE = 'node:20-bookworm-slim'; // the Dockerfile's ARG NODE_IMAGE
 const IMAGE = 'localhost/pneumolens:test';
 // This kernel's hybrid cgroups make podman's default runtime (crun) refuse to start containers, and
 // podman's default limits exceed the host's hard limits (issue 13).
-const PODMAN = ['--runtime', '/usr/sbin/runc'];
+const PODMAN = existsSync('/usr/sbin/runc') ? ['--runtime', '/usr/sbin/runc'] : [];
 const LIMITS = ['--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024'];
 
 function podmanMissing(): string | undefined {
