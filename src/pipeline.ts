@@ -14,19 +14,36 @@ import { checkThreshold, postprocess } from './model/postprocess.ts';
 import { preprocess } from './model/preprocess.ts';
 import { ModelSession, type InferenceOutput } from './model/session.ts';
 import { DICOM_WARNING } from './image/dicom.ts';
-import type { AnalyseOptions, AnalysisResult, DecodedImage } from './types.ts';
+import type { AnalyseOptions, AnalysisResult, DecodedImage, Outcome } from './types.ts';
+
+/** An input of the engine: bytes, or a function that reads them (called when its batch is prepared). */
+export type Source = Uint8Array | (() => Promise<Uint8Array>);
 
 export interface EngineOptions {
   /** Path to a model card (default: $PNEUMOLENS_MODEL, else models/MODEL). */
   card?: string;
   /** ONNX Runtime intra-op threads (default: number of cores). */
   threads?: number;
-  /** Largest batch sent to the model at once by analyseMany (default 16). */
+  /** Largest batch sent to the model at once (default 16; `analyseStream` can override it per call). */
   maxBatch?: number;
   /** Decoder limits (max pixels, min side). */
   decode?: DecodeOptions;
   /** Check the ONNX file's SHA-256 against the card on load (default true). */
   verifyHash?: boolean;
+}
+
+interface Inferred {
+  output: InferenceOutput;
+  /** Index of the image in the batch. */
+  k: number;
+  /** Wall time of the batch's model run, ms. */
+  infer: number;
+}
+
+interface FinishInput extends Inferred {
+  prepared: Prepared;
+  opts: AnalyseOptions;
+  wantCam: boolean;
 }
 
 interface Prepared {
@@ -78,15 +95,20 @@ export class Engine {
   }
 
   /**
-   * Analyses one image. Throws PneumoError for user-facing problems (bad image, bad option), and
-   * 422 not_a_chest_xray (details: score, reasons) when the input gate rejects the image and
-   * `opts.force` is not set.
+   * Analyses one image: the result of an analysed image; throws the outcome's error otherwise
+   * (PneumoError for user-facing problems, 422 not_a_chest_xray / outside_intended_use when the
+   * input gate rejects the image and `opts.force` is not set).
    */
   async analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
-    const [result] = await this.run([bytes], opts);
-    if (result instanceof Error) throw result;
-    if (result.rejected && !opts.force) throw rejectionError(result.gate);
-    return result;
+    const [outcome] = await this.analyseAll([bytes], opts);
+    return unwrap(outcome);
+  }
+
+  /** The outcome of each input, in input order (see `analyseStream`). */
+  async analyseAll(items: Source[], opts: AnalyseOptions = {}): Promise<Outcome[]> {
+    const out: Outcome[] = [];
+    for await (const chunk of this.analyseStream(items, opts)) out.push(...chunk);
+    return out;
   }
 
   /**
@@ -94,14 +116,16 @@ export class Engine {
    * PneumoError (unexpected failures become 500 internal_error); invalid options throw. An image
    * the gate rejects is a result with `rejected: true` (without Grad-CAM unless `opts.force`), so
    * a batch front end can report it next to the others. The `infer` timing of an item is the wall
-   * time of the batch it was part of.
+   * time of the batch it was part of. (`analyseAll` gives the same as outcomes.)
    */
   async analyseMany(items: Uint8Array[], opts: AnalyseOptions = {}): Promise<Array<AnalysisResult | PneumoError>> {
-    const results = await this.run(items, opts);
-    return results.map((r) =>
-      r instanceof PneumoError || !(r instanceof Error)
-        ? r
-        : Object.assign(new PneumoError(500, 'internal_error', 'Internal error while analysing the image.'), { cause: r }),
+    const outcomes = await this.analyseAll(items, opts);
+    return outcomes.map((o) =>
+      o.status !== 'failed'
+        ? o.result
+        : o.error instanceof PneumoError
+          ? o.error
+          : Object.assign(new PneumoError(500, 'internal_error', 'Internal error while analysing the image.'), { cause: o.error }),
     );
   }
 
@@ -110,40 +134,58 @@ export class Engine {
     await this.session.dispose();
   }
 
-  private async run(items: Uint8Array[], opts: AnalyseOptions): Promise<Array<AnalysisResult | Error>> {
+  /**
+   * The one path of every front end. Yields the outcomes of each batch, in input order: every
+   * input is analysed, rejected by the input gate (with its 422 error; `opts.force` analyses it
+   * anyway, flagged `rejected: true` with a warning) or failed (its error; a source that cannot be
+   * read fails alone). Invalid options throw before anything runs. The next batch is read, decoded
+   * and preprocessed while the model runs the current one, so at most two batches of decoded
+   * images are held at once.
+   */
+  async *analyseStream(items: Source[], opts: AnalyseOptions = {}, batchSize = this.opts.maxBatch ?? 16): AsyncGenerator<Outcome[]> {
+    if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new Error(`batchSize must be a positive integer (got ${batchSize})`);
     if (opts.threshold !== undefined) checkThreshold(opts.threshold);
     const wantCam = opts.cam ?? true;
     if (wantCam) checkOverlayOptions({ colormap: opts.colormap, alpha: opts.alpha });
-    const out: Array<AnalysisResult | Error> = [];
-    const maxBatch = this.opts.maxBatch ?? 16;
-    const { height: H, width: W } = this.card.input;
-    // Chunk by chunk, so at most two chunks of decoded images are held at once: the next chunk is
-    // decoded and preprocessed while ONNX Runtime runs the current one on its own threads.
     const prepareChunk = (start: number): Promise<Array<Prepared | Error>> =>
-      Promise.all(items.slice(start, start + maxBatch).map((b) => this.prepare(b).catch(toError)));
+      Promise.all(items.slice(start, start + batchSize).map((s) => this.prepare(s).catch(toError)));
     let next: Promise<Array<Prepared | Error>> | null = items.length > 0 ? prepareChunk(0) : null;
-    for (let start = 0; start < items.length; start += maxBatch) {
+    for (let start = 0; start < items.length; start += batchSize) {
       const prepared = await next!;
-      next = start + maxBatch < items.length ? prepareChunk(start + maxBatch) : null;
+      next = start + batchSize < items.length ? prepareChunk(start + batchSize) : null;
       const ok = prepared.filter((p): p is Prepared => !(p instanceof Error));
-      let inferred: InferenceOutput | null = null;
-      let infer = 0;
+      let inferred: Array<Inferred | Error> = [];
       if (ok.length > 0) {
-        const batch = new Float32Array(ok.length * H * W);
-        ok.forEach((p, k) => batch.set(p.input, k * H * W));
-        const t0 = performance.now();
-        inferred = await this.session.run(batch, ok.length);
-        infer = since(t0);
+        inferred = await this.infer(ok).catch(async () => {
+          // A failure of the whole batch: isolate the culprit by running the images one at a time.
+          const alone: Array<Inferred | Error> = [];
+          for (const p of ok) alone.push(...(await this.infer([p]).catch((e: unknown) => [toError(e)])));
+          return alone;
+        });
       }
+      const out: Outcome[] = [];
       for (const p of prepared) {
-        if (p instanceof Error || !inferred) out.push(p as Error);
-        else out.push(await this.finish(p, inferred, ok.indexOf(p), infer, opts, wantCam).catch(toError));
+        const inf = p instanceof Error ? p : inferred[ok.indexOf(p)];
+        if (inf instanceof Error) out.push({ status: 'failed', error: inf });
+        else out.push(await this.finish({ prepared: p as Prepared, ...inf, opts, wantCam }).catch((e: unknown) => failed(e)));
       }
+      yield out;
     }
-    return out;
   }
 
-  private async prepare(bytes: Uint8Array): Promise<Prepared> {
+  /** One model run over a batch: for each image its output and the batch's wall time. */
+  private async infer(ok: Prepared[]): Promise<Inferred[]> {
+    const { height: H, width: W } = this.card.input;
+    const batch = new Float32Array(ok.length * H * W);
+    ok.forEach((p, k) => batch.set(p.input, k * H * W));
+    const t0 = performance.now();
+    const output = await this.session.run(batch, ok.length);
+    const infer = since(t0);
+    return ok.map((_, k) => ({ output, k, infer }));
+  }
+
+  private async prepare(source: Source): Promise<Prepared> {
+    const bytes = typeof source === 'function' ? await source() : source;
     let t0 = performance.now();
     const decoded = await decodeImage(bytes, this.opts.decode);
     const decode = since(t0);
@@ -153,14 +195,8 @@ export class Engine {
     return { decoded, checks, input, timings: { decode, preprocess: since(t0) } };
   }
 
-  private async finish(
-    p: Prepared,
-    inferred: InferenceOutput,
-    k: number,
-    infer: number,
-    opts: AnalyseOptions,
-    wantCam: boolean,
-  ): Promise<AnalysisResult> {
+  /** Gate, uncertainty, Grad-CAM and the result of one image: the one place that decides its outcome. */
+  private async finish({ prepared: p, output: inferred, k, infer, opts, wantCam }: FinishInput): Promise<Outcome> {
     const logit = inferred.logit[k];
     if (!Number.isFinite(logit)) throw new PneumoError(500, 'model_error', 'The model produced an invalid output for this image.');
     const decision = postprocess(logit, this.card, opts.threshold);
@@ -190,7 +226,7 @@ export class Engine {
       ...warningsFor(p.decoded, this.card.input.width, this.card.input.height),
       ...(this.card.uncertainty ? [] : ['This model provides no uncertainty estimate.']),
     ];
-    return {
+    const result: AnalysisResult = {
       label: decision.label,
       probability: decision.probability,
       logit,
@@ -207,7 +243,15 @@ export class Engine {
       uncertainty: unc.value,
       uncertain: unc.uncertain,
     };
+    if (gate.rejected && !opts.force) return { status: 'rejected', result, error: rejectionError(gate) };
+    return { status: 'analysed', result };
   }
+}
+
+/** The result of an analysed image; the error of a rejected or failed one is thrown. */
+export function unwrap(outcome: Outcome): AnalysisResult {
+  if (outcome.status === 'analysed') return outcome.result;
+  throw outcome.error;
 }
 
 /** The 422 of a rejected image, with the gate's reason as its code; details (scores, thresholds, reasons) are safe to show. */
@@ -231,3 +275,5 @@ const lowerFirst = (s: string): string => s.charAt(0).toLowerCase() + s.slice(1)
 function toError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
+
+const failed = (e: unknown): Outcome => ({ status: 'failed', error: toError(e) });

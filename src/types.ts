@@ -1,4 +1,5 @@
 /** Shared types of the pipeline stages: decode -> preprocess -> infer -> explain -> postprocess. */
+import type { PneumoError } from './errors.ts';
 import type { GateResult, RejectionReason } from './gate/gate.ts';
 
 export type { GateResult, RejectionReason } from './gate/gate.ts';
@@ -30,9 +31,9 @@ export interface AnalyseOptions {
   /** Override the card's decision threshold (0..1). */
   threshold?: number;
   /**
-   * Analyse even what the input gate rejects as not a chest X-ray (default false). Without it,
-   * `analyse` throws PneumoError 422 not_a_chest_xray and `analyseMany` returns the result with
-   * `rejected: true` and no Grad-CAM; with it, the result carries a warning instead.
+   * Analyse even what the input gate rejects (default false). Without it, the image's outcome is
+   * `rejected` (422 not_a_chest_xray or outside_intended_use, no Grad-CAM); with it, `analysed`,
+   * with `rejected: true` and a warning in the result.
    */
   force?: boolean;
 }
@@ -72,3 +73,18 @@ export interface AnalysisResult {
   /** uncertainty > the card's cutoff: "uncertain: refer to a clinician" (also in `warnings`). */
   uncertain: boolean;
 }
+
+/**
+ * What became of one input: the engine decides it in one place (Engine.analyseStream), every front
+ * end only renders it.
+ * - analysed: a result to show (`result.rejected` is true only when the analysis was forced).
+ * - rejected: the input gate refused the image (`error` is its 422, code = `result.reason`:
+ *   not_a_chest_xray or outside_intended_use); `result` carries the gate and image facts, its label
+ *   and probability are meaningless and must not be shown.
+ * - failed: it could not be read, decoded or analysed (`error`: a PneumoError for user-facing
+ *   problems, any other Error is unexpected).
+ */
+export type Outcome =
+  | { status: 'analysed'; result: AnalysisResult }
+  | { status: 'rejected'; result: AnalysisResult; error: PneumoError }
+  | { status: 'failed'; error: Error };

@@ -63,6 +63,7 @@ describe('expandInputs', () => {
 describe('output formats', () => {
   const ok = {
     file: 'x,1.png',
+    status: 'analysed' as const,
     result: {
       label: 'PNEUMONIA',
       probability: 0.876543,
@@ -82,7 +83,7 @@ describe('output formats', () => {
       uncertain: false,
     },
   };
-  const bad = { file: 'bad.jpg', error: { code: 'undecodable_image', message: 'not an "image"' } };
+  const bad = { file: 'bad.jpg', status: 'failed' as const, error: { code: 'undecodable_image', message: 'not an "image"' } };
 
   it('writes a CSV header and quotes cells that need it', () => {
     expect(csvHeader()).toBe(

@@ -154,7 +154,19 @@ describe('CLI input size', () => {
     const dir = await mkdtemp(join(tmpdir(), 'pneumolens-'));
     try {
       await writeFile(join(dir, 'big.png'), Buffer.alloc(2 * MB));
-      const engine = { analyseMany: async () => [] } as unknown as Parameters<typeof analyseFiles>[0];
+      // The engine reads each file through its source function (the size check is in that function).
+      const engine = {
+        async *analyseStream(sources: Array<() => Promise<Uint8Array>>) {
+          yield await Promise.all(
+            sources.map((s) =>
+              s().then(
+                () => ({ status: 'analysed' }),
+                (error: Error) => ({ status: 'failed', error }),
+              ),
+            ),
+          );
+        },
+      } as unknown as Parameters<typeof analyseFiles>[0];
       const outcomes = [];
       for await (const batch of analyseFiles(engine, ['big.png'], dir, {}, 8, MB)) outcomes.push(...batch);
       expect(outcomes[0].error).toEqual({ code: 'payload_too_large', message: expect.stringMatching(/2 MB.*limit of 1 MB/) });

@@ -1,21 +1,28 @@
 /**
- * Reads files and runs them through the engine in batches. One bad file never stops the batch: its
- * outcome carries the error code and message instead of a result.
+ * Runs files through the engine's one path (Engine.analyseStream), which owns the batching: the
+ * next batch is read and decoded while the model runs the current one. One bad file never stops
+ * the batch: its outcome carries the error code and message instead of a result.
  */
 import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isPneumoError, PneumoError } from '../errors.js';
 import { defaultMaxFileBytes } from '../image/limits.js';
 import type { Engine } from '../pipeline.js';
-import type { AnalyseOptions, AnalysisResult } from '../types.js';
+import type { AnalyseOptions, AnalysisResult, Outcome } from '../types.js';
 
 export interface OutcomeError {
   code: string;
   message: string;
 }
 
+/**
+ * The engine's outcome of one file, for rendering. `status` is the engine's: `result` is set for
+ * analysed and rejected files (a rejected one's label and probability must not be shown), `error`
+ * for failed ones only.
+ */
 export interface FileOutcome {
   file: string;
+  status: Outcome['status'];
   result?: AnalysisResult;
   error?: OutcomeError;
 }
@@ -30,6 +37,20 @@ export function toOutcomeError(e: unknown): OutcomeError {
   return { code: 'internal_error', message: e instanceof Error ? e.message : String(e) };
 }
 
+/** Reads a file, checking its size first: a file over the limit is never loaded (readFile fails above 2 GiB anyway). */
+async function readChecked(path: string, maxFileBytes: number): Promise<Uint8Array> {
+  const { size } = await stat(path);
+  if (size > maxFileBytes) {
+    const mb = (n: number) => `${+(n / (1024 * 1024)).toFixed(1)} MB`;
+    throw new PneumoError(413, 'payload_too_large', `The file is ${mb(size)}, larger than the limit of ${mb(maxFileBytes)}.`);
+  }
+  return readFile(path);
+}
+
+export function fileOutcome(file: string, o: Outcome): FileOutcome {
+  return o.status === 'failed' ? { file, status: o.status, error: toOutcomeError(o.error) } : { file, status: o.status, result: o.result };
+}
+
 /** Yields the outcomes of each batch, in input order. */
 export async function* analyseFiles(
   engine: Engine,
@@ -39,45 +60,10 @@ export async function* analyseFiles(
   batchSize = 8,
   maxFileBytes = defaultMaxFileBytes(),
 ): AsyncGenerator<FileOutcome[]> {
-  for (let start = 0; start < files.length; start += batchSize) {
-    const chunk = files.slice(start, start + batchSize);
-    const outcomes: FileOutcome[] = chunk.map((file) => ({ file }));
-    const bytes: Uint8Array[] = [];
-    const slots: number[] = [];
-    await Promise.all(
-      chunk.map(async (file, i) => {
-        try {
-          const path = resolve(cwd, file);
-          // Checked before reading: a file over the limit is never loaded (readFile fails above 2 GiB anyway).
-          const { size } = await stat(path);
-          if (size > maxFileBytes) {
-            const mb = (n: number) => `${+(n / (1024 * 1024)).toFixed(1)} MB`;
-            throw new PneumoError(413, 'payload_too_large', `The file is ${mb(size)}, larger than the limit of ${mb(maxFileBytes)}.`);
-          }
-          bytes[i] = await readFile(path);
-        } catch (e) {
-          outcomes[i].error = toOutcomeError(e);
-        }
-      }),
-    );
-    chunk.forEach((_, i) => {
-      if (!outcomes[i].error) slots.push(i);
-    });
-    const inputs = slots.map((i) => bytes[i]);
-    let results: Array<AnalysisResult | Error>;
-    try {
-      results = inputs.length > 0 ? await engine.analyseMany(inputs, opts) : [];
-    } catch {
-      // a failure of the whole batch: isolate the culprit by analysing one at a time
-      results = [];
-      for (const b of inputs)
-        results.push(await engine.analyse(b, opts).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e)))));
-    }
-    slots.forEach((slot, k) => {
-      const r = results[k];
-      if (r instanceof Error) outcomes[slot].error = toOutcomeError(r);
-      else outcomes[slot].result = r;
-    });
-    yield outcomes;
+  const sources = files.map((file) => () => readChecked(resolve(cwd, file), maxFileBytes));
+  let done = 0;
+  for await (const outcomes of engine.analyseStream(sources, opts, batchSize)) {
+    yield outcomes.map((o, i) => fileOutcome(files[done + i], o));
+    done += outcomes.length;
   }
 }

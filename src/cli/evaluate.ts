@@ -180,14 +180,14 @@ export async function run(args: string[], io: Io): Promise<number> {
       for (const o of outcomes) {
         const file = relative(root, o.file);
         const truth = truths[k++];
-        if (o.result?.rejected && !force) {
-          rejected.push({ file, code: o.result.reason ?? 'not_a_chest_xray', message: o.result.gate.reasons.join('; ') });
-        } else if (o.result) {
-          if (o.result.rejected) forcedRejected++;
-          items.push({ file, truth, probability: o.result.probability });
+        if (o.status === 'rejected') {
+          rejected.push({ file, code: o.result!.reason ?? 'not_a_chest_xray', message: o.result!.gate.reasons.join('; ') });
+        } else if (o.status === 'analysed') {
+          if (o.result!.rejected) forcedRejected++;
+          items.push({ file, truth, probability: o.result!.probability });
         } else failures.push({ file, code: o.error?.code ?? 'internal_error', message: o.error?.message ?? 'unknown error' });
       }
-      progress.tick(outcomes.length, outcomes.filter((o) => o.error || (o.result?.rejected && !force)).length);
+      progress.tick(outcomes.length, outcomes.filter((o) => o.status !== 'analysed').length);
     }
     progress.finish();
     for (const f of failures) io.stderr.write(`pneumolens: ${f.file}: ${f.code}: ${f.message}\n`);

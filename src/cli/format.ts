@@ -9,13 +9,11 @@ import type { FileOutcome } from './batch.js';
 export interface PredictRow extends FileOutcome {
   /** Path of the written Grad-CAM overlay, with --cam. */
   camFile?: string;
-  /** The analysis was forced (--force): a gate rejection is reported as a warning, not a refusal. */
-  forced?: boolean;
 }
 
-/** The gate rejected the image and the analysis was not forced: no label or probability is shown. */
+/** The engine's outcome was a gate rejection: no label or probability is shown. (Forced analyses are `analysed`.) */
 export function refused(row: PredictRow): boolean {
-  return row.result?.rejected === true && !row.forced;
+  return row.status === 'rejected';
 }
 
 export const REJECTED_LABEL = 'REJECTED: not a chest X-ray';
@@ -89,7 +87,7 @@ export function csvRow(row: PredictRow): string {
  * label, probability, logit or uncertainty: those would be meaningless for it.
  */
 export function jsonRow(row: PredictRow): Record<string, unknown> {
-  if (row.error) return { file: row.file, error: row.error };
+  if (row.status === 'failed') return { file: row.file, error: row.error };
   const { cam, timings_ms: _timings, ...rest } = row.result as AnalysisResult;
   if (refused(row)) {
     const { label: _l, probability: _p, logit: _g, threshold: _t, uncertainty: _u, uncertain: _c, ...kept } = rest;

@@ -124,7 +124,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     if (flag(p, 'csv')) io.stdout.write(csvHeader());
     for await (const outcomes of analyseFiles(engine, files, io.cwd, opts, batch)) {
       for (const o of outcomes) {
-        const row: PredictRow = { ...o, ...(force ? { forced: true } : {}) };
+        const row: PredictRow = { ...o };
         if (camAbs && o.result?.cam) {
           const name = camFileName(o.file, io.cwd);
           await writeFile(join(camAbs, name), o.result.cam.overlayPng);

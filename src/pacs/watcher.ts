@@ -264,16 +264,19 @@ export class Watcher {
       if (isPneumoError(e)) return this.record(change, tags, e, true);
       throw e;
     }
-    const [result] = await engine.analyseMany([bytes], { cam: true });
-    if (result instanceof PneumoError) return this.record(change, tags, result, true);
-    if (result.rejected) {
-      return this.record(
-        change,
-        tags,
-        { code: result.reason ?? 'not_a_chest_xray', message: result.gate.message ?? 'Refused by the input gate.' },
-        true,
-      );
+    const [analysed] = await engine.analyseAll([bytes], { cam: true });
+    if (analysed.status === 'rejected') {
+      const { code, message } = analysed.error;
+      return this.record(change, tags, { code, message }, true);
     }
+    if (analysed.status === 'failed') {
+      const e = analysed.error;
+      const error = isPneumoError(e)
+        ? e
+        : Object.assign(new PneumoError(500, 'internal_error', 'Internal error while analysing the image.'), { cause: e });
+      return this.record(change, tags, error, true);
+    }
+    const result = analysed.result;
     const outcome: Outcome = { kind: 'analysed', result };
     const files: Buffer[] = [];
     if (result.cam) {

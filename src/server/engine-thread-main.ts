@@ -4,10 +4,9 @@
  * Grad-CAM, overlay blending) blocks this thread, not the server's event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { isPneumoError } from '../errors.js';
 import { Engine } from '../pipeline.js';
 import type { AnalyseOptions } from '../types.js';
-import type { ThreadReply, ThreadRequest } from './engine-worker.js';
+import { outcomeToWire, type ThreadReply, type ThreadRequest } from './engine-worker.js';
 
 const port = parentPort!;
 const { card, threads } = workerData as { card?: string; threads: number };
@@ -21,16 +20,9 @@ try {
       void engine.dispose().finally(() => port.close());
       return;
     }
-    engine.analyse(m.bytes, m.opts as AnalyseOptions).then(
-      (result) => post({ type: 'result', id: m.id, result }), // copied (a small PNG and map): never detach a pooled buffer
-      (e: unknown) =>
-        post({
-          type: 'error',
-          id: m.id,
-          error: isPneumoError(e)
-            ? { pneumo: true, status: e.status, code: e.code, message: e.message, details: e.details }
-            : { pneumo: false, message: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined },
-        }),
+    engine.analyseAll([m.bytes], m.opts as AnalyseOptions).then(
+      ([outcome]) => post({ type: 'outcome', id: m.id, outcome: outcomeToWire(outcome) }), // copied (a small PNG and map): never detach a pooled buffer
+      (e: unknown) => post({ type: 'outcome', id: m.id, outcome: outcomeToWire({ status: 'failed', error: e as Error }) }),
     );
   });
 } catch (e) {

@@ -9,28 +9,56 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { PneumoError, type ErrorCode } from '../errors.js';
-import type { AnalyseOptions, AnalysisResult } from '../types.js';
+import { isPneumoError, PneumoError, type ErrorCode } from '../errors.js';
+import { unwrap } from '../pipeline.js';
+import type { AnalyseOptions, AnalysisResult, Outcome } from '../types.js';
 import type { PredictEngine } from './app.js';
 
 export type ThreadRequest = { type: 'analyse'; id: number; bytes: Uint8Array; opts: AnalyseOptions } | { type: 'dispose' };
+
+/** An error as it crosses the thread boundary (structured clone keeps no class). */
+export type WireError =
+  | { pneumo: true; status: number; code: ErrorCode; message: string; details?: Record<string, unknown> }
+  | { pneumo: false; message: string; stack?: string };
+
+/** The engine's Outcome (src/types.ts) as it crosses the thread boundary: the same three cases. */
+export type WireOutcome =
+  | { status: 'analysed'; result: AnalysisResult }
+  | { status: 'rejected'; result: AnalysisResult; error: WireError }
+  | { status: 'failed'; error: WireError };
+
 export type ThreadReply =
   | { type: 'ready'; card: Record<string, unknown>; threads: number }
   | { type: 'failed'; message: string }
-  | { type: 'result'; id: number; result: AnalysisResult }
-  | {
-      type: 'error';
-      id: number;
-      error:
-        | { pneumo: true; status: number; code: ErrorCode; message: string; details?: Record<string, unknown> }
-        | { pneumo: false; message: string; stack?: string };
-    };
+  | { type: 'outcome'; id: number; outcome: WireOutcome };
+
+function errorToWire(e: unknown): WireError {
+  return isPneumoError(e)
+    ? { pneumo: true, status: e.status, code: e.code, message: e.message, details: e.details }
+    : { pneumo: false, message: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined };
+}
+
+function errorFromWire(w: WireError): Error {
+  return w.pneumo
+    ? new PneumoError(w.status, w.code, w.message, w.details)
+    : Object.assign(new Error(w.message), { stack: w.stack ?? w.message });
+}
+
+export function outcomeToWire(o: Outcome): WireOutcome {
+  return o.status === 'analysed' ? o : { ...o, error: errorToWire(o.error) };
+}
+
+export function outcomeFromWire(w: WireOutcome): Outcome {
+  if (w.status === 'analysed') return w;
+  if (w.status === 'rejected') return { ...w, error: errorFromWire(w.error) as PneumoError };
+  return { status: 'failed', error: errorFromWire(w.error) };
+}
 
 interface Job {
   id: number;
   bytes: Uint8Array;
   opts: AnalyseOptions;
-  resolve(r: AnalysisResult): void;
+  resolve(o: Outcome): void;
   reject(e: Error): void;
 }
 
@@ -81,7 +109,13 @@ export class WorkerEngine implements PredictEngine {
     return this.slots.length;
   }
 
-  analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
+  /** The result of an analysed image; the outcome's error otherwise (as Engine.analyse, from the same Outcome). */
+  async analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
+    return unwrap(await this.outcome(bytes, opts));
+  }
+
+  /** The engine's outcome of one image, computed in a worker thread. */
+  outcome(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<Outcome> {
     if (this.disposed) return Promise.reject(new PneumoError(503, 'busy', 'The server is shutting down.'));
     return new Promise((resolve, reject) => {
       this.waiting.push({ id: this.nextId++, bytes, opts, resolve, reject });
@@ -112,11 +146,9 @@ export class WorkerEngine implements PredictEngine {
     this.slots.push(slot);
     worker.on('message', (m: ThreadReply) => {
       const job = slot.job;
-      if (!job || (m.type !== 'result' && m.type !== 'error') || m.id !== job.id) return;
+      if (!job || m.type !== 'outcome' || m.id !== job.id) return;
       slot.job = undefined;
-      if (m.type === 'result') job.resolve(m.result);
-      else if (m.error.pneumo) job.reject(new PneumoError(m.error.status, m.error.code, m.error.message, m.error.details));
-      else job.reject(Object.assign(new Error(m.error.message), { stack: m.error.stack ?? m.error.message }));
+      job.resolve(outcomeFromWire(m.outcome));
       this.pump();
     });
     worker.on('error', () => undefined); // 'exit' follows
