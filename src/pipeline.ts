@@ -125,7 +125,7 @@ export class Engine {
         ? o.result
         : o.error instanceof PneumoError
           ? o.error
-          : Object.assign(new PneumoError(500, 'internal_error', 'Internal error while analysing the image.'), { cause: o.error }),
+          : Object.assign(new PneumoError('internal_error', 'Internal error while analysing the image.'), { cause: o.error }),
     );
   }
 
@@ -198,7 +198,7 @@ export class Engine {
   /** Gate, uncertainty, Grad-CAM and the result of one image: the one place that decides its outcome. */
   private async finish({ prepared: p, output: inferred, k, infer, opts, wantCam }: FinishInput): Promise<Outcome> {
     const logit = inferred.logit[k];
-    if (!Number.isFinite(logit)) throw new PneumoError(500, 'model_error', 'The model produced an invalid output for this image.');
+    if (!Number.isFinite(logit)) throw new PneumoError('model_error', 'The model produced an invalid output for this image.');
     const decision = postprocess(logit, this.card, opts.threshold);
     const gate = gateDecision(p.checks, inferred.ood ? inferred.ood[k] : null, this.card.gate, inferred.scope ? inferred.scope[k] : null);
     const M = inferred.memberCount;
@@ -257,13 +257,13 @@ export function unwrap(outcome: Outcome): AnalysisResult {
 /** The 422 of a rejected image, with the gate's reason as its code; details (scores, thresholds, reasons) are safe to show. */
 export function rejectionError(gate: GateResult): PneumoError {
   if (gate.reason === 'outside_intended_use') {
-    return new PneumoError(422, 'outside_intended_use', gate.message ?? OUTSIDE_INTENDED_USE, {
+    return new PneumoError('outside_intended_use', gate.message ?? OUTSIDE_INTENDED_USE, {
       scope: gate.scope,
       scope_threshold: gate.scopeThreshold,
       reasons: gate.reasons,
     });
   }
-  return new PneumoError(422, 'not_a_chest_xray', gate.message ?? 'This does not look like a chest X-ray.', {
+  return new PneumoError('not_a_chest_xray', gate.message, {
     score: gate.score,
     threshold: gate.threshold,
     reasons: gate.reasons,

@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { PneumoError } from '../src/errors.ts';
 import { buildApp, type AppOptions } from '../src/server/app.ts';
+import type { AnalysisResult } from '../src/types.ts';
 import { serve } from '../src/server/start.ts';
 import { grayDicom } from './fixtures/make-dicom.ts';
 import { fileUpload, fixtureServer, grayPng, LogCapture, multipart, noisePng, pixelBombPng, TestEngine } from './server-helpers.ts';
@@ -159,9 +160,11 @@ describe('POST /api/predict', () => {
 
   it('passes through optional result fields (uncertainty, rejected, gate) when present', async () => {
     const { app: b, engine: e } = app();
-    e.extra = { uncertainty: { low: 0.1, high: 0.3 }, rejected: false, gate: { score: 0.2 } };
+    // shapes the types allow (this test once passed an uncertainty object, which AnalysisResult forbids)
+    const gate = { ...(await e.analyse(png)).gate, score: 0.2, threshold: 0.5 };
+    e.extra = { uncertainty: 0.3, uncertain: true, rejected: false, gate } satisfies Partial<AnalysisResult>;
     const res = await post(b, fileUpload(png));
-    expect(res.json()).toMatchObject({ uncertainty: { low: 0.1, high: 0.3 }, rejected: false, gate: { score: 0.2 } });
+    expect(res.json()).toMatchObject({ uncertainty: 0.3, uncertain: true, rejected: false, gate: { score: 0.2 } });
     await b.close();
   });
 
@@ -257,7 +260,7 @@ describe('POST /api/predict', () => {
     expect(res.body).not.toContain('secret internal detail');
     expect(res.body).not.toContain('TypeError');
     expect(logs.text).toContain('secret internal detail xyz'); // logged server-side
-    e.failWith = new PneumoError(422, 'not_a_chest_xray', 'This does not look like a chest X-ray.', { gate_score: 0.93 });
+    e.failWith = new PneumoError('not_a_chest_xray', 'This does not look like a chest X-ray.', { gate_score: 0.93 });
     const gated = await post(b, fileUpload(png));
     expect(gated.statusCode).toBe(422);
     expect(gated.json()).toEqual({

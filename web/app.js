@@ -397,23 +397,14 @@ function dataUrlBlob(dataUrl) {
   return new Blob([bytes], { type: head.slice(5).split(';')[0] });
 }
 
+/** The JSON report: the API answer as served (its shape is the OpenAPI document's Prediction), without the images. */
 function report() {
-  const r = state.result;
+  const { gradcam: _overlay, heatmap: _heatmap, ...answer } = state.result;
   return {
     tool: 'pneumolens',
     disclaimer: 'Research and education tool, not a medical device.',
     generated_at: new Date().toISOString(),
-    model: r.model,
-    label: r.label,
-    probability: r.probability,
-    threshold: r.threshold,
-    logit: r.logit,
-    image: r.image,
-    warnings: r.warnings,
-    timings_ms: r.timings_ms,
-    gradcam_map: r.gradcam_map,
-    ...(r.uncertainty !== undefined ? { uncertainty: r.uncertainty, uncertain: r.uncertain } : {}),
-    ...(r.gate !== undefined ? { gate: r.gate, rejected: r.rejected } : {}),
+    ...answer,
   };
 }
 
@@ -631,8 +622,9 @@ async function loadCard() {
 async function loadLimits() {
   try {
     const doc = await (await fetch('/api/openapi.json')).json();
-    const m = /at most ([\d.]+ MB)/.exec(doc.paths['/api/predict'].post.description);
-    if (m) $('max-size').textContent = m[1];
+    // the limit as a number (bytes) from the document's schema of the upload, never from its prose
+    const file = doc.paths['/api/predict'].post.requestBody.content['multipart/form-data'].schema.properties.file;
+    if (Number.isFinite(file.maxLength)) $('max-size').textContent = `${+(file.maxLength / (1024 * 1024)).toFixed(1)} MB`;
   } catch {
     /* keep the default text */
   }

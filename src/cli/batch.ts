@@ -42,7 +42,7 @@ async function readChecked(path: string, maxFileBytes: number): Promise<Uint8Arr
   const { size } = await stat(path);
   if (size > maxFileBytes) {
     const mb = (n: number) => `${+(n / (1024 * 1024)).toFixed(1)} MB`;
-    throw new PneumoError(413, 'payload_too_large', `The file is ${mb(size)}, larger than the limit of ${mb(maxFileBytes)}.`);
+    throw new PneumoError('payload_too_large', `The file is ${mb(size)}, larger than the limit of ${mb(maxFileBytes)}.`);
   }
   return readFile(path);
 }

@@ -28,10 +28,10 @@ export function checkOverlayOptions(opts: OverlayOptions): Required<OverlayOptio
   const alpha = opts.alpha ?? DEFAULT_ALPHA;
   const maxSide = opts.maxSide ?? DEFAULT_MAX_SIDE;
   if (!COLORMAPS.includes(colormap)) {
-    throw new PneumoError(400, 'bad_request', `colormap must be one of ${COLORMAPS.join(', ')} (got ${String(colormap)}).`);
+    throw new PneumoError('bad_request', `colormap must be one of ${COLORMAPS.join(', ')} (got ${String(colormap)}).`);
   }
   if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0 || alpha > 1) {
-    throw new PneumoError(400, 'bad_request', `alpha (overlay opacity) must be a number between 0 and 1 (got ${String(alpha)}).`);
+    throw new PneumoError('bad_request', `alpha (overlay opacity) must be a number between 0 and 1 (got ${String(alpha)}).`);
   }
   if (!Number.isInteger(maxSide) || maxSide < 1) throw new Error(`maxSide must be a positive integer (got ${maxSide})`);
   return { colormap, alpha, maxSide };

@@ -68,7 +68,10 @@ export interface ImageStats {
   samples: number;
 }
 
-export type CheckName = 'colour' | 'blank' | 'low_contrast' | 'aspect' | 'document' | 'noise';
+/** The image checks, by name (the OpenAPI document lists them from here). */
+export const CHECK_NAMES = ['colour', 'blank', 'low_contrast', 'aspect', 'document', 'noise'] as const;
+
+export type CheckName = (typeof CHECK_NAMES)[number];
 
 export interface CheckFailure {
   check: CheckName;

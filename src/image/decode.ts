@@ -35,7 +35,7 @@ function checkPngCrcs(bytes: Uint8Array): void {
     if (end > buf.length) return;
     if (crc32(buf.subarray(pos + 4, end - 4)) !== buf.readUInt32BE(end - 4)) {
       const type = buf.toString('latin1', pos + 4, pos + 8).replace(/[^A-Za-z]/g, '?');
-      throw new PneumoError(422, 'undecodable_image', `The PNG file is damaged: the checksum of its ${type} chunk does not match.`);
+      throw new PneumoError('undecodable_image', `The PNG file is damaged: the checksum of its ${type} chunk does not match.`);
     }
     if (buf.toString('latin1', pos + 4, pos + 8) === 'IEND') return;
     pos = end;
@@ -47,10 +47,10 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   const limits = { maxPixels, maxDecodedBytes: opts.maxDecodedBytes ?? defaultMaxDecodedBytes() };
   const minSide = opts.minSide ?? DEFAULT_MIN_SIDE;
-  if (bytes.length === 0) throw new PneumoError(400, 'bad_request', 'The upload is empty.');
+  if (bytes.length === 0) throw new PneumoError('bad_request', 'The upload is empty.');
   const format = sniffFormat(bytes);
   if (format === null) {
-    throw new PneumoError(415, 'unsupported_media_type', 'Unsupported file type: expected JPEG, PNG, WebP, TIFF or DICOM.');
+    throw new PneumoError('unsupported_media_type', 'Unsupported file type: expected JPEG, PNG, WebP, TIFF or DICOM.');
   }
   if (format === 'png') checkPngCrcs(bytes);
   const decoded: DecodedImage =
@@ -58,7 +58,6 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions = {}): 
   const { width, height } = decoded.image;
   if (width < minSide || height < minSide) {
     throw new PneumoError(
-      422,
       'unusable_image',
       `The image is ${width}x${height} pixels; at least ${minSide}x${minSide} is needed for an analysis.`,
     );

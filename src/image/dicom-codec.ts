@@ -48,7 +48,7 @@ export const DEFAULT_DECODE_TIMEOUT_MS = 20_000;
 /** More tiles than this in a JPEG 2000 frame is refused (real files have 1 to a few hundred). */
 export const MAX_J2K_TILES = 4096;
 
-const undecodable = (why: string) => new PneumoError(422, 'undecodable_image', `The DICOM file could not be decoded: ${why}.`);
+const undecodable = (why: string) => new PneumoError('undecodable_image', `The DICOM file could not be decoded: ${why}.`);
 
 export function decodeTimeoutMs(env: Record<string, string | undefined> = process.env): number {
   const raw = env.PNEUMOLENS_DECODE_TIMEOUT_MS;

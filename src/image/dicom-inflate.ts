@@ -132,13 +132,13 @@ export function inflateDataSet(deflated: Uint8Array, maxDecodedBytes: number): P
           finish(null); // the first frame is complete: the rest is not needed
         else if (take < chunk.length) {
           const limit = `${+(globalCap / (1024 * 1024)).toFixed(1)} MB`;
-          finish(new PneumoError(413, 'payload_too_large', `The deflated DICOM data set inflates to more than ${limit} before its image.`));
+          finish(new PneumoError('payload_too_large', `The deflated DICOM data set inflates to more than ${limit} before its image.`));
         }
       }
     });
     inflater.on('end', () => finish(null));
     inflater.on('error', () =>
-      finish(new PneumoError(422, 'undecodable_image', 'The DICOM file could not be decoded: the deflated data set is corrupt.')),
+      finish(new PneumoError('undecodable_image', 'The DICOM file could not be decoded: the deflated data set is corrupt.')),
     );
     inflater.end(deflated);
   });

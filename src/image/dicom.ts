@@ -47,8 +47,8 @@ const COMPRESSED_NAMES: Record<string, string> = {
 
 export type DicomLimits = DecodeLimits;
 
-const undecodable = (why: string) => new PneumoError(422, 'undecodable_image', `The DICOM file could not be decoded: ${why}.`);
-const unsupported = (why: string) => new PneumoError(415, 'unsupported_media_type', `Unsupported DICOM: ${why}.`);
+const undecodable = (why: string) => new PneumoError('undecodable_image', `The DICOM file could not be decoded: ${why}.`);
+const unsupported = (why: string) => new PneumoError('unsupported_media_type', `Unsupported DICOM: ${why}.`);
 
 function parse(bytes: Uint8Array, inflated?: Buffer): DataSet {
   // dicom-parser needs a Buffer on Node (deflate path uses Buffer#copy); this wraps without copying.
@@ -258,7 +258,6 @@ function checkScope(ds: DataSet, notes: string[]): void {
   if (modality && !RADIOGRAPH_MODALITIES.has(modality)) {
     if (!ANY_IMAGE_MODALITIES.has(modality)) {
       throw new PneumoError(
-        422,
         'outside_intended_use',
         `The DICOM Modality is ${modality.replace(/[^A-Z0-9_ ]/g, '').slice(0, 16)}, not a radiograph; pneumolens reads frontal chest radiographs (CR, DX).`,
       );
@@ -362,11 +361,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   const intercept = ds.floatString('x00281052') ?? 0;
   // Rescaled values must stay finite in float32 (RescaleSlope 1e308 would make them Infinity, then NaN).
   if (!Number.isFinite(slope) || !Number.isFinite(intercept) || Math.abs(slope) * 2 ** bitsStored + Math.abs(intercept) > 1e37) {
-    throw new PneumoError(
-      422,
-      'unusable_image',
-      'The DICOM rescale slope or intercept is out of range; the pixel values cannot be computed.',
-    );
+    throw new PneumoError('unusable_image', 'The DICOM rescale slope or intercept is out of range; the pixel values cannot be computed.');
   }
   if (slope !== 1 || intercept !== 0) {
     for (let i = 0; i < values.length; i++) values[i] = values[i] * slope + intercept;

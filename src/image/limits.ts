@@ -43,7 +43,6 @@ const mb = (n: number): string => `${+(n / (1024 * 1024)).toFixed(1)} MB`;
 /** The 413 of an image (or inflated data) larger than the decode budget. */
 export function decodeBudgetError(bytes: number, limit: number, what = 'The image'): PneumoError {
   return new PneumoError(
-    413,
     'payload_too_large',
     `${what} would decode to ${mb(bytes)}, more than the limit of ${mb(limit)}; send a smaller or 8-bit gray image.`,
   );
@@ -51,7 +50,7 @@ export function decodeBudgetError(bytes: number, limit: number, what = 'The imag
 
 /** Throws 422 (too many pixels) or 413 (too many decoded bytes) before the decoder allocates anything. */
 export function checkDecodeCost(width: number, height: number, channels: number, bytesPerSample: number, limits: DecodeLimits): void {
-  if (width * height > limits.maxPixels) throw new PneumoError(422, 'unusable_image', 'The image has too many pixels to be processed.');
+  if (width * height > limits.maxPixels) throw new PneumoError('unusable_image', 'The image has too many pixels to be processed.');
   const bytes = width * height * channels * bytesPerSample;
   if (bytes > limits.maxDecodedBytes) throw decodeBudgetError(bytes, limits.maxDecodedBytes);
 }

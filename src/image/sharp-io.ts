@@ -14,14 +14,14 @@ export type RasterLimits = DecodeLimits;
 function toPneumoError(e: unknown, format: string): PneumoError {
   const message = e instanceof Error ? e.message : String(e);
   if (/exceeds pixel limit/i.test(message)) {
-    return new PneumoError(422, 'unusable_image', 'The image has too many pixels to be processed.');
+    return new PneumoError('unusable_image', 'The image has too many pixels to be processed.');
   }
   // libvips messages may quote internals; keep only the first line, and only as a hint.
   const hint = message
     .split('\n')[0]
     .replace(/^Input (buffer|file) (has )?/i, '')
     .slice(0, 120);
-  return new PneumoError(422, 'undecodable_image', `The ${format} file could not be decoded (${hint}).`);
+  return new PneumoError('undecodable_image', `The ${format} file could not be decoded (${hint}).`);
 }
 
 /** Decodes a raster image to RawImage (0..255 scale, 16-bit divided by 257), keeping alpha, upright by its EXIF orientation. */

@@ -15,7 +15,7 @@ export function sigmoid(x: number): number {
 /** Validates a user threshold override (0..1); PneumoError 400 otherwise. */
 export function checkThreshold(threshold: unknown): number {
   if (typeof threshold !== 'number' || !Number.isFinite(threshold) || threshold < 0 || threshold > 1) {
-    throw new PneumoError(400, 'bad_request', `threshold must be a number between 0 and 1 (got ${String(threshold)}).`);
+    throw new PneumoError('bad_request', `threshold must be a number between 0 and 1 (got ${String(threshold)}).`);
   }
   return threshold;
 }

@@ -163,11 +163,7 @@ export class Orthanc {
 }
 
 const tooLarge = (max: number) =>
-  new PneumoError(
-    413,
-    'payload_too_large',
-    `The instance file is larger than ${Math.round(max / (1024 * 1024))} MB (PNEUMOLENS_MAX_FILE_MB).`,
-  );
+  new PneumoError('payload_too_large', `The instance file is larger than ${Math.round(max / (1024 * 1024))} MB (PNEUMOLENS_MAX_FILE_MB).`);
 
 /** The URL with any user:password@ removed, for messages. */
 export function redact(url: string): string {

@@ -273,7 +273,7 @@ export class Watcher {
       const e = analysed.error;
       const error = isPneumoError(e)
         ? e
-        : Object.assign(new PneumoError(500, 'internal_error', 'Internal error while analysing the image.'), { cause: e });
+        : Object.assign(new PneumoError('internal_error', 'Internal error while analysing the image.'), { cause: e });
       return this.record(change, tags, error, true);
     }
     const result = analysed.result;

@@ -13,7 +13,7 @@ import type { AnalyseOptions, AnalysisResult } from '../types.js';
 import { clientErrorHandler, mapError, notFoundBody } from './errors.js';
 import { fetchImageUrl, formatBytes, UrlPolicy, type Resolver } from './fetch-url.js';
 import { Limiter } from './limiter.js';
-import { openApiDocument, PREDICT_QUERY_SCHEMA, renderDocsHtml, type PredictQuery } from './openapi.js';
+import { openApiDocument, PREDICT_QUERY_SCHEMA, renderDocsHtml, resolvedSchema, type PredictQuery } from './openapi.js';
 import { OriginPolicy } from './origin.js';
 import { collectBody, requestTimeout, UploadBudget, type Upload } from './uploads.js';
 
@@ -231,7 +231,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         : state.status === 'shutting_down'
           ? 'The server is shutting down.'
           : 'The model is not available (it failed to load; see the server log).';
-    throw new PneumoError(503, 'busy', message, { retry_after_s: state.status === 'loading' ? 2 : 10 });
+    throw new PneumoError('busy', message, { retry_after_s: state.status === 'loading' ? 2 : 10 });
   };
 
   app.addHook('preClose', async () => {
@@ -247,7 +247,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     for (const [k, v] of Object.entries(SECURITY_HEADERS)) reply.header(k, v);
     if (state.status === 'shutting_down' && req.url !== '/api/health') {
       reply.header('connection', 'close');
-      throw new PneumoError(503, 'busy', 'The server is shutting down.', { retry_after_s: 10 });
+      throw new PneumoError('busy', 'The server is shutting down.', { retry_after_s: 10 });
     }
     // A page of another site must not make a visitor's browser post to this server (a form POST
     // needs no CORS preflight); it could not read the answer, but it could spend our resources.
@@ -284,38 +284,47 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     dotfiles: 'deny',
   });
 
-  app.get('/api/health', async (_req, reply) => {
-    const engine = state.status === 'ok' ? state.engine : undefined;
-    const s = limiter.stats();
-    const u = uploads.stats();
-    reply.code(engine ? 200 : 503).header('cache-control', 'no-store');
-    if (!engine) reply.header('retry-after', state.status === 'loading' ? '2' : '10');
-    return {
-      status: state.status,
-      ready: !!engine,
-      model: engine ? { name: engine.card.name, version: engine.card.version } : null,
-      uptime_s: round((Date.now() - startedAt) / 1000, 1),
-      load: {
-        active: s.active,
-        queued: s.queued,
-        max_concurrent: s.maxConcurrent,
-        max_queue: s.maxQueue,
-        uploads_in_flight: u.inFlight,
-        upload_bytes_in_flight: u.bytes,
-      },
-    };
-  });
+  const openApi = () => openApiDocument({ version: PACKAGE_VERSION, maxUploadBytes });
+  const doc = openApi();
+  const errorSchema = resolvedSchema(doc, 'Error');
+  /** Answers are serialised with the OpenAPI document's own schemas (see resolvedSchema). */
+  const responses = (ok: Record<string, unknown>) => ({ 200: ok, '4xx': errorSchema, '5xx': errorSchema });
+
+  app.get(
+    '/api/health',
+    { schema: { response: { 200: resolvedSchema(doc, 'Health'), 503: resolvedSchema(doc, 'Health') } } },
+    async (_req, reply) => {
+      const engine = state.status === 'ok' ? state.engine : undefined;
+      const s = limiter.stats();
+      const u = uploads.stats();
+      reply.code(engine ? 200 : 503).header('cache-control', 'no-store');
+      if (!engine) reply.header('retry-after', state.status === 'loading' ? '2' : '10');
+      return {
+        status: state.status,
+        ready: !!engine,
+        model: engine ? { name: engine.card.name, version: engine.card.version } : null,
+        uptime_s: round((Date.now() - startedAt) / 1000, 1),
+        load: {
+          active: s.active,
+          queued: s.queued,
+          max_concurrent: s.maxConcurrent,
+          max_queue: s.maxQueue,
+          uploads_in_flight: u.inFlight,
+          upload_bytes_in_flight: u.bytes,
+        },
+      };
+    },
+  );
 
   app.get('/api/model', async () => publicCard(readyEngine().card));
 
-  const openApi = () => openApiDocument({ version: PACKAGE_VERSION, maxUploadBytes });
   app.get('/api/openapi.json', async () => openApi());
   app.get('/docs', async (_req, reply) => {
     reply.type('text/html; charset=utf-8');
     return renderDocsHtml(openApi());
   });
 
-  const tooLarge = () => new PneumoError(413, 'payload_too_large', `The file is larger than the limit of ${maxUploadText}.`);
+  const tooLarge = () => new PneumoError('payload_too_large', `The file is larger than the limit of ${maxUploadText}.`);
 
   /** The one file of a multipart body; a second file is an error, other fields are ignored. */
   async function readMultipartFile(req: FastifyRequest, upload: Upload, signal: AbortSignal): Promise<Buffer> {
@@ -324,12 +333,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       if (part.type !== 'file') continue;
       if (bytes !== undefined || part.fieldname !== 'file') {
         part.file.resume();
-        throw new PneumoError(400, 'bad_request', 'Send exactly one file, in the field "file".');
+        throw new PneumoError('bad_request', 'Send exactly one file, in the field "file".');
       }
       bytes = await collectBody(part.file, upload, maxUploadBytes, tooLarge, signal);
     }
-    if (bytes === undefined) throw new PneumoError(400, 'bad_request', 'No file in the form: send the image in the field "file".');
-    if (bytes.length === 0) throw new PneumoError(400, 'bad_request', 'The uploaded file is empty.');
+    if (bytes === undefined) throw new PneumoError('bad_request', 'No file in the form: send the image in the field "file".');
+    if (bytes.length === 0) throw new PneumoError('bad_request', 'The uploaded file is empty.');
     return bytes;
   }
 
@@ -342,7 +351,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     const type = (req.headers['content-type'] ?? '').toLowerCase();
     if (req.isMultipart()) {
       if (!/;\s*boundary=/.test(type)) {
-        throw new PneumoError(400, 'bad_request', 'The multipart/form-data Content-Type has no boundary parameter.');
+        throw new PneumoError('bad_request', 'The multipart/form-data Content-Type has no boundary parameter.');
       }
       const upload = uploads.begin();
       const ctrl = new AbortController();
@@ -365,7 +374,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       } catch (e) {
         if (isPneumoError(e) || (e as { code?: unknown }).code?.toString().startsWith('FST_')) throw e;
         // busboy's parse errors (no closing boundary, malformed part headers, body shorter than declared)
-        throw new PneumoError(400, 'bad_request', 'The multipart body is malformed or incomplete.');
+        throw new PneumoError('bad_request', 'The multipart body is malformed or incomplete.');
       } finally {
         clearTimeout(deadline);
         clearTimeout(idle);
@@ -378,12 +387,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       const keys = body && typeof body === 'object' && !Array.isArray(body) ? Object.keys(body) : null;
       const url = keys ? (body as { url?: unknown }).url : undefined;
       if (!keys || typeof url !== 'string' || keys.length !== 1) {
-        throw new PneumoError(400, 'bad_request', 'The JSON body must be {"url": "https://..."}.');
+        throw new PneumoError('bad_request', 'The JSON body must be {"url": "https://..."}.');
       }
-      if (url.length > 2048) throw new PneumoError(400, 'bad_request', 'The URL is too long (at most 2048 characters).');
+      if (url.length > 2048) throw new PneumoError('bad_request', 'The URL is too long (at most 2048 characters).');
       const upload = uploads.begin();
       const ctrl = new AbortController();
-      const onClose = () => ctrl.abort(new PneumoError(400, 'bad_request', 'The client went away.'));
+      const onClose = () => ctrl.abort(new PneumoError('bad_request', 'The client went away.'));
       req.raw.socket?.once('close', onClose);
       try {
         const { bytes } = await fetchImageUrl(url, urlPolicy, {
@@ -401,23 +410,19 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       }
     }
     if (!type)
-      throw new PneumoError(400, 'bad_request', 'No image: send multipart/form-data with a field "file", or JSON {"url": "https://..."}.');
-    throw new PneumoError(
-      415,
-      'unsupported_media_type',
-      'Send the image as multipart/form-data (field "file") or JSON {"url": "https://..."}.',
-    );
+      throw new PneumoError('bad_request', 'No image: send multipart/form-data with a field "file", or JSON {"url": "https://..."}.');
+    throw new PneumoError('unsupported_media_type', 'Send the image as multipart/form-data (field "file") or JSON {"url": "https://..."}.');
   }
 
   app.post<{ Querystring: PredictQuery }>(
     '/api/predict',
     {
-      schema: { querystring: PREDICT_QUERY_SCHEMA },
+      schema: { querystring: PREDICT_QUERY_SCHEMA, response: responses(resolvedSchema(doc, 'Prediction')) },
       bodyLimit: JSON_BODY_LIMIT,
       onRequest: async (req) => {
         const declared = Number(req.headers['content-length']);
         if (Number.isFinite(declared) && declared > maxUploadBytes + MULTIPART_SLACK_BYTES) {
-          throw new PneumoError(413, 'payload_too_large', `The file is larger than the limit of ${maxUploadText}.`);
+          throw new PneumoError('payload_too_large', `The file is larger than the limit of ${maxUploadText}.`);
         }
       },
     },
@@ -432,9 +437,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       const ctrl = new AbortController();
       const timer = setTimeout(
         () =>
-          ctrl.abort(
-            new PneumoError(504, 'timeout', `The analysis did not finish within ${requestTimeoutMs / 1000} s. Please retry later.`),
-          ),
+          ctrl.abort(new PneumoError('timeout', `The analysis did not finish within ${requestTimeoutMs / 1000} s. Please retry later.`)),
         requestTimeoutMs,
       );
       try {

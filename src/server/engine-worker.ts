@@ -40,7 +40,7 @@ function errorToWire(e: unknown): WireError {
 
 function errorFromWire(w: WireError): Error {
   return w.pneumo
-    ? new PneumoError(w.status, w.code, w.message, w.details)
+    ? new PneumoError(w.code, w.message, w.details, w.status)
     : Object.assign(new Error(w.message), { stack: w.stack ?? w.message });
 }
 
@@ -116,7 +116,7 @@ export class WorkerEngine implements PredictEngine {
 
   /** The engine's outcome of one image, computed in a worker thread. */
   outcome(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<Outcome> {
-    if (this.disposed) return Promise.reject(new PneumoError(503, 'busy', 'The server is shutting down.'));
+    if (this.disposed) return Promise.reject(new PneumoError('busy', 'The server is shutting down.'));
     return new Promise((resolve, reject) => {
       this.waiting.push({ id: this.nextId++, bytes, opts, resolve, reject });
       this.pump();
@@ -125,7 +125,7 @@ export class WorkerEngine implements PredictEngine {
 
   async dispose(): Promise<void> {
     this.disposed = true;
-    for (const job of this.waiting.splice(0)) job.reject(new PneumoError(503, 'busy', 'The server is shutting down.'));
+    for (const job of this.waiting.splice(0)) job.reject(new PneumoError('busy', 'The server is shutting down.'));
     await Promise.all(
       this.slots.splice(0).map(
         (s) =>

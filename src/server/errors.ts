@@ -6,7 +6,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError } from 'fastify';
-import { isPneumoError } from '../errors.js';
+import { codesWithStatus, ERRORS, isPneumoError, PneumoError, type ErrorCode } from '../errors.js';
 
 export interface ErrorBody {
   error: { code: string; message: string } & Record<string, unknown>;
@@ -21,36 +21,28 @@ export interface MappedError {
   unexpected: boolean;
 }
 
-const GENERIC: Record<number, { code: string; message: string }> = {
-  400: { code: 'bad_request', message: 'The request is malformed.' },
-  403: { code: 'forbidden', message: 'Access to this address is not allowed.' },
-  404: { code: 'not_found', message: 'There is nothing at this address.' },
-  405: { code: 'method_not_allowed', message: 'This method is not allowed here.' },
-  408: { code: 'request_timeout', message: 'The request took too long to arrive.' },
-  413: { code: 'payload_too_large', message: 'The request is too large.' },
-  415: { code: 'unsupported_media_type', message: 'This content type is not accepted.' },
-  431: { code: 'headers_too_large', message: 'The request headers are too large.' },
-  500: { code: 'internal_error', message: 'Something went wrong on our side. The error was logged.' },
-  503: { code: 'busy', message: 'The server is busy. Please retry shortly.' },
-};
+/** The generic answer of a status: the first code of the table answered with it. */
+function generic(status: number): { code: ErrorCode; message: string } {
+  const code = codesWithStatus(status)[0] ?? (status >= 500 ? 'internal_error' : 'bad_request');
+  return { code, message: ERRORS[code].message };
+}
 
-/** Fastify (and plugin) error codes whose messages we rewrite for the user. */
-const FASTIFY_MESSAGES: Record<string, { status: number; code: string; message: string }> = {
+/** Fastify (and plugin) error codes whose messages we rewrite for the user; the status is the code's. */
+export const FASTIFY_MESSAGES: Record<string, { code: ErrorCode; message: string }> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: {
-    status: 415,
     code: 'unsupported_media_type',
     message: 'Send the image as multipart/form-data (field "file") or JSON {"url": "https://..."}.',
   },
-  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: 'bad_request', message: 'The JSON body is empty.' },
-  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'bad_request', message: 'The body is not valid JSON.' },
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'bad_request', message: 'The Content-Length does not match the body.' },
-  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: 'payload_too_large', message: 'The request body is too large.' },
-  FST_INVALID_MULTIPART_CONTENT_TYPE: { status: 400, code: 'bad_request', message: 'The request is not multipart/form-data.' },
-  FST_FILES_LIMIT: { status: 400, code: 'bad_request', message: 'Send exactly one file, in the field "file".' },
-  FST_PARTS_LIMIT: { status: 400, code: 'bad_request', message: 'The form has too many parts.' },
-  FST_FIELDS_LIMIT: { status: 400, code: 'bad_request', message: 'The form has too many fields.' },
-  FST_PROTO_VIOLATION: { status: 400, code: 'bad_request', message: 'The form has a forbidden field name.' },
-  FST_MP_PREMATURE_CLOSE: { status: 400, code: 'bad_request', message: 'The upload was interrupted.' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { code: 'bad_request', message: 'The JSON body is empty.' },
+  FST_ERR_CTP_INVALID_JSON_BODY: { code: 'bad_request', message: 'The body is not valid JSON.' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { code: 'bad_request', message: 'The Content-Length does not match the body.' },
+  FST_ERR_CTP_BODY_TOO_LARGE: { code: 'payload_too_large', message: 'The request body is too large.' },
+  FST_INVALID_MULTIPART_CONTENT_TYPE: { code: 'bad_request', message: 'The request is not multipart/form-data.' },
+  FST_FILES_LIMIT: { code: 'bad_request', message: 'Send exactly one file, in the field "file".' },
+  FST_PARTS_LIMIT: { code: 'bad_request', message: 'The form has too many parts.' },
+  FST_FIELDS_LIMIT: { code: 'bad_request', message: 'The form has too many fields.' },
+  FST_PROTO_VIOLATION: { code: 'bad_request', message: 'The form has a forbidden field name.' },
+  FST_MP_PREMATURE_CLOSE: { code: 'bad_request', message: 'The upload was interrupted.' },
 };
 
 export function mapError(err: unknown, maxUploadText: string): MappedError {
@@ -63,31 +55,25 @@ export function mapError(err: unknown, maxUploadText: string): MappedError {
   if (fe && typeof fe === 'object') {
     if (fe.validation) {
       // Ajv messages name the parameter and the rule ("querystring/alpha must be <= 1"): safe and useful.
-      return { status: 400, body: { error: { code: 'bad_request', message: `Invalid request: ${fe.message}` } }, unexpected: false };
+      return { status: 400, body: new PneumoError('bad_request', `Invalid request: ${fe.message}`).toJSON(), unexpected: false };
     }
     if (fe.code === 'FST_REQ_FILE_TOO_LARGE') {
-      return {
-        status: 413,
-        body: { error: { code: 'payload_too_large', message: `The file is larger than the limit of ${maxUploadText}.` } },
-        unexpected: false,
-      };
+      return mapError(new PneumoError('payload_too_large', `The file is larger than the limit of ${maxUploadText}.`), maxUploadText);
     }
     const known = fe.code ? FASTIFY_MESSAGES[fe.code] : undefined;
-    if (known) return { status: known.status, body: { error: { code: known.code, message: known.message } }, unexpected: false };
-    if (err instanceof SyntaxError && fe.statusCode === 400) {
-      return { status: 400, body: { error: { code: 'bad_request', message: 'The body is not valid JSON.' } }, unexpected: false };
-    }
+    if (known) return mapError(new PneumoError(known.code, known.message), maxUploadText);
+    if (err instanceof SyntaxError && fe.statusCode === 400)
+      return mapError(new PneumoError('bad_request', FASTIFY_MESSAGES.FST_ERR_CTP_INVALID_JSON_BODY.message), maxUploadText);
     const status = fe.statusCode;
     if (typeof status === 'number' && status >= 400 && status < 500) {
-      const g = GENERIC[status] ?? GENERIC[400];
-      return { status, body: { error: { ...g } }, unexpected: false };
+      return { status, body: { error: generic(status) }, unexpected: false };
     }
   }
-  return { status: 500, body: { error: { ...GENERIC[500] } }, unexpected: true };
+  return { status: 500, body: { error: generic(500) }, unexpected: true };
 }
 
 export function notFoundBody(): ErrorBody {
-  return { error: { ...GENERIC[404] } };
+  return { error: generic(404) };
 }
 
 /**
@@ -101,7 +87,7 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
     return;
   }
   const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-  const body = JSON.stringify({ error: { ...GENERIC[status] } });
+  const body = JSON.stringify({ error: generic(status) });
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,

@@ -123,13 +123,12 @@ export function urlPort(url: URL): number {
 
 const forbidden = (why: string) =>
   new PneumoError(
-    400,
     'url_forbidden',
     `This URL is not allowed: ${why}. Only public http(s) addresses can be fetched (an administrator can allow intranet hosts with PNEUMOLENS_URL_ALLOW).`,
   );
 
-const fetchFailed = (status: number, why: string) =>
-  new PneumoError(status, 'url_fetch_failed', `Could not fetch the image from the URL: ${why}.`);
+const fetchFailed = (status: 502 | 504, why: string) =>
+  new PneumoError('url_fetch_failed', `Could not fetch the image from the URL: ${why}.`, undefined, status);
 
 class AddressRefused extends Error {
   constructor(readonly kind: string) {
@@ -172,7 +171,7 @@ export function checkUrl(raw: string, policy: UrlPolicy): URL {
   try {
     url = new URL(raw);
   } catch {
-    throw new PneumoError(400, 'bad_request', 'The "url" field is not a valid absolute URL.');
+    throw new PneumoError('bad_request', 'The "url" field is not a valid absolute URL.');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw forbidden('only http and https URLs are fetched');
   if (url.username || url.password) throw forbidden('credentials in the URL are not accepted');
@@ -293,7 +292,7 @@ function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, o: HopOptio
 }
 
 function tooLarge(maxBytes: number): PneumoError {
-  return new PneumoError(413, 'payload_too_large', `The image at the URL is larger than the limit of ${formatBytes(maxBytes)}.`);
+  return new PneumoError('payload_too_large', `The image at the URL is larger than the limit of ${formatBytes(maxBytes)}.`);
 }
 
 export function formatBytes(n: number): string {
@@ -307,11 +306,7 @@ export async function fetchImageUrl(raw: string, policy: UrlPolicy, opts: FetchU
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const maxRedirects = opts.maxRedirects ?? 3;
   const resolve = opts.resolve ?? systemResolve;
-  const timeout = new PneumoError(
-    504,
-    'url_fetch_failed',
-    `Could not fetch the image from the URL: no complete answer within ${timeoutMs / 1000} s.`,
-  );
+  const timeout = fetchFailed(504, `no complete answer within ${timeoutMs / 1000} s`);
   const ctrl = new AbortController();
   const timer = setTimeout(() => ctrl.abort(timeout), timeoutMs);
   const onOuterAbort = () => ctrl.abort(opts.signal?.reason);

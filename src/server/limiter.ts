@@ -69,7 +69,7 @@ export class Limiter {
   }
 
   private busyError(): PneumoError {
-    return new PneumoError(503, 'busy', 'The server is busy analysing other images. Please retry shortly.', {
+    return new PneumoError('busy', 'The server is busy analysing other images. Please retry shortly.', {
       retry_after_s: this.retryAfterSeconds(),
     });
   }

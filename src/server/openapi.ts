@@ -4,6 +4,9 @@
  * and the server cannot disagree about the parameters.
  */
 
+import { codesWithStatus, ERROR_CODES, ERRORS } from '../errors.js';
+import { CHECK_NAMES } from '../gate/image-checks.js';
+
 /** Query parameters of POST /api/predict (JSON Schema, validated by Fastify). Add new ones here. */
 export const PREDICT_QUERY_SCHEMA = {
   type: 'object',
@@ -26,7 +29,7 @@ export const PREDICT_QUERY_SCHEMA = {
       type: 'boolean',
       default: false,
       description:
-        'Analyse the image even when the input gate judges it is not a chest X-ray (default false: such an image is refused with 422 not_a_chest_xray). A forced result says so in `warnings` and keeps `rejected: true`.',
+        'Analyse the image even when the input gate refuses it (default false: such an image is refused with 422 not_a_chest_xray or outside_intended_use). A forced result says so in `warnings` and keeps `rejected: true` and its `reason`.',
     },
   },
 } as const;
@@ -39,14 +42,63 @@ export interface PredictQuery {
   force?: boolean;
 }
 
-const errorResponse = (description: string) => ({
-  description,
-  content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-});
+const errorContent = { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } };
+
+/** The HTTP statuses of the error table (src/errors.ts) that POST /api/predict can answer with. */
+export const PREDICT_ERROR_STATUSES = [
+  ...new Set(ERROR_CODES.flatMap((c) => [ERRORS[c].status, ...(('also' in ERRORS[c] ? ERRORS[c].also : []) as number[])])),
+]
+  .filter((s) => s !== 404 && s !== 405)
+  .sort((a, b) => a - b);
+
+/** An error response: its prose, then its codes, listed from the error table. */
+const errorResponse = (status: number, description: string) => {
+  const codes = codesWithStatus(status);
+  return { description: `${description} Codes: ${codes.map((c) => `\`${c}\``).join(', ')}.`, content: errorContent };
+};
 
 const retryAfter = {
   'Retry-After': { description: 'Seconds to wait before retrying.', schema: { type: 'integer' } },
 };
+
+/** What each error status of POST /api/predict means, in words; the codes are appended from the error table. */
+function predictErrorProse(mb: number): Record<number, string> {
+  return {
+    400:
+      'Malformed request: bad query parameter, bad JSON, missing file or more than one, multipart without a boundary or cut short, ' +
+      'bytes that are not HTTP, or a URL that is not allowed (code `url_forbidden`).',
+    403: 'A browser request from another origin (code `forbidden`): pages of other sites may not post here unless the origin is in PNEUMOLENS_ALLOWED_ORIGINS.',
+    408: 'The upload stalled (no data for the idle timeout, default 10 s) or was not complete within the upload timeout (default 30 s); code `request_timeout`. The connection is closed.',
+    413:
+      `The file (or the image at the URL) is larger than ${mb} MB, or the image would decode to more than the decode budget ` +
+      '(width x height x channels x bytes per sample, default 128 MiB; a deflated DICOM inflating beyond it counts too).',
+    415: 'Not an image format that is read (JPEG, PNG, WebP, TIFF, DICOM), or a request content type that is not accepted.',
+    422:
+      'The image is corrupt, truncated, too large in pixels, or otherwise unusable; or (code `not_a_chest_xray`) the input gate judged it is not a chest X-ray ' +
+      "(colour photo, document or screenshot, blank image, extreme shape, pixel noise, or unlike the training X-rays by the model's own gate score): " +
+      "then the error also carries `score` (the model's gate score, null when the model has none), `threshold` and `reasons` (one line each); " +
+      'or (code `outside_intended_use`) it is a chest X-ray outside the population the model is validated for, with `scope`, `scope_threshold` and `reasons`. ' +
+      'Repeat with `force=true` to analyse it anyway.',
+    431: 'The request headers are too large (code `headers_too_large`).',
+    500: 'Unexpected server error (logged; no details are given).',
+    502: 'The image URL could not be fetched (code `url_fetch_failed`).',
+    503:
+      'Busy (all analysis slots and the queue are taken, or too many uploads are in transit), the model is not loaded yet, or the server is shutting down. ' +
+      'Retry-After is the measured time for the queue to drain.',
+    504: 'The queue wait and analysis did not finish within the request timeout (code `timeout`), or the URL host did not answer in time (code `url_fetch_failed`).',
+  };
+}
+
+/** One response per error status of the table: a status without prose is a programming error. */
+function predictErrorResponses(mb: number): Record<string, ReturnType<typeof errorResponse> & { headers?: typeof retryAfter }> {
+  const prose = predictErrorProse(mb);
+  return Object.fromEntries(
+    PREDICT_ERROR_STATUSES.map((status) => {
+      if (!prose[status]) throw new Error(`openapi: no description for status ${status} of the error table`);
+      return [String(status), { ...errorResponse(status, prose[status]), ...(status === 503 ? { headers: retryAfter } : {}) }];
+    }),
+  );
+}
 
 export function openApiDocument(info: { version: string; maxUploadBytes: number }) {
   const mb = +(info.maxUploadBytes / (1024 * 1024)).toFixed(1);
@@ -68,7 +120,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             `Send the image as multipart/form-data (field \`file\`, at most ${mb} MB) or as JSON \`{"url": "https://..."}\`. ` +
             'JPEG, PNG, WebP, TIFF and DICOM are read; the format is recognised from the bytes, never from the file name or Content-Type. ' +
             'URLs must point to public http(s) hosts (an administrator can allow intranet hosts with PNEUMOLENS_URL_ALLOW). ' +
-            'An image that does not look like a chest X-ray is refused with 422 `not_a_chest_xray` (with `score` and `reasons`) unless `force=true`. ' +
+            'An image that does not look like a chest X-ray is refused with 422 `not_a_chest_xray` (with `score` and `reasons`), a chest X-ray outside the population the model is validated for with 422 `outside_intended_use` (with `scope` and `reasons`), unless `force=true`. ' +
             'When the model has an ensemble, `uncertainty` is its disagreement and `uncertain: true` means: uncertain, refer to a clinician.',
           parameters: Object.entries(PREDICT_QUERY_SCHEMA.properties).map(([name, schema]) => {
             const { description, ...rest } = schema as { description: string } & Record<string, unknown>;
@@ -81,7 +133,14 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 schema: {
                   type: 'object',
                   required: ['file'],
-                  properties: { file: { type: 'string', format: 'binary', description: 'The image file.' } },
+                  properties: {
+                    file: {
+                      type: 'string',
+                      format: 'binary',
+                      maxLength: info.maxUploadBytes,
+                      description: 'The image file (maxLength: its size limit in bytes).',
+                    },
+                  },
                 },
               },
               'application/json': {
@@ -103,41 +162,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               description: 'The analysis.',
               content: { 'application/json': { schema: { $ref: '#/components/schemas/Prediction' } } },
             },
-            '400': errorResponse(
-              'Malformed request: bad query parameter, bad JSON, missing file or more than one, multipart without a boundary or cut short, ' +
-                'bytes that are not HTTP, or a URL that is not allowed (code url_forbidden).',
-            ),
-            '403': errorResponse(
-              'A browser request from another origin (code `forbidden`): pages of other sites may not post here unless the origin is in PNEUMOLENS_ALLOWED_ORIGINS.',
-            ),
-            '408': errorResponse(
-              'The upload stalled (no data for the idle timeout, default 10 s) or was not complete within the upload timeout (default 30 s); code `request_timeout`. The connection is closed.',
-            ),
-            '413': errorResponse(
-              `The file (or the image at the URL) is larger than ${mb} MB, or the image would decode to more than the decode budget ` +
-                '(width x height x channels x bytes per sample, default 128 MiB; a deflated DICOM inflating beyond it counts too).',
-            ),
-            '431': errorResponse('The request headers are too large (code `headers_too_large`).'),
-            '415': errorResponse(
-              'Not an image format that is read (JPEG, PNG, WebP, TIFF, DICOM), or a request content type that is not accepted.',
-            ),
-            '422': errorResponse(
-              'The image is corrupt, truncated, too large in pixels, or otherwise unusable; or (code `not_a_chest_xray`) the input gate judged it is not a chest X-ray ' +
-                "(colour photo, document or screenshot, blank image, extreme shape, or unlike the training X-rays by the model's own gate score): " +
-                "then the error also carries `score` (the model's gate score, null when the model has none), `threshold` and `reasons` (one line each). Repeat with `force=true` to analyse it anyway.",
-            ),
-            '502': errorResponse('The image URL could not be fetched (code url_fetch_failed).'),
-            '503': {
-              ...errorResponse(
-                'Busy (all analysis slots and the queue are taken, or too many uploads are in transit), the model is not loaded yet, or the server is shutting down. ' +
-                  'Retry-After is the measured time for the queue to drain.',
-              ),
-              headers: retryAfter,
-            },
-            '504': errorResponse(
-              'The queue wait and analysis did not finish within the request timeout (code `timeout`), or the URL host did not answer in time (code `url_fetch_failed`).',
-            ),
-            '500': errorResponse('Unexpected server error (logged; no details are given).'),
+            ...predictErrorResponses(mb),
           },
         },
       },
@@ -163,7 +188,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             'Long numeric arrays (such as the Grad-CAM weights) are summarised as {"omitted": true, "length": n}.',
           responses: {
             '200': { description: 'The model card.', content: { 'application/json': { schema: { type: 'object' } } } },
-            '503': errorResponse('The model is not loaded (yet).'),
+            '503': errorResponse(503, 'The model is not loaded (yet).'),
           },
         },
       },
@@ -186,9 +211,9 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               properties: {
                 code: {
                   type: 'string',
+                  enum: ERROR_CODES,
                   example: 'unsupported_media_type',
-                  description:
-                    'bad_request, not_found, payload_too_large, unsupported_media_type, undecodable_image, unusable_image, not_a_chest_xray, outside_intended_use, busy, timeout, url_forbidden, url_fetch_failed, model_error, internal_error',
+                  description: ERROR_CODES.join(', '),
                 },
                 message: { type: 'string', description: 'For people; may change between versions.' },
                 score: {
@@ -201,9 +226,22 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 reasons: {
                   type: 'array',
                   items: { type: 'string' },
-                  description: 'not_a_chest_xray only: why the image was refused, for people.',
+                  description: 'not_a_chest_xray and outside_intended_use only: why the image was refused, for people.',
                 },
+                scope: {
+                  type: 'number',
+                  nullable: true,
+                  description:
+                    'outside_intended_use only: the intended-use score (above scope_threshold = outside the validated population).',
+                },
+                scope_threshold: {
+                  type: 'number',
+                  nullable: true,
+                  description: 'outside_intended_use only: its threshold in the model card.',
+                },
+                retry_after_s: { type: 'number', description: 'busy only: the same as the Retry-After header.' },
               },
+              additionalProperties: true,
             },
           },
         },
@@ -286,6 +324,13 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 "The model's gate score, normalised so that above `threshold` = not like the training chest X-rays; null when the model has none.",
             },
             threshold: { type: 'number', nullable: true },
+            scope: {
+              type: 'number',
+              nullable: true,
+              description:
+                'The intended-use score: above `scopeThreshold` = a chest X-ray outside the population the model is validated for; null when the model has no intended-use head.',
+            },
+            scopeThreshold: { type: 'number', nullable: true },
             checks: {
               type: 'object',
               properties: {
@@ -301,7 +346,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                   items: {
                     type: 'object',
                     properties: {
-                      check: { type: 'string', enum: ['colour', 'blank', 'low_contrast', 'aspect', 'document'] },
+                      check: { type: 'string', enum: CHECK_NAMES },
                       value: { type: 'number' },
                       threshold: { type: 'number' },
                       reason: { type: 'string' },
@@ -340,6 +385,23 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
 }
 
 export type OpenApiDocument = ReturnType<typeof openApiDocument>;
+
+/**
+ * A schema of the document with its `$ref`s resolved, for a route's `response` schema: Fastify then
+ * serialises the answers with the document itself (a required field the server does not send is a
+ * 500, a field the document does not describe is not sent), so the two cannot drift apart.
+ */
+export function resolvedSchema(doc: OpenApiDocument, name: keyof OpenApiDocument['components']['schemas']): Record<string, unknown> {
+  const schemas = doc.components.schemas as Record<string, unknown>;
+  const resolve = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(resolve);
+    if (!v || typeof v !== 'object') return v;
+    const ref = (v as { $ref?: unknown }).$ref;
+    if (typeof ref === 'string') return resolve(schemas[ref.replace('#/components/schemas/', '')]);
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolve(x)]));
+  };
+  return resolve(schemas[name]) as Record<string, unknown>;
+}
 
 const esc = (s: unknown) =>
   String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);

@@ -63,7 +63,6 @@ export class OriginPolicy {
   check(headers: IncomingHttpHeaders): void {
     if (!this.allows(headers)) {
       throw new PneumoError(
-        403,
         'forbidden',
         'Cross-origin requests from web pages are not accepted. An administrator can allow an origin with PNEUMOLENS_ALLOWED_ORIGINS.',
       );

@@ -50,7 +50,7 @@ export class UploadBudget {
   }
 
   private busy(): PneumoError {
-    return new PneumoError(503, 'busy', 'The server is receiving too many uploads. Please retry shortly.', {
+    return new PneumoError('busy', 'The server is receiving too many uploads. Please retry shortly.', {
       retry_after_s: this.limits.retryAfterS,
     });
   }
@@ -79,7 +79,7 @@ export class UploadBudget {
 }
 
 export function requestTimeout(message: string): PneumoError {
-  return new PneumoError(408, 'request_timeout', message);
+  return new PneumoError('request_timeout', message);
 }
 
 /**
