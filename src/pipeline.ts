@@ -7,7 +7,7 @@ import { gradCam } from './explain/gradcam.ts';
 import { gateDecision, OUTSIDE_INTENDED_USE, type GateResult } from './gate/gate.ts';
 import { checkImage, type ImageCheckResult } from './gate/image-checks.ts';
 import { UNCERTAIN_WARNING, uncertaintyOf } from './gate/uncertainty.ts';
-import { checkOverlayOptions, renderOverlay } from './explain/overlay.ts';
+import { checkOverlayOptions, renderCam } from './explain/overlay.ts';
 import { decodeImage, type DecodeOptions } from './image/decode.ts';
 import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
 import { checkThreshold, postprocess } from './model/postprocess.ts';
@@ -211,8 +211,8 @@ export class Engine {
       const [C, h, w] = inferred.featureShape;
       const features = inferred.features.subarray(k * C * h * w, (k + 1) * C * h * w);
       const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights);
-      const overlayPng = await renderOverlay(p.decoded.image, map, { colormap: opts.colormap, alpha: opts.alpha });
-      cam = { map: map.map, mapWidth: map.width, mapHeight: map.height, overlayPng };
+      const { overlayPng, heatmapPng } = await renderCam(p.decoded.image, map, { colormap: opts.colormap, alpha: opts.alpha });
+      cam = { map: map.map, mapWidth: map.width, mapHeight: map.height, overlayPng, heatmapPng };
     }
     const explain = since(t0);
     const { image, format, notes } = p.decoded;

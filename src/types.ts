@@ -45,6 +45,8 @@ export interface CamResult {
   mapHeight: number;
   /** PNG of the overlay at the original image size (longest side capped for the web). */
   overlayPng: Buffer;
+  /** The colour-mapped heatmap alone, opaque RGBA PNG at the overlay's size (the overlay blends these pixels). */
+  heatmapPng?: Buffer;
 }
 
 export interface AnalysisResult {

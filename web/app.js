@@ -10,7 +10,7 @@ const state = {
   originalImg: null,
   /** The last API answer. */
   result: null,
-  /** Colour-mapped heatmap at display size (canvas), for client-side blending. */
+  /** The server's colour-mapped heatmap (answer field `heatmap`) as a loaded <img>, blended here over the original. */
   heatmap: null,
   card: null,
   busy: false,
@@ -39,66 +39,6 @@ const REFUSALS = {
     status: "Declined: outside the model's intended use (children aged 1 to 5, one hospital).",
   },
 };
-
-// ---------- colour maps (same stops as the server's, for the client-side blend) ----------
-const STOPS = {
-  viridis: ['#440154', '#472d7b', '#3b528b', '#2c728e', '#21918c', '#28ae80', '#5ec962', '#addc30', '#fde725'],
-  inferno: ['#000004', '#1f0c48', '#550f6d', '#88226a', '#ba3655', '#e35933', '#f98e09', '#f8c932', '#fcffa4'],
-};
-const hex = (h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16));
-const clamp01 = (v) => Math.min(1, Math.max(0, v));
-
-function colour(name, v) {
-  v = clamp01(v);
-  if (name === 'jet') {
-    return [clamp01(1.5 - Math.abs(4 * v - 3)), clamp01(1.5 - Math.abs(4 * v - 2)), clamp01(1.5 - Math.abs(4 * v - 1))].map((c) =>
-      Math.round(c * 255),
-    );
-  }
-  const stops = STOPS[name] ?? STOPS.viridis;
-  const x = v * (stops.length - 1);
-  const i = Math.min(stops.length - 2, Math.floor(x));
-  const a = hex(stops[i]);
-  const b = hex(stops[i + 1]);
-  const t = x - i;
-  return a.map((c, k) => Math.round(c + (b[k] - c) * t));
-}
-
-/** Bilinear upsampling (align_corners=false) of the CAM map, colour-mapped, into a canvas. */
-function renderHeatmap(map, width, height, colormap) {
-  const canvas = document.createElement('canvas');
-  canvas.width = width;
-  canvas.height = height;
-  const ctx = canvas.getContext('2d');
-  const img = ctx.createImageData(width, height);
-  const { width: mw, height: mh, data } = map;
-  const lut = Array.from({ length: 256 }, (_, i) => colour(colormap, i / 255));
-  const sy = mh / height;
-  const sx = mw / width;
-  for (let y = 0; y < height; y++) {
-    const fy = Math.min(mh - 1, Math.max(0, (y + 0.5) * sy - 0.5));
-    const y0 = Math.floor(fy);
-    const y1 = Math.min(mh - 1, y0 + 1);
-    const wy = fy - y0;
-    for (let x = 0; x < width; x++) {
-      const fx = Math.min(mw - 1, Math.max(0, (x + 0.5) * sx - 0.5));
-      const x0 = Math.floor(fx);
-      const x1 = Math.min(mw - 1, x0 + 1);
-      const wx = fx - x0;
-      const v =
-        (1 - wy) * ((1 - wx) * data[y0 * mw + x0] + wx * data[y0 * mw + x1]) +
-        wy * ((1 - wx) * data[y1 * mw + x0] + wx * data[y1 * mw + x1]);
-      const c = lut[Math.round(clamp01(v) * 255)];
-      const o = (y * width + x) * 4;
-      img.data[o] = c[0];
-      img.data[o + 1] = c[1];
-      img.data[o + 2] = c[2];
-      img.data[o + 3] = 255;
-    }
-  }
-  ctx.putImageData(img, 0, 0);
-  return canvas;
-}
 
 // ---------- status and errors ----------
 function setStatus(text) {
@@ -224,6 +164,8 @@ async function analyse() {
       return;
     }
     state.result = await res.json();
+    // The server renders the heatmap (one renderer, src/explain/overlay.ts); the page only blends it.
+    state.heatmap = state.originalImg && state.result.heatmap ? await loadImage(state.result.heatmap) : null;
     showResult();
     const r = state.result;
     setStatus(
@@ -318,11 +260,6 @@ function showResult() {
   $('original-missing').hidden = !!state.originalImg;
   if (state.originalImg) original.src = state.originalUrl;
 
-  state.heatmap = null;
-  if (state.originalImg && r.gradcam_map) {
-    const { w, h } = displaySize(state.originalImg.naturalWidth, state.originalImg.naturalHeight);
-    state.heatmap = renderHeatmap(r.gradcam_map, w, h, $('colormap').value);
-  }
   drawOverlay();
   if (state.fresh) {
     // A new result: keyboard and screen-reader users land on it (the status line announces it too).
@@ -347,13 +284,15 @@ function drawOverlay() {
   if (state.originalImg && state.heatmap) {
     canvas.hidden = false;
     img.hidden = true;
-    canvas.width = state.heatmap.width;
-    canvas.height = state.heatmap.height;
+    const { w, h } = displaySize(state.originalImg.naturalWidth, state.originalImg.naturalHeight);
+    canvas.width = w;
+    canvas.height = h;
     const ctx = canvas.getContext('2d');
     ctx.globalAlpha = 1;
-    ctx.drawImage(state.originalImg, 0, 0, canvas.width, canvas.height);
+    ctx.drawImage(state.originalImg, 0, 0, w, h);
+    // opacity blending only (source-over with globalAlpha, the canvas form of CSS opacity)
     ctx.globalAlpha = currentAlpha();
-    if (ctx.globalAlpha > 0) ctx.drawImage(state.heatmap, 0, 0);
+    if (ctx.globalAlpha > 0) ctx.drawImage(state.heatmap, 0, 0, w, h);
     ctx.globalAlpha = 1;
   } else {
     canvas.hidden = true;

@@ -59,25 +59,42 @@ export async function overlayBase(image: RawImage, maxSide = DEFAULT_MAX_SIDE): 
   return { data: await resizeGray8(gray8, image.width, image.height, width, height), width, height };
 }
 
-/** Blends the colour-mapped CAM (upsampled to the base size) over the gray base; 8-bit RGB out. */
+/**
+ * The one heatmap renderer: the CAM upsampled (bilinear, align_corners=false) to width x height and
+ * colour-mapped; opaque 8-bit RGBA. The overlay blends it over the image; the web page blends the
+ * same pixels (served as `heatmap`) over the original it shows.
+ */
+export function heatmapRgba(cam: CamMap, width: number, height: number, colormap: Colormap = DEFAULT_COLORMAP): Uint8ClampedArray {
+  const heat = upsampleBilinear(cam.map, cam.width, cam.height, width, height);
+  const lut = colormapLut(colormap);
+  const rgba = new Uint8ClampedArray(width * height * 4);
+  for (let p = 0, o = 0; p < width * height; p++, o += 4) {
+    const t = heat[p];
+    const idx = (((t < 0 ? 0 : t > 1 ? 1 : t) * 255 + 0.5) | 0) * 3;
+    rgba[o] = lut[idx];
+    rgba[o + 1] = lut[idx + 1];
+    rgba[o + 2] = lut[idx + 2];
+    rgba[o + 3] = 255;
+  }
+  return rgba;
+}
+
+/** Blends the heatmap (heatmapRgba at the base size) over the gray base with opacity alpha; 8-bit RGB out. */
 export function blendOverlay(
   base: GrayBase,
   cam: CamMap,
   opts: OverlayOptions = {},
+  heat: Uint8ClampedArray = heatmapRgba(cam, base.width, base.height, checkOverlayOptions(opts).colormap),
 ): { rgb: Uint8ClampedArray; width: number; height: number } {
-  const { colormap, alpha } = checkOverlayOptions(opts);
+  const { alpha } = checkOverlayOptions(opts);
   const { width, height, data } = base;
-  const heat = upsampleBilinear(cam.map, cam.width, cam.height, width, height);
-  const lut = colormapLut(colormap);
   const rgb = new Uint8ClampedArray(width * height * 3); // rounds and clamps on store
   const beta = 1 - alpha;
-  for (let p = 0, o = 0; p < width * height; p++, o += 3) {
+  for (let p = 0, o = 0, h = 0; p < width * height; p++, o += 3, h += 4) {
     const g = data[p] * beta;
-    const t = heat[p];
-    const idx = (((t < 0 ? 0 : t > 1 ? 1 : t) * 255 + 0.5) | 0) * 3;
-    rgb[o] = g + alpha * lut[idx];
-    rgb[o + 1] = g + alpha * lut[idx + 1];
-    rgb[o + 2] = g + alpha * lut[idx + 2];
+    rgb[o] = g + alpha * heat[h];
+    rgb[o + 1] = g + alpha * heat[h + 1];
+    rgb[o + 2] = g + alpha * heat[h + 2];
   }
   return { rgb, width, height };
 }
@@ -87,4 +104,24 @@ export async function renderOverlay(image: RawImage, cam: CamMap, opts: OverlayO
   const { maxSide } = checkOverlayOptions(opts);
   const { rgb, width, height } = blendOverlay(await overlayBase(image, maxSide), cam, opts);
   return encodePng(new Uint8Array(rgb.buffer), width, height, 3);
+}
+
+/**
+ * The overlay (RGB PNG) and the heatmap alone (opaque RGBA PNG, for a front end that blends it
+ * itself), both at the image size with the longest side capped at maxSide, from one heatmapRgba.
+ */
+export async function renderCam(
+  image: RawImage,
+  cam: CamMap,
+  opts: OverlayOptions = {},
+): Promise<{ overlayPng: Buffer; heatmapPng: Buffer }> {
+  const { colormap, maxSide } = checkOverlayOptions(opts);
+  const base = await overlayBase(image, maxSide);
+  const heat = heatmapRgba(cam, base.width, base.height, colormap);
+  const { rgb, width, height } = blendOverlay(base, cam, opts, heat);
+  const [overlayPng, heatmapPng] = await Promise.all([
+    encodePng(new Uint8Array(rgb.buffer), width, height, 3),
+    encodePng(new Uint8Array(heat.buffer), width, height, 4),
+  ]);
+  return { overlayPng, heatmapPng };
 }

@@ -163,6 +163,9 @@ function round(v: number, digits: number): number {
   return Math.round(v * f) / f;
 }
 
+const pngDataUrl = (png: Uint8Array): string =>
+  `data:image/png;base64,${Buffer.from(png.buffer, png.byteOffset, png.byteLength).toString('base64')}`;
+
 export function toPredictResponse(result: AnalysisResult, serverTimings: Record<string, number>): Record<string, unknown> {
   const cam = result.cam;
   const out: Record<string, unknown> = {
@@ -173,9 +176,8 @@ export function toPredictResponse(result: AnalysisResult, serverTimings: Record<
     model: { name: result.model.name, version: result.model.version },
     image: { width: result.image.width, height: result.image.height, format: result.image.format },
     timings_ms: Object.fromEntries(Object.entries({ ...result.timings_ms, ...serverTimings }).map(([k, v]) => [k, round(v, 1)])),
-    gradcam: cam
-      ? `data:image/png;base64,${Buffer.from(cam.overlayPng.buffer, cam.overlayPng.byteOffset, cam.overlayPng.byteLength).toString('base64')}`
-      : null,
+    gradcam: cam ? pngDataUrl(cam.overlayPng) : null,
+    heatmap: cam?.heatmapPng ? pngDataUrl(cam.heatmapPng) : null,
     gradcam_map: cam ? { width: cam.mapWidth, height: cam.mapHeight, data: Array.from(cam.map, (v) => round(v, 4)) } : null,
     warnings: [...result.warnings],
   };

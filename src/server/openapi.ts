@@ -281,6 +281,12 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               description: 'Per stage (decode, preprocess, infer, explain, total), plus upload or fetch, queue wait and server_total.',
             },
             gradcam: { type: 'string', nullable: true, description: 'PNG data URL of the Grad-CAM overlay; null when cam=false.' },
+            heatmap: {
+              type: 'string',
+              nullable: true,
+              description:
+                'PNG data URL of the colour-mapped Grad-CAM heatmap alone (opaque RGBA, the size of the overlay), for blending over the image with any opacity; null when cam=false.',
+            },
             gradcam_map: {
               type: 'object',
               nullable: true,

@@ -1,0 +1,69 @@
+/**
+ * The heatmap is drawn once (issue 12 item 5): src/explain/overlay.ts renders the colour-mapped
+ * heatmap; the server's overlay blends exactly those pixels, the API serves them as `heatmap`, and
+ * the page only blends that image (it has no colour map or upsampling of its own).
+ */
+import { readFileSync } from 'node:fs';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { heatmapRgba } from '../src/explain/overlay.ts';
+import { decodeImage } from '../src/image/decode.ts';
+import { Engine } from '../src/pipeline.ts';
+import { buildApp } from '../src/server/app.ts';
+import { writeTinyModel } from './fixtures/make-onnx.ts';
+import { texturedGrayPng } from './fixtures/non-cxr.ts';
+import { fileUpload } from './server-helpers.ts';
+
+let engine: Engine;
+let png: Buffer;
+
+beforeAll(async () => {
+  const { cardPath } = writeTinyModel({ size: 32, channels: 4, stride: 4 });
+  engine = await Engine.load({ card: cardPath, threads: 1 });
+  png = await texturedGrayPng(40, 48, 3, 0, 120);
+});
+
+afterAll(() => engine?.dispose());
+
+const raw = async (p: Uint8Array) => {
+  const { data, info } = await sharp(p).raw().toBuffer({ resolveWithObject: true });
+  return { data, ...info };
+};
+
+describe('one heatmap renderer', () => {
+  it.each(['jet', 'viridis', 'inferno'] as const)('%s: the overlay is the served heatmap blended over the image', async (colormap) => {
+    const alpha = 0.6;
+    const r = await engine.analyse(png, { colormap, alpha });
+    const cam = { map: r.cam!.map, width: r.cam!.mapWidth, height: r.cam!.mapHeight };
+    const heat = await raw(r.cam!.heatmapPng!);
+    expect([heat.width, heat.height, heat.channels]).toEqual([40, 48, 4]);
+    expect(Buffer.from(heat.data)).toEqual(Buffer.from(heatmapRgba(cam, 40, 48, colormap)));
+    const overlay = await raw(r.cam!.overlayPng);
+    const gray = (await decodeImage(png)).image.data;
+    let worst = 0;
+    for (let p = 0; p < 40 * 48; p++) {
+      for (let c = 0; c < 3; c++) {
+        const expected = gray[p] * (1 - alpha) + alpha * heat.data[p * 4 + c];
+        worst = Math.max(worst, Math.abs(overlay.data[p * 3 + c] - expected));
+      }
+    }
+    expect(worst).toBeLessThanOrEqual(0.5 + 1e-9);
+  });
+
+  it('the API serves that heatmap beside the overlay', async () => {
+    const app = buildApp({ engine, maxConcurrent: 1 });
+    const { payload, headers } = fileUpload(png, 'x.png');
+    const res = await app.inject({ method: 'POST', url: '/api/predict?colormap=inferno', payload, headers });
+    await app.close();
+    const body = res.json();
+    const r = await engine.analyse(png, { colormap: 'inferno' });
+    expect(body.heatmap).toBe(`data:image/png;base64,${r.cam!.heatmapPng!.toString('base64')}`);
+    expect(body.gradcam).toMatch(/^data:image\/png;base64,/);
+  });
+
+  it('the page has no colour map or upsampling of its own', () => {
+    const page = readFileSync(new URL('../web/app.js', import.meta.url), 'utf8');
+    expect(page).not.toMatch(/#440154|#000004|Math\.abs\(4 \* v|createImageData|gradcam_map\.data|\bfunction colour\b/);
+    expect(page).toMatch(/result\.heatmap/);
+  });
+});
