@@ -1,5 +1,8 @@
-// pneumolens web page: vanilla JS, no build step. Talks to /api/predict and /api/model.
-const $ = (id) => document.getElementById(id);
+// @ts-check
+// pneumolens web page: vanilla JS, no build step, type-checked by `npm run typecheck` (tsconfig.web.json).
+// Talks to /api/predict and /api/model.
+/** An element of the page by id (any: inputs, images, canvases and dialogs each have their own type). */
+const $ = (id) => /** @type {any} */ (document.getElementById(id));
 
 const state = {
   /** The current input: { kind: 'file', file } or { kind: 'url', url }. */

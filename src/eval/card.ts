@@ -1,34 +1,21 @@
 /**
  * The model card in words, as label/value rows, shared by `pneumolens info` and the HTML report.
- * Typed loosely (everything but name/version optional) so any card that follows
- * docs/model-contract.md fits, including cards written before a field existed.
+ * Typed from the card's own type (src/model/card.ts), with everything but name/version optional,
+ * so any card that follows docs/model-contract.md fits, including cards written before a field
+ * existed, and a field renamed there is a type error here.
  */
+import type { ModelCard } from '../model/card.ts';
 
-export interface CardInfo {
-  name: string;
-  version: string;
-  architecture?: string;
-  parameters?: number;
-  gflops_per_image?: number;
-  labels?: readonly string[];
-  input?: { name?: string; channels?: number; height: number; width: number };
-  preprocessing?: {
-    color?: string;
-    resize?: { mode?: string; filter?: string; pad_value?: number };
-    scale?: number;
-    normalize?: { mode?: string; mean?: number; std?: number };
-  };
-  postprocessing?: { temperature?: number; bias?: number; threshold?: number; threshold_policy?: string };
-  metrics?: Record<string, unknown>; // metrics.validation: { n, accuracy, ..., split }
-  training?: Record<string, unknown>;
-  intended_use?: string;
-  limitations?: readonly string[];
-  sha256?: string;
-  gate?: unknown;
-  uncertainty?: unknown;
-}
+type DeepPartial<T> = T extends readonly (infer U)[]
+  ? readonly DeepPartial<U>[]
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
 
-const num = (v: unknown, digits = 3): string =>
+export type CardInfo = Pick<ModelCard, 'name' | 'version'> & DeepPartial<Omit<ModelCard, 'name' | 'version'>>;
+
+/** A number for people (at most `digits` decimals); cli/args.ts `num` is the parser of command-line numbers. */
+const fmtNum = (v: unknown, digits = 3): string =>
   typeof v === 'number' && Number.isFinite(v) ? Number(v.toFixed(digits)).toString() : String(v);
 
 function humanCount(n: number): string {
@@ -55,9 +42,9 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
     const parts: string[] = [];
     if (pre.color) parts.push(pre.color === 'gray_bt601' ? 'grayscale (BT.601)' : pre.color);
     if (pre.resize) parts.push(`resize ${pre.resize.mode ?? ''}${pre.resize.filter ? ` (${pre.resize.filter})` : ''}`.trim());
-    if (pre.scale !== undefined) parts.push(`scale ${pre.scale === 1 / 255 ? '1/255' : num(pre.scale, 6)}`);
+    if (pre.scale !== undefined) parts.push(`scale ${pre.scale === 1 / 255 ? '1/255' : fmtNum(pre.scale, 6)}`);
     const n = pre.normalize;
-    if (n) parts.push(n.mode === 'fixed' ? `normalize (x - ${num(n.mean)}) / ${num(n.std)}` : `normalize ${n.mode ?? ''}`.trim());
+    if (n) parts.push(n.mode === 'fixed' ? `normalize (x - ${fmtNum(n.mean)}) / ${fmtNum(n.std)}` : `normalize ${n.mode ?? ''}`.trim());
     rows.push(['Preprocessing', parts.join('; ')]);
   }
   const post = card.postprocessing;
@@ -65,20 +52,20 @@ export function describeCard(card: CardInfo): Array<[string, string]> {
     if (post.threshold !== undefined)
       rows.push([
         'Threshold',
-        `${num(post.threshold, 4)}${post.threshold_policy ? ` (chosen by ${post.threshold_policy} on validation)` : ''}`,
+        `${fmtNum(post.threshold, 4)}${post.threshold_policy ? ` (chosen by ${post.threshold_policy} on validation)` : ''}`,
       ]);
     if (post.temperature !== undefined)
       rows.push([
         'Calibration',
-        `temperature ${num(post.temperature, 4)}, bias ${num(post.bias ?? 0, 4)} (probability = sigmoid(logit / T + bias))`,
+        `temperature ${fmtNum(post.temperature, 4)}, bias ${fmtNum(post.bias ?? 0, 4)} (probability = sigmoid(logit / T + bias))`,
       ]);
   }
   const v = card.metrics?.validation as Record<string, unknown> | undefined;
   if (v && typeof v === 'object') {
     const keys = ['n', 'accuracy', 'sensitivity', 'specificity', 'precision', 'npv', 'f1', 'auc'];
-    const parts = keys.filter((k) => typeof v[k] === 'number').map((k) => `${k} ${num(v[k])}`);
-    if (typeof v.ece_after_calibration === 'number') parts.push(`ECE ${num(v.ece_after_calibration)}`);
-    if (typeof v.threshold === 'number') parts.push(`at threshold ${num(v.threshold, 4)}`);
+    const parts = keys.filter((k) => typeof v[k] === 'number').map((k) => `${k} ${fmtNum(v[k])}`);
+    if (typeof v.ece_after_calibration === 'number') parts.push(`ECE ${fmtNum(v.ece_after_calibration)}`);
+    if (typeof v.threshold === 'number') parts.push(`at threshold ${fmtNum(v.threshold, 4)}`);
     const split = typeof v.split === 'string' ? `; split: ${v.split}` : '';
     rows.push(['Validation', parts.join(', ') + split]);
     if (typeof v.caveat === 'string') rows.push(['', `Caveat: ${v.caveat}`]);
@@ -125,9 +112,9 @@ export function outsideRows(card: CardInfo): Array<[string, string]> {
     .map(obj)
     .filter((r): r is Loose => typeof r?.source === 'string');
   for (const [i, r] of bySource.entries()) {
-    const ci = Array.isArray(r.auc_ci) && r.auc_ci.length === 2 ? ` (95% CI ${num(r.auc_ci[0])}-${num(r.auc_ci[1])})` : '';
-    const parts = [`n ${String(r.n ?? '?')}`, `auc ${num(r.auc)}${ci}`, `sensitivity ${num(r.sensitivity)}`];
-    parts.push(`specificity ${num(r.specificity)}`, `ECE ${num(r.ece)}`);
+    const ci = Array.isArray(r.auc_ci) && r.auc_ci.length === 2 ? ` (95% CI ${fmtNum(r.auc_ci[0])}-${fmtNum(r.auc_ci[1])})` : '';
+    const parts = [`n ${String(r.n ?? '?')}`, `auc ${fmtNum(r.auc)}${ci}`, `sensitivity ${fmtNum(r.sensitivity)}`];
+    parts.push(`specificity ${fmtNum(r.specificity)}`, `ECE ${fmtNum(r.ece)}`);
     const note = typeof r.note === 'string' && r.note ? ` (${r.note})` : '';
     rows.push([i === 0 ? 'By source' : '', `${String(r.source)}: ${parts.join(', ')}${note}`]);
   }
@@ -161,9 +148,9 @@ export function gateText(gate: unknown): string {
   const val = obj(g.validation);
   const frr =
     typeof val?.false_rejection_rate === 'number'
-      ? `; refuses ${num(100 * val.false_rejection_rate, 2)}% of validation X-rays${typeof val.n === 'number' ? ` (n ${val.n})` : ''}`
+      ? `; refuses ${fmtNum(100 * val.false_rejection_rate, 2)}% of validation X-rays${typeof val.n === 'number' ? ` (n ${val.n})` : ''}`
       : '';
-  return `image checks + the model's score "${String(g.output)}" (refused above ${num(g.threshold)}${comps.length ? `; ${comps.join(', ')}` : ''})${frr}`;
+  return `image checks + the model's score "${String(g.output)}" (refused above ${fmtNum(g.threshold)}${comps.length ? `; ${comps.join(', ')}` : ''})${frr}`;
 }
 
 /** The intended-use head in words (declines films outside the validated population), or null when the card has none. */
@@ -172,14 +159,14 @@ export function intendedUseText(gate: unknown): string | null {
   if (!u) return null;
   const val = obj(u.validation);
   const parts = [
-    `declines films outside the validated population${typeof u.population === 'string' ? ` (${u.population})` : ''} as outside_intended_use (score "${String(u.output)}" above ${num(u.threshold)})`,
+    `declines films outside the validated population${typeof u.population === 'string' ? ` (${u.population})` : ''} as outside_intended_use (score "${String(u.output)}" above ${fmtNum(u.threshold)})`,
   ];
   if (typeof val?.false_decline_rate_intended_population === 'number') {
-    parts.push(`declines ${num(100 * val.false_decline_rate_intended_population, 2)}% of the intended population's validation films`);
+    parts.push(`declines ${fmtNum(100 * val.false_decline_rate_intended_population, 2)}% of the intended population's validation films`);
   }
   const others = obj(val?.decline_rate_other_sources);
   for (const [k, v] of Object.entries(others ?? {})) {
-    if (typeof v === 'number') parts.push(`${num(100 * v, 1)}% of ${k} validation films`);
+    if (typeof v === 'number') parts.push(`${fmtNum(100 * v, 1)}% of ${k} validation films`);
   }
   return parts.join('; ');
 }
@@ -189,10 +176,10 @@ export function uncertaintyText(u: unknown): string {
   const x = obj(u);
   if (!x) return 'none (this model gives no uncertainty estimate)';
   const val = obj(x.validation);
-  const parts = [`${String(x.method ?? 'ensemble disagreement')}, "uncertain: refer to a clinician" above ${num(x.cutoff, 4)}`];
-  if (typeof val?.flagged_fraction === 'number') parts.push(`flags ${num(100 * val.flagged_fraction, 1)}% of validation images`);
+  const parts = [`${String(x.method ?? 'ensemble disagreement')}, "uncertain: refer to a clinician" above ${fmtNum(x.cutoff, 4)}`];
+  if (typeof val?.flagged_fraction === 'number') parts.push(`flags ${fmtNum(100 * val.flagged_fraction, 1)}% of validation images`);
   if (typeof val?.error_rate_flagged === 'number' && typeof val?.error_rate_unflagged === 'number') {
-    parts.push(`error rate ${num(100 * val.error_rate_flagged, 1)}% flagged vs ${num(100 * val.error_rate_unflagged, 1)}% not`);
+    parts.push(`error rate ${fmtNum(100 * val.error_rate_flagged, 1)}% flagged vs ${fmtNum(100 * val.error_rate_unflagged, 1)}% not`);
   }
   return parts.join('; ');
 }
