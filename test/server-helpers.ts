@@ -33,12 +33,22 @@ export class TestEngine implements PredictEngine {
   calls: Array<{ bytes: number; opts: AnalyseOptions | undefined }> = [];
   active = 0;
   maxActive = 0;
-  /** Extra time each analysis takes. */
-  delayMs = 0;
+  /** While set, analyses wait (after decoding) until it resolves: see hold(). */
+  private gate?: Promise<void>;
   /** Throw this from analyse (after decoding). */
   failWith: unknown = undefined;
   /** Extra fields merged into the result (to test pass-through). */
   extra: Record<string, unknown> = {};
+
+  /** Holds every analysis (running or to come) until the returned release() is called: deterministic, no sleeps. */
+  hold(): () => void {
+    let release!: () => void;
+    this.gate = new Promise<void>((r) => (release = r));
+    return () => {
+      this.gate = undefined;
+      release();
+    };
+  }
 
   async analyse(bytes: Uint8Array, opts?: AnalyseOptions): Promise<AnalysisResult> {
     this.calls.push({ bytes: bytes.length, opts });
@@ -46,7 +56,7 @@ export class TestEngine implements PredictEngine {
     this.maxActive = Math.max(this.maxActive, this.active);
     try {
       const decoded = await decodeImage(bytes);
-      if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+      if (this.gate) await this.gate;
       if (this.failWith !== undefined) throw this.failWith;
       const { data } = decoded.image;
       let sum = 0;

@@ -305,11 +305,20 @@ describe('URL input', () => {
   });
 });
 
+/** Waits (polling every 5 ms, at most 10 s) until cond() holds. */
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+}
+
 describe('load, timeouts and shutdown', () => {
   it('503 busy with Retry-After when the slots and the queue are full', async () => {
     const { app: a, engine } = app({ maxConcurrent: 1, maxQueue: 1 });
-    engine.delayMs = 1500; // long enough that all four requests arrive while the first is analysed
-    const results = await Promise.all([0, 1, 2, 3].map(() => post(a, fileUpload(png))));
+    const release = engine.hold(); // the first analysis runs until all four requests have arrived
+    let answered = 0;
+    const pending = [0, 1, 2, 3].map(() => post(a, fileUpload(png)).finally(() => answered++));
+    await until(() => answered === 2); // the two beyond the slot and the queue are refused at once
+    release();
+    const results = await Promise.all(pending);
     const codes = results.map((r) => r.statusCode).sort();
     expect(codes).toEqual([200, 200, 503, 503]);
     const busy = results.find((r) => r.statusCode === 503)!;
@@ -321,20 +330,22 @@ describe('load, timeouts and shutdown', () => {
 
   it('504 when the analysis takes longer than the request timeout; close() waits for it', async () => {
     const { app: a, engine } = app({ requestTimeoutMs: 100 });
-    engine.delayMs = 2500; // far beyond the timeout, so a loaded CI machine cannot blur the two
+    const release = engine.hold(); // the analysis does not finish before the test says so
     const t0 = Date.now();
     const res = await post(a, fileUpload(png));
     expect(res.statusCode).toBe(504);
     expect(errorOf(res).code).toBe('timeout');
     expect(Date.now() - t0).toBeLessThan(2000);
     expect(engine.active).toBe(1); // still running: inference cannot be cancelled
-    await a.close(); // waits until the engine is idle, so it can be disposed safely
+    const closing = a.close(); // waits until the engine is idle, so it can be disposed safely
+    release();
+    await closing;
     expect(engine.active).toBe(0);
   });
 
   it('graceful shutdown: in-flight requests finish, new ones are refused', async () => {
     const engine = new TestEngine();
-    engine.delayMs = 1500;
+    const release = engine.hold();
     const running = await serve({ engine, port: 0, host: '127.0.0.1' });
     const { payload, headers } = fileUpload(png);
     const request = (agent?: http.Agent) =>
@@ -358,6 +369,7 @@ describe('load, timeouts and shutdown', () => {
       (e: NodeJS.ErrnoException) => e.code,
     );
     expect(['ECONNREFUSED', 'ECONNRESET', 503]).toContain(late);
+    release();
     const done = await inFlight;
     expect(done.status).toBe(200);
     expect(JSON.parse(done.body).label).toBeDefined();
