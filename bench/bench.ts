@@ -6,7 +6,12 @@
  * plus single-image latency p50/p95 of (c). Files are read into memory first, so disk I/O is not
  * timed. Prints numbers; not a test.
  *
- *   npm run bench -- [--dir DIR | --synthetic] [--n 300] [--batch 8] [--threads T] [--latency 60] [--json]
+ * The three are measured in interleaved rounds (a b c a b c ...), and the ratios b/a and c/a are
+ * the median of the per-round ratios, with their range: on a shared machine a burst of load
+ * during one measurement then moves one round's ratio, not the result (measured once each in
+ * sequence, b/a read 1.88 in one run and 0.78 in the next).
+ *
+ *   npm run bench -- [--dir DIR | --synthetic] [--n 300] [--rounds 5] [--batch 8] [--threads T] [--latency 60] [--json]
  *
  * Images: --dir DIR, else ../shared/data/chest_xray_train when it exists, else synthetic JPEGs.
  */
@@ -28,6 +33,7 @@ const { values } = parseArgs({
   options: {
     dir: { type: 'string' },
     n: { type: 'string', default: '300' },
+    rounds: { type: 'string', default: '5' },
     batch: { type: 'string', default: '8' },
     threads: { type: 'string' },
     latency: { type: 'string', default: '60' },
@@ -36,10 +42,11 @@ const { values } = parseArgs({
   },
 });
 const N = Number(values.n);
+const ROUNDS = Number(values.rounds);
 const BATCH = Number(values.batch);
 const LATENCY_N = Number(values.latency);
 const threads = values.threads === undefined ? undefined : Number(values.threads);
-for (const [k, v] of Object.entries({ n: N, batch: BATCH, latency: LATENCY_N })) {
+for (const [k, v] of Object.entries({ n: N, rounds: ROUNDS, batch: BATCH, latency: LATENCY_N })) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${k} must be a positive integer`);
 }
 
@@ -133,14 +140,23 @@ async function main(): Promise<void> {
   await engine.analyseMany(bytes.slice(0, BATCH), { cam: true });
 
   const load0 = loadavg()[0];
-  log('bench: (a) raw session ...');
-  const ta = await timeit(async () => {
+  const raw = async (): Promise<void> => {
     for (const b of batches) await session.run(b.data, b.n);
-  });
-  log('bench: (b) pipeline, cam off ...');
-  const tb = await timeit(chunks(false));
-  log('bench: (c) pipeline, cam on ...');
-  const tc = await timeit(chunks(true));
+  };
+  const rounds: Array<{ a: number; b: number; c: number }> = [];
+  for (let k = 1; k <= ROUNDS; k++) {
+    log(`bench: round ${k}/${ROUNDS}: (a) raw session, (b) pipeline, (c) pipeline + Grad-CAM ...`);
+    rounds.push({ a: await timeit(raw), b: await timeit(chunks(false)), c: await timeit(chunks(true)) });
+  }
+  const median = (xs: number[]): number =>
+    quantile(
+      [...xs].sort((x, y) => x - y),
+      0.5,
+    );
+  const spread = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), rounds: xs });
+  const ba = spread(rounds.map((r) => r.a / r.b));
+  const ca = spread(rounds.map((r) => r.a / r.c));
+  const [ta, tb, tc] = (['a', 'b', 'c'] as const).map((key) => median(rounds.map((r) => r[key])));
   log(`bench: latency of (c), ${Math.min(LATENCY_N, bytes.length)} single images ...`);
   const lat: number[] = [];
   for (const b of bytes.slice(0, LATENCY_N)) lat.push((await timeit(async () => void (await engine.analyse(b, { cam: true })))) * 1000);
@@ -160,8 +176,10 @@ async function main(): Promise<void> {
     a_raw_session_img_s: n / ta,
     b_pipeline_img_s: n / tb,
     c_pipeline_cam_img_s: n / tc,
-    ratio_b_over_a: ta / tb,
-    ratio_c_over_a: ta / tc,
+    rounds: ROUNDS,
+    /** Median over the rounds of each round's ratio, with the range and every round's value. */
+    ratio_b_over_a: ba,
+    ratio_c_over_a: ca,
     latency_c_ms: { p50: quantile(lat, 0.5), p95: quantile(lat, 0.95), n: lat.length },
     machine: {
       cpu: cpus()[0]?.model ?? 'unknown',
@@ -177,14 +195,16 @@ async function main(): Promise<void> {
     return;
   }
   const f = (x: number): string => x.toFixed(1);
+  const ratio = (x: { median: number; min: number; max: number }): string =>
+    `${x.median.toFixed(3)} (range ${x.min.toFixed(3)}-${x.max.toFixed(3)}, ${ROUNDS} rounds)`;
   process.stdout.write(
     [
       `pneumolens bench: ${r.model}, ${source}`,
       `machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memory_gib} GiB, node ${r.machine.node}, ORT threads ${r.threads}, load avg ${f(load0)} -> ${f(load1)}`,
-      `batch ${BATCH}${r.gflops_per_image !== null ? `, ${r.gflops_per_image} GFLOPs/image` : ''}`,
+      `batch ${BATCH}${r.gflops_per_image !== null ? `, ${r.gflops_per_image} GFLOPs/image` : ''}; ${ROUNDS} interleaved rounds (a b c a b c ...), img/s of the median round, ratios = median of per-round ratios`,
       `(a) raw ONNX session on tensors   ${f(r.a_raw_session_img_s).padStart(8)} img/s${r.gflops_per_image !== null ? `  (${f(r.a_raw_session_img_s * r.gflops_per_image)} GFLOP/s)` : ''}`,
-      `(b) pipeline bytes -> prob        ${f(r.b_pipeline_img_s).padStart(8)} img/s   b/a = ${r.ratio_b_over_a.toPrecision(3)}`,
-      `(c) pipeline + Grad-CAM overlay   ${f(r.c_pipeline_cam_img_s).padStart(8)} img/s   c/a = ${r.ratio_c_over_a.toPrecision(3)}`,
+      `(b) pipeline bytes -> prob        ${f(r.b_pipeline_img_s).padStart(8)} img/s   b/a = ${ratio(r.ratio_b_over_a)}`,
+      `(c) pipeline + Grad-CAM overlay   ${f(r.c_pipeline_cam_img_s).padStart(8)} img/s   c/a = ${ratio(r.ratio_c_over_a)}`,
       `(c) single-image latency          p50 ${f(r.latency_c_ms.p50)} ms, p95 ${f(r.latency_c_ms.p95)} ms (n=${r.latency_c_ms.n})`,
     ].join('\n') + '\n',
   );
