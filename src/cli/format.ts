@@ -11,11 +11,6 @@ export interface PredictRow extends FileOutcome {
   camFile?: string;
 }
 
-/** The engine's outcome was a gate rejection: no label or probability is shown. (Forced analyses are `analysed`.) */
-export function refused(row: PredictRow): boolean {
-  return row.status === 'rejected';
-}
-
 export const REJECTED_LABEL = 'REJECTED: not a chest X-ray';
 export const DECLINED_LABEL = 'DECLINED: outside the intended use';
 
@@ -27,13 +22,16 @@ interface Column {
 }
 
 const prob = (r: AnalysisResult): string => r.probability.toFixed(4);
-/** The result whose prediction may be shown: none for errors and refused (gate-rejected) images. */
-const shown = (row: PredictRow): AnalysisResult | undefined => (refused(row) ? undefined : row.result);
+/**
+ * The result whose prediction may be shown: only an analysed one (the engine's outcome; a forced
+ * analysis of a gate-rejected image is analysed, and marked). Rejected images show no label.
+ */
+const shown = (row: PredictRow): AnalysisResult | undefined => (row.status === 'analysed' ? row.result : undefined);
 
 function labelDisplay(row: PredictRow): string {
   const r = row.result;
   if (!r) return '';
-  if (refused(row)) return r.reason === 'outside_intended_use' ? DECLINED_LABEL : REJECTED_LABEL;
+  if (row.status === 'rejected') return r.reason === 'outside_intended_use' ? DECLINED_LABEL : REJECTED_LABEL;
   const marks = [
     ...(r.rejected ? [r.reason === 'outside_intended_use' ? 'forced: outside the intended use' : 'forced: not a chest X-ray?'] : []),
     ...(r.uncertain ? ['uncertain: refer to a clinician'] : []),
@@ -83,13 +81,13 @@ export function csvRow(row: PredictRow): string {
 }
 
 /**
- * One JSON result. A refused image keeps `rejected`, `reason`, `message` and `gate` but has no
+ * One JSON result. A rejected image keeps `rejected`, `reason`, `message` and `gate` but has no
  * label, probability, logit or uncertainty: those would be meaningless for it.
  */
 export function jsonRow(row: PredictRow): Record<string, unknown> {
   if (row.status === 'failed') return { file: row.file, error: row.error };
   const { cam, timings_ms: _timings, ...rest } = row.result as AnalysisResult;
-  if (refused(row)) {
+  if (row.status === 'rejected') {
     const { label: _l, probability: _p, logit: _g, threshold: _t, uncertainty: _u, uncertain: _c, ...kept } = rest;
     return { file: row.file, ...kept, message: rest.gate.message };
   }

@@ -6,7 +6,7 @@ import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, s
 import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
 import { expandInputs } from './files.js';
-import { csvHeader, csvRow, jsonRow, refused, table, type PredictRow } from './format.js';
+import { csvHeader, csvRow, jsonRow, table, type PredictRow } from './format.js';
 import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
 import { Progress } from './progress.js';
 
@@ -146,7 +146,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     } else if (!flag(p, 'csv')) {
       io.stdout.write(table(rows));
     }
-    const rejected = rows.filter(refused);
+    const rejected = rows.filter((r) => r.status === 'rejected');
     for (const r of rejected)
       io.stderr.write(`pneumolens: ${r.file}: ${r.result!.reason ?? 'not_a_chest_xray'}: ${r.result!.gate.reasons.join('; ')}\n`);
     if (rejected.length > 0) {
