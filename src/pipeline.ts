@@ -204,7 +204,7 @@ export class Engine {
     const M = inferred.memberCount;
     const members = inferred.members?.subarray(k * M, (k + 1) * M);
     const pp = this.card.postprocessing;
-    const unc = uncertaintyOf(members, this.card.uncertainty, pp.temperature, pp.bias ?? 0);
+    const unc = uncertaintyOf(members, this.card.uncertainty, pp.temperature, pp.bias ?? 0, decision);
     const t0 = performance.now();
     let cam: AnalysisResult['cam'];
     if (wantCam && (!gate.rejected || opts.force)) {
@@ -222,7 +222,13 @@ export class Engine {
       ...(gate.rejected && opts.force
         ? [`Analysed anyway (forced), but ${lowerFirst(gate.message ?? '')} Do not rely on this result.`]
         : []),
-      ...(unc.uncertain ? [`${UNCERTAIN_WARNING}: the model's ensemble disagrees (spread ${unc.value!.toFixed(3)} > ${unc.cutoff}).`] : []),
+      ...(unc.uncertain
+        ? [
+            unc.value! > unc.cutoff!
+              ? `${UNCERTAIN_WARNING}: the model's ensemble disagrees (spread ${unc.value!.toFixed(3)} > ${unc.cutoff}).`
+              : `${UNCERTAIN_WARNING}: the probability is close to the decision threshold.`,
+          ]
+        : []),
       ...warningsFor(p.decoded, this.card.input.width, this.card.input.height),
       ...(this.card.uncertainty ? [] : ['This model provides no uncertainty estimate.']),
     ];

@@ -212,7 +212,18 @@ describe('ensemble uncertainty', () => {
     const spec = { output: 'members', cutoff: 0.1 };
     expect(uncertaintyOf([-3, 3], spec, 1)).toMatchObject({ uncertain: true, cutoff: 0.1 });
     expect(uncertaintyOf([0.1, 0.12], spec, 1)).toMatchObject({ uncertain: false });
-    expect(uncertaintyOf(undefined, undefined, 1)).toEqual({ value: null, uncertain: false, cutoff: null });
+    expect(uncertaintyOf(undefined, undefined, 1)).toEqual({ value: null, uncertain: false, cutoff: null, nearThreshold: false });
+  });
+
+  it("with the card's margin_logit, is also uncertain near the threshold (calibrated logits), however the members agree", () => {
+    const spec = { output: 'members', cutoff: 0.1 };
+    const s = { ...spec, margin_logit: 1 };
+    const near = { probability: 0.75, threshold: 0.8 }; // |logit(0.75) - logit(0.8)| = 0.288
+    const far = { probability: 0.2, threshold: 0.8 }; // 2.77
+    expect(uncertaintyOf([0.1, 0.1], s, 1, 0, near)).toMatchObject({ uncertain: true, nearThreshold: true });
+    expect(uncertaintyOf([0.1, 0.1], s, 1, 0, far)).toMatchObject({ uncertain: false, nearThreshold: false });
+    expect(uncertaintyOf([0.1, 0.1], spec, 1, 0, near)).toMatchObject({ uncertain: false, nearThreshold: false });
+    expect(uncertaintyOf([0.1, 0.1], s, 1, 0, { probability: 1, threshold: 0.8 }).nearThreshold).toBe(false);
   });
 });
 

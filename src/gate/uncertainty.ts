@@ -10,9 +10,11 @@ export const UNCERTAIN_WARNING = 'uncertain: refer to a clinician';
 export interface UncertaintyResult {
   /** Population std of the members' probabilities, in [0, 0.5]; null when the model has no ensemble. */
   value: number | null;
-  /** value > cutoff. */
+  /** value > cutoff, or (with the card's margin_logit) the probability is that close to the threshold. */
   uncertain: boolean;
   cutoff: number | null;
+  /** The calibrated logit is within the card's margin_logit of the threshold's logit. */
+  nearThreshold: boolean;
 }
 
 const sigmoid = (x: number): number => 1 / (1 + Math.exp(-x));
@@ -36,14 +38,25 @@ export function ensembleStd(memberLogits: ArrayLike<number>, temperature: number
   return Math.min(0.5, Math.sqrt(ss / m));
 }
 
-/** The uncertainty of one item, or {value: null} when the card has no uncertainty block. */
+const logit = (p: number): number => Math.log(p / (1 - p));
+
+/**
+ * The uncertainty of one item, or {value: null} when the card has no uncertainty block. `decision`
+ * (the calibrated probability and the threshold in use) enables the card's margin_logit rule.
+ */
 export function uncertaintyOf(
   memberLogits: ArrayLike<number> | undefined,
   spec: UncertaintySpec | undefined,
   temperature: number,
   bias = 0,
+  decision?: { probability: number; threshold: number },
 ): UncertaintyResult {
-  if (!spec || !memberLogits) return { value: null, uncertain: false, cutoff: spec?.cutoff ?? null };
+  if (!spec || !memberLogits) return { value: null, uncertain: false, cutoff: spec?.cutoff ?? null, nearThreshold: false };
   const value = ensembleStd(memberLogits, temperature, bias);
-  return { value, uncertain: value > spec.cutoff, cutoff: spec.cutoff };
+  const margin = spec.margin_logit;
+  const nearThreshold =
+    margin !== undefined && margin > 0 && decision !== undefined
+      ? Math.abs(logit(decision.probability) - logit(decision.threshold)) < margin
+      : false;
+  return { value, uncertain: value > spec.cutoff || nearThreshold, cutoff: spec.cutoff, nearThreshold };
 }

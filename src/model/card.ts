@@ -45,6 +45,8 @@ export interface UncertaintySpec {
   measure?: string;
   /** Above it the result is "uncertain: refer to a clinician"; in (0, 0.5]. */
   cutoff: number;
+  /** Optional: also uncertain when |logit(probability) - logit(threshold)| is below it (calibrated logits). */
+  margin_logit?: number;
   validation?: Record<string, unknown>;
 }
 
@@ -225,6 +227,7 @@ export function validateCard(json: unknown, file = 'model card'): ModelCard {
     const named = (o.outputs as Json).members;
     if (named !== undefined && named !== out) c.fail('uncertainty.output', `equal to outputs.members ("${String(named)}")`, out);
     c.num(o, 'uncertainty.cutoff', (n) => n > 0 && n <= 0.5, 'a number in (0, 0.5]');
+    if (c.optional(o, 'uncertainty.margin_logit')) c.num(o, 'uncertainty.margin_logit', (n) => n >= 0, 'a number >= 0');
   }
   // Descriptive fields, checked loosely: only what the page and `info` need to show them.
   if (c.optional(o, 'metrics')) {

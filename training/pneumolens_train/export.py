@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -64,14 +65,29 @@ INDEPENDENT_1_0_0 = {
 
 
 def choose_uncertainty(member_logits: np.ndarray, y: np.ndarray, p: np.ndarray, calib: Dict, sources: List[str]) -> Dict:
-    """The smallest flagged fraction (5-25% of pooled validation) whose flagged images have at least 3x the
-    error rate of unflagged ones on every source; the largest ratio's fraction if none reaches 3x."""
+    """Uncertain = the members disagree (std above the q-quantile of pooled validation) or the calibrated
+    logit lies within `margin_logit` of the threshold's logit. Of the rules (q, margin) whose flagged images
+    have at least 3x the error rate of unflagged ones on every source, the one that flags the fewest pooled
+    validation images; the best worst-source ratio if none reaches 3x."""
     src = np.asarray(sources)
-    best = None
-    for frac in (0.05, 0.10, 0.15, 0.20, 0.25):
-        u = uncertainty_block(member_logits, y, p, calib["threshold"], calib["temperature"], calib["bias"], frac)
-        flagged = uncertainty_from_members(member_logits, calib["temperature"], calib["bias"]) > u["cutoff"]
-        err = (p >= calib["threshold"]).astype(int) != y.astype(int)
+    t, b, thr = calib["temperature"], calib["bias"], calib["threshold"]
+    z = np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1))
+    z_thr = float(np.log(thr / (1 - thr)))
+    err = (p >= thr).astype(int) != y.astype(int)
+    best, found = None, []
+    for frac, margin in itertools.product((0.05, 0.10, 0.15, 0.20), (0.0, 0.5, 1.0, 1.5)):
+        u = uncertainty_block(member_logits, y, p, thr, t, b, frac)
+        flagged = (uncertainty_from_members(member_logits, t, b) > u["cutoff"]) | (np.abs(z - z_thr) < margin)
+        if margin > 0:
+            u["margin_logit"] = margin
+            u["measure"] += (f"; also uncertain when the calibrated logit logit(p) is within {margin} of "
+                             "logit(threshold)")
+        u["validation"].update(flagged_fraction=float(flagged.mean()),
+                               error_rate_flagged=float(err[flagged].mean()) if flagged.any() else None,
+                               error_rate_unflagged=float(err[~flagged].mean()) if (~flagged).any() else None,
+                               errors_flagged=int(err[flagged].sum()),
+                               cutoff_rule=f"{1 - frac:.0%} quantile of pooled validation uncertainty"
+                                           + (f", or |logit(p) - logit(threshold)| < {margin}" if margin else ""))
         per = {}
         for s_ in sorted(set(sources)):
             m = src == s_
@@ -86,8 +102,8 @@ def choose_uncertainty(member_logits: np.ndarray, y: np.ndarray, p: np.ndarray, 
         if best is None or worst > best[0]:
             best = (worst, u)
         if worst >= 3:
-            return u
-    return best[1]
+            found.append(u)
+    return min(found, key=lambda u: u["validation"]["flagged_fraction"]) if found else best[1]
 
 
 def combine(models: Sequence[Classifier]):
