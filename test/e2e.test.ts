@@ -250,10 +250,31 @@ describe('web page, end to end', () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(server.url);
     const outside = page.getByRole('region', { name: 'Other hospitals and sources' });
+    await expect(page.getByRole('region', { name: 'Training hospital: validation patients' }).isVisible()).resolves.toBe(true);
+    // The shipped card's own per-source table and the independent grading of the previous version.
+    const shipped = page.getByRole('table', { name: 'Performance by image source' });
+    await expect(shipped.getByRole('row', { name: /^Kermany validation patients/ }).isVisible()).resolves.toBe(true);
+    await expect(
+      shipped
+        .getByRole('row', { name: /^NIH validation patients/ })
+        .first()
+        .isVisible(),
+    ).resolves.toBe(true);
+    await expect(outside.textContent()).resolves.toMatch(/These results are for version 1\.0\.0, not for the version served here/);
+
+    // A card without those fields: one line says validation overstates performance elsewhere.
+    await page.route('**/api/model', async (route) => {
+      const card = await (await route.fetch()).json();
+      delete card.metrics.by_source;
+      delete card.metrics.independent;
+      await route.fulfill({ json: card });
+    });
+    await page.reload();
+    await page.locator('#model-card .model-name').waitFor();
     await expect(outside.textContent()).resolves.toMatch(
       /Validation comes from the training hospital and overstates performance elsewhere/,
     );
-    await expect(page.getByRole('region', { name: 'Training hospital: validation patients' }).isVisible()).resolves.toBe(true);
+    await page.unroute('**/api/model');
 
     // The fields the retrained model's card will carry.
     await page.route('**/api/model', async (route) => {
@@ -279,7 +300,7 @@ describe('web page, end to end', () => {
       /Hidden A.*624.*AUC 0\.93/,
     );
     await expect(outside.textContent()).resolves.toMatch(
-      /These results are for version 0\.9\.0, not for the version served here \(1\.0\.0\)/,
+      /These results are for version 0\.9\.0, not for the version served here \(2\.0\.0\)/,
     );
     await page.close();
   });
@@ -287,15 +308,13 @@ describe('web page, end to end', () => {
   it('"outside_intended_use" refusal: its own title and words, distinct from "not a chest X-ray", with "Analyse anyway"', async () => {
     const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     await page.goto(server.url);
-    const message = "Looks like an adult's film; the model is validated only on children aged 1 to 5.";
-    await page.route('**/api/predict*', (route) =>
-      route.fulfill({ status: 422, json: { error: { code: 'outside_intended_use', message, score: 1.8, threshold: 1 } } }),
-    );
-    await page.setInputFiles('#file', { name: 'adult.png', mimeType: 'image/png', buffer: XRAY });
+    // A real adult film of another hospital (NIH), declined by the shipped model's intended-use head.
+    const adult = readFileSync(resolve(import.meta.dirname, 'fixtures', 'nih', 'adult_normal_ap.jpeg'));
+    await page.setInputFiles('#file', { name: 'adult.jpeg', mimeType: 'image/jpeg', buffer: adult });
     await page.locator('#rejected').waitFor({ state: 'visible' });
     await expect(page.locator('#rejected-title').textContent()).resolves.toBe("Outside the model's intended use");
     await expect(page.locator('#rejected-text').textContent()).resolves.toMatch(/children aged 1 to 5 from one hospital/);
-    await expect(page.locator('#rejected-reasons').textContent()).resolves.toBe(message);
+    await expect(page.locator('#rejected-reasons').textContent()).resolves.toMatch(/unlike the population the model is validated for/);
     await expect(page.locator('#force-hint').textContent()).resolves.toMatch(/"Analyse anyway" runs the model with a warning/);
     await expect(page.locator('#status').textContent()).resolves.toMatch(/^Declined: outside the model's intended use/);
     await expect(page.locator('#error').isVisible()).resolves.toBe(false);
