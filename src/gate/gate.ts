@@ -37,7 +37,7 @@ export function rejectionMessage(reasons: string[]): string {
 
 /** What a user is told when a film is declined as outside the intended use. */
 export const OUTSIDE_INTENDED_USE =
-  "This chest X-ray looks outside the population the model is validated for (frontal chest X-rays of children aged 1-5 from one hospital); it may be an adult's film or come from a very different hospital or device. On such films the model's answer is not validated and can be confidently wrong, so it is not given.";
+  "This chest X-ray looks outside the population the model is validated for (frontal chest X-rays of children aged 1-5 from one hospital); it may be an adult's film or come from a very different hospital or device. On such films the model's answer is not validated and can be confidently wrong.";
 
 /** Combines the image checks with the model's gate score and, when the image is a chest X-ray, its intended-use score. */
 export function gateDecision(
@@ -66,7 +66,7 @@ export function gateDecision(
     reasons.push(
       Number.isNaN(scope)
         ? 'the model could not score how much this film resembles its validated population'
-        : `unlike the population the model is validated for (intended-use score ${scope.toFixed(2)} > ${scopeThreshold})`,
+        : `unlike the population the model is validated for (intended-use score ${scope < 1000 ? scope.toFixed(2) : scope.toExponential(2)} > ${scopeThreshold})`,
     );
   }
   const gate: GateResult = {
