@@ -7,6 +7,11 @@ import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import type { ModelCard } from './card.ts';
 
+// Nothing leaves the machine: onnxruntime 1.30 has an HTTPS telemetry path, which it reads this
+// variable to turn off when it creates its environment (the first session). Set here, in the one
+// module that uses it, before any session exists; a user's own value is kept.
+process.env.ORT_DISABLE_TELEMETRY ??= '1';
+
 export interface InferenceOutput {
   /** One raw logit per item, before temperature scaling. */
   logit: Float32Array;
