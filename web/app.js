@@ -473,6 +473,7 @@ function outsideSection(c) {
   }
   if (bySource.length > 0) {
     sec.append(el('p', 'Held-out patients of each source, measured during development:'));
+    const declines = bySource.some((r) => typeof r.declined_outside_intended_use === 'number');
     const auc = (r) => {
       const cell = document.createDocumentFragment();
       cell.append(f3(r.auc));
@@ -491,12 +492,16 @@ function outsideSection(c) {
           ['Sensitivity', 'num', 'Sens.'],
           ['Specificity', 'num', 'Spec.'],
           ['Expected calibration error', 'num', 'ECE'],
+          ...(declines ? [['Declined as outside the intended use', 'num', 'Declined']] : []),
         ],
         bySource.map((r) => {
           const name = document.createDocumentFragment();
           name.append(String(r.source));
           if (r.note) name.append(el('br'), el('span', String(r.note), 'hint note'));
-          return [name, String(r.n ?? '–'), auc(r), f3(r.sensitivity), f3(r.specificity), f3(r.ece)];
+          const row = [name, String(r.n ?? '–'), auc(r), f3(r.sensitivity), f3(r.specificity), f3(r.ece)];
+          const d = r.declined_outside_intended_use;
+          if (declines) row.push(typeof d === 'number' ? `${(100 * d).toFixed(1)}%` : '–');
+          return row;
         }),
       ),
     );
