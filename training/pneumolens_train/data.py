@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .preprocess import load_gray, resize, DEFAULT_SPEC
+from .preprocess import DEFAULT_SPEC, resized_gray, to_storage
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 IMAGE_EXT = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -181,8 +181,10 @@ def patient_split(samples: Sequence[Sample], val_fraction: float = 0.15, seed: i
 
 def load_images(samples: Sequence[Sample], size: Tuple[int, int], spec=DEFAULT_SPEC, log=sys.stderr,
                 progress: bool = True) -> Tuple[np.ndarray, np.ndarray, List[Sample]]:
-    """Decode + colour + resize every sample to uint8-rounded 0..255 arrays [N,H,W] (normalisation is
-    applied later, per batch). Unreadable files are reported and skipped."""
+    """Decode + colour + resize every sample (preprocess.resized_gray, steps 1-3 of the spec) and store
+    it as uint8 [N,H,W] (preprocess.to_storage: the one rounding, see docs/model-contract.md "Training
+    storage"); preprocess.model_input turns a batch of them into model input. Unreadable files are
+    reported and skipped."""
     from .progress import Progress
 
     h, w = size
@@ -192,16 +194,13 @@ def load_images(samples: Sequence[Sample], size: Tuple[int, int], spec=DEFAULT_S
     bar = Progress(len(samples), "load") if progress else None
     for s in samples:
         try:
-            g = load_gray(s.path)
-            if g.ndim != 2 or min(g.shape) < 8:
-                raise ValueError(f"unusable image shape {g.shape}")
-            r = resize(g, h, w, spec)
+            r = resized_gray(s.path, size, spec, min_side=8)
         except Exception as e:  # noqa: BLE001 - any decode failure skips the file
             print(f"skipping unreadable image {s.path}: {e}", file=log)
             if bar:
                 bar.update()
             continue
-        out[len(kept)] = np.clip(np.rint(r), 0, 255).astype(np.uint8)
+        out[len(kept)] = to_storage(r)
         labels[len(kept)] = s.label
         kept.append(s)
         if bar:

@@ -29,12 +29,12 @@ import torch
 from . import __version__
 from .data import load_images, scan_sources, source_name
 from .models import Classifier, count_params, gflops
-from .preprocess import load_gray, preprocess_gray
+from .preprocess import model_input, preprocess_file
 from .scope import ScopeHead, rows_by_source
 from .gate import (NEGATIVE_KINDS, GatedModel, GateParams, collect, fit_outlier_head, make_negatives,
                    uncertainty_block, uncertainty_from_members)
 from .progress import Progress
-from .train import calibrate_logits, load_checkpoint, machine, normalize_batch
+from .train import calibrate_logits, load_checkpoint, machine
 from .calibrate import binary_metrics, choose_threshold, ece
 from .calibrate import sigmoid as cal_sigmoid
 
@@ -190,7 +190,6 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
     xva, yva, val_s = load_images(val_s, (size, size), spec)
     xtr, _, tr_s = load_images(tr_s, (size, size), spec)
     val_primary = np.array([x.source == primary for x in val_s])
-    norm = lambda t: normalize_batch(t, c0["normalize"])  # noqa: E731
     cache = os.path.join(runs[0], "export_cache_" + hashlib.sha1(
         "|".join(os.path.abspath(r) + str(os.path.getmtime(os.path.join(r, "best.pt"))) for r in runs).encode()
         + str(gate_train_limit).encode()
@@ -200,8 +199,8 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
         ftr, ttr, fva, tva, vl = (z[k] for k in ("ftr", "ttr", "fva", "tva", "vl"))
     else:
         bar = Progress(len(xtr) + len(xva), "features")
-        ftr, ttr, _ = collect(model, xtr, norm, progress=bar)
-        fva, tva, vl = collect(model, xva, norm, progress=bar)
+        ftr, ttr, _ = collect(model, xtr, spec, progress=bar)
+        fva, tva, vl = collect(model, xva, spec, progress=bar)
         bar.close()
         np.savez(cache, ftr=ftr, ttr=ttr, fva=fva, tva=tva, vl=vl)
     # temperature + bias on the pooled validation patients of every source (calibration that travels);
@@ -226,7 +225,7 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
         else:
             xneg, kinds = make_negatives(xtr, outlier_exposure, seed=int(c0["seed"]))
             bar = Progress(len(xneg), "outliers")
-            fneg, tneg, _ = collect(model, xneg, norm, progress=bar)
+            fneg, tneg, _ = collect(model, xneg, spec, progress=bar)
             bar.close()
             np.savez(neg_cache, fneg=fneg, tneg=tneg, kinds=np.array(kinds))
         gate.set_outlier_head(*fit_outlier_head(np.concatenate([ftr, ttr], 1), np.concatenate([fneg, tneg], 1)))
@@ -270,7 +269,7 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
                       opset_version=13, do_constant_folding=True)
     # verify ONNX Runtime == PyTorch on real validation images and on noise
     g = torch.Generator().manual_seed(0)
-    sample = torch.cat([norm(torch.from_numpy(xva[:3]).float().div(255).unsqueeze(1)),
+    sample = torch.cat([model_input(xva[:3, None], spec),
                         torch.randn(1, 1, size, size, generator=g)])
     graph.eval()  # torch.onnx.export restores the wrapper's mode; make sure the reference runs in eval
     with torch.no_grad():
@@ -430,7 +429,7 @@ def write_fixtures(model: Classifier, card: Dict, card_path: str, fixtures_dir: 
         dst = os.path.join(fixtures_dir, base + ".png")
         if os.path.abspath(src) != os.path.abspath(dst):
             shutil.copyfile(src, dst)
-        x = preprocess_gray(load_gray(dst), size, spec)
+        x = preprocess_file(dst, size, spec)
         xt = torch.from_numpy(x).unsqueeze(0)
         with torch.no_grad():
             logit = float(model(xt)[0][0])

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import Classifier
+from .preprocess import model_input
 
 
 def thumbnails(x: torch.Tensor, side: int = 32) -> torch.Tensor:
@@ -32,13 +33,14 @@ def thumbnails(x: torch.Tensor, side: int = 32) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect(model: Classifier, images_u8: np.ndarray, normalize_fn, batch: int = 64, progress=None
+def collect(model: Classifier, images_u8: np.ndarray, spec: Dict, batch: int = 64, progress=None
             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pooled features, thumbnails and logits of uint8 images [N,H,W]."""
+    """Pooled features, thumbnails and logits of stored 0..255 images [N,H,W] (`spec`: the card's
+    preprocessing block, applied by preprocess.model_input)."""
     model.eval()
     feats, thumbs, logits = [], [], []
     for i in range(0, len(images_u8), batch):
-        x = normalize_fn(torch.from_numpy(images_u8[i:i + batch]).float().div_(255).unsqueeze(1))
+        x = model_input(images_u8[i:i + batch, None], spec)
         logit, f = model(x)
         feats.append(f.mean(dim=(2, 3)).numpy())
         thumbs.append(thumbnails(x).numpy())

@@ -30,6 +30,7 @@ from .config import TrainConfig
 from .data import Sample, add_digests, load_images, patient_split_by_source, scan_sources
 from .losses import focal_loss, mixup, smooth, weighted_bce
 from .models import build_model, count_params, gflops
+from .preprocess import model_input
 from .progress import Progress
 
 
@@ -37,14 +38,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def normalize_batch(x01: torch.Tensor, mode: str) -> torch.Tensor:
-    if mode == "fixed":
-        return (x01 - 0.5) / 0.25
-    m = x01.mean(dim=(1, 2, 3), keepdim=True)
-    s = x01.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)
-    return (x01 - m) / s
 
 
 def aug_config(cfg: TrainConfig) -> Optional[AugmentConfig]:
@@ -62,12 +55,12 @@ def aug_config(cfg: TrainConfig) -> Optional[AugmentConfig]:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, mode: str, batch: int = 64) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, images: np.ndarray, spec: Dict, batch: int = 64) -> np.ndarray:
+    """Logits of stored 0..255 images [N,H,W] (`spec`: the preprocessing block of the card)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(images[i:i + batch]).float().div_(255).unsqueeze(1)
-        out.append(model(normalize_batch(x, mode))[0].float().numpy())
+        out.append(model(model_input(images[i:i + batch, None], spec))[0].float().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
@@ -220,6 +213,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
         print(f"resumed from {last_path} at epoch {start_epoch}", file=sys.stderr)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + start_epoch)
     acfg = aug_config(cfg)
+    spec = cfg.preprocessing_spec()
     pos_w = n_neg / n_pos if cfg.balance == "weighted" else None
     stopped = ""
     for epoch in range(start_epoch, cfg.epochs):
@@ -237,11 +231,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
         t_ep, run_loss = time.time(), 0.0
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x = torch.from_numpy(xtr[idx]).float().div_(255).unsqueeze(1)
+            x = model_input(xtr[idx, None], spec, (lambda x01: augment(x01, acfg, gen)) if acfg else None)
             y = torch.from_numpy(ytr[idx])
-            if acfg:
-                x = augment(x, acfg, gen)
-            x = normalize_batch(x, cfg.normalize)
             y = smooth(y, cfg.label_smoothing)
             x, y = mixup(x, y, cfg.mixup, gen)
             logit, _ = model(x)
@@ -259,7 +250,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
             bar.update(postfix=f"loss {run_loss / (i + 1):.4f}")
         bar.close()
         evaluated = ema.model if ema else model
-        vl = predict_logits(evaluated, xva, cfg.normalize)
+        vl = predict_logits(evaluated, xva, spec)
         vp = cal.sigmoid(vl)
         m = cal.binary_metrics(yva, vp, 0.5)
         val_loss = cal.nll(vl, yva, 1.0)
@@ -310,7 +301,7 @@ def write_history(out: str, history: List[Dict]) -> None:
 def finish(cfg: TrainConfig, xva, yva, val_s, wall: float, epochs_run: int, best_epoch: int, stopped: str) -> Dict:
     """Calibrate the best checkpoint on validation: temperature, threshold, metrics."""
     model = load_checkpoint(os.path.join(cfg.out, "best.pt"))
-    vl = predict_logits(model, xva, cfg.normalize)
+    vl = predict_logits(model, xva, cfg.preprocessing_spec())
     result = calibrate_logits(vl, yva, cfg.threshold_policy)
     result.update({
         "arch": cfg.arch, "members": cfg.members, "best_epoch": best_epoch, "epochs_run": epochs_run,

@@ -6,7 +6,6 @@ import torch
 
 from pneumolens_train import calibrate as cal
 from pneumolens_train.losses import focal_loss, weighted_bce
-from pneumolens_train.preprocess import DEFAULT_SPEC, gray_from_array, normalize, resize_bilinear_aa
 
 
 def test_auc_with_ties_is_mann_whitney():
@@ -80,33 +79,3 @@ def test_focal_loss_against_hand_computed_value():
 def test_weighted_bce_weights_positive_class():
     logit, y = torch.tensor([0.0]), torch.tensor([1.0])
     assert float(weighted_bce(logit, y, pos_weight=3.0)) == pytest.approx(3 * math.log(2), rel=1e-6)
-
-
-def test_resize_and_colour_spec():
-    a = np.array([[0, 10, 20, 30]], dtype=np.float32)
-    # triangle filter widened by the scale (PIL / torch antialias): weights .75 .75 .25 for output 0
-    assert np.allclose(resize_bilinear_aa(a, 1, 2), [[12.5 / 1.75, 40 / 1.75]])
-    from PIL import Image
-    r = np.random.default_rng(0).uniform(0, 255, (37, 53)).astype(np.float32)
-    pil = np.asarray(Image.fromarray(r, mode="F").resize((24, 20), Image.BILINEAR))
-    assert np.abs(resize_bilinear_aa(r, 20, 24) - pil).max() < 1e-3
-    assert np.array_equal(resize_bilinear_aa(a, 1, 4), a)
-    rgb = np.array([[[255, 0, 0], [0, 255, 0]]], dtype=np.float32)
-    assert np.allclose(gray_from_array(rgb), [[0.299 * 255, 0.587 * 255]])
-
-
-def test_normalize_rejects_wrong_ranges():
-    with pytest.raises(ValueError, match="0..255"):
-        normalize(np.array([[0.0, 300.0]]), DEFAULT_SPEC)
-    with pytest.raises(ValueError, match="NaN"):
-        normalize(np.array([[0.0, np.nan]]), DEFAULT_SPEC)
-    out = normalize(np.array([[0.0, 127.5, 255.0]]), DEFAULT_SPEC)
-    assert np.allclose(out, [[-2.0, 0.0, 2.0]])
-
-
-def test_16bit_png_is_scaled_by_257(tmp_path):
-    from PIL import Image
-    from pneumolens_train.preprocess import load_gray
-    a = (np.arange(32 * 32).reshape(32, 32) % 200).astype(np.uint16)  # a 16-bit image whose values stay <= 255
-    Image.fromarray(a).save(tmp_path / "g16.png")
-    assert np.allclose(load_gray(tmp_path / "g16.png"), a / 257.0, atol=1e-5)
