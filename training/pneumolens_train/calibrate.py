@@ -157,3 +157,17 @@ def choose_threshold(y, p, policy: str = "youden") -> Tuple[float, str]:
     if best is None:
         raise ValueError(f"no threshold satisfies {policy!r}")
     return float(sigmoid(best[1])), policy
+
+
+def calibrate_logits(vl, yva, policy: str) -> Dict:
+    """Temperature + bias, decision threshold (`policy`, see choose_threshold) and metrics of validation
+    logits, with the NLL/ECE before and after (what training writes to calibration.json)."""
+    t, b = fit_temperature_bias(vl, yva)
+    p = sigmoid(np.asarray(vl) / t + b)
+    thr, pol = choose_threshold(yva, p, policy)
+    m = binary_metrics(yva, p, thr)
+    t_only = fit_temperature(vl, yva)
+    return {"temperature": t, "bias": b, "threshold": thr, "threshold_policy": pol, "metrics": m,
+            "nll_before": nll(vl, yva, 1.0), "nll_after": nll_tb(vl, yva, t, b),
+            "ece_before": ece(yva, sigmoid(vl)), "ece_after": ece(yva, p),
+            "ece_temperature_only": ece(yva, sigmoid(np.asarray(vl) / t_only))}

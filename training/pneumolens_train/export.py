@@ -34,8 +34,8 @@ from .scope import ScopeHead, rows_by_source
 from .gate import (NEGATIVE_KINDS, GatedModel, GateParams, collect, fit_outlier_head, make_negatives,
                    uncertainty_block, uncertainty_from_members)
 from .progress import Progress
-from .train import calibrate_logits, load_checkpoint, machine
-from .calibrate import binary_metrics, choose_threshold, ece
+from .checkpoint import load_checkpoint, machine
+from .calibrate import binary_metrics, calibrate_logits, choose_threshold, ece
 from .calibrate import sigmoid as cal_sigmoid
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))

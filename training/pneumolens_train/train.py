@@ -15,7 +15,6 @@ import csv
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 
 from . import calibrate as cal
 from .augment import AugmentConfig, augment
+from .checkpoint import load_checkpoint, machine
 from .config import TrainConfig
 from .data import Sample, add_digests, load_images, patient_split_by_source, scan_sources
 from .losses import focal_loss, mixup, smooth, weighted_bce
@@ -99,19 +99,6 @@ def plot_history(history: List[Dict], path: str) -> None:
     ax[1].plot(ep, [h["val_accuracy"] for h in history], label="val accuracy @0.5")
     ax[1].set_xlabel("epoch"); ax[1].legend(); ax[1].grid(alpha=.3)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def prepare_data(cfg: TrainConfig, log=sys.stderr):
@@ -302,7 +289,7 @@ def finish(cfg: TrainConfig, xva, yva, val_s, wall: float, epochs_run: int, best
     """Calibrate the best checkpoint on validation: temperature, threshold, metrics."""
     model = load_checkpoint(os.path.join(cfg.out, "best.pt"))
     vl = predict_logits(model, xva, cfg.preprocessing_spec())
-    result = calibrate_logits(vl, yva, cfg.threshold_policy)
+    result = cal.calibrate_logits(vl, yva, cfg.threshold_policy)
     result.update({
         "arch": cfg.arch, "members": cfg.members, "best_epoch": best_epoch, "epochs_run": epochs_run,
         "wall_time_s": round(wall, 1), "machine": machine(), "stopped": stopped,
@@ -325,26 +312,6 @@ def finish(cfg: TrainConfig, xva, yva, val_s, wall: float, epochs_run: int, best
         json.dump(result, fh, indent=2)
     print(json.dumps({k: result[k] for k in ("temperature", "threshold", "metrics")}, indent=1), file=sys.stderr)
     return result
-
-
-def calibrate_logits(vl, yva, policy: str) -> Dict:
-    t, b = cal.fit_temperature_bias(vl, yva)
-    p = cal.sigmoid(np.asarray(vl) / t + b)
-    thr, pol = cal.choose_threshold(yva, p, policy)
-    m = cal.binary_metrics(yva, p, thr)
-    t_only = cal.fit_temperature(vl, yva)
-    return {"temperature": t, "bias": b, "threshold": thr, "threshold_policy": pol, "metrics": m,
-            "nll_before": cal.nll(vl, yva, 1.0), "nll_after": cal.nll_tb(vl, yva, t, b),
-            "ece_before": cal.ece(yva, cal.sigmoid(vl)), "ece_after": cal.ece(yva, p),
-            "ece_temperature_only": cal.ece(yva, cal.sigmoid(np.asarray(vl) / t_only))}
-
-
-def load_checkpoint(path: str) -> torch.nn.Module:
-    ck = torch.load(path, map_location="cpu")
-    c = ck["config"]
-    model = build_model(c["arch"], c.get("members", []), None, c.get("dropout", 0.2), c.get("width", 1.0))
-    model.load_state_dict(ck["model"])
-    return model.eval()
 
 
 def main(argv=None) -> int:
