@@ -201,6 +201,25 @@ def build_model(arch: str, members: Sequence[str] = (), pretrained: Optional[str
     return Classifier([build_backbone(arch, pretrained, width)], dropout)
 
 
+def combine(models: Sequence[Classifier]):
+    """Feature-level ensemble of trained models: their feature maps concatenated, one linear head
+    whose weights are the members' heads divided by the member count (= the mean of their logits).
+    Returns the model and, per member, (first channel, end channel, head weights, head bias)."""
+    if len(models) == 1:
+        return models[0], []
+    k = len(models)
+    combo = Classifier([b for m in models for b in m.backbones], dropout=0.0)
+    members, start = [], 0
+    with torch.no_grad():
+        combo.fc.weight.copy_(torch.cat([m.fc.weight for m in models], dim=1) / k)
+        combo.fc.bias.copy_(sum(m.fc.bias for m in models) / k)
+        for m in models:
+            members.append((start, start + m.out_channels, m.fc.weight.detach().view(-1).clone(),
+                            float(m.fc.bias.detach().view(-1)[0])))
+            start += m.out_channels
+    return combo.eval(), members
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -58,6 +58,21 @@ def test_train_resume_export(tiny_dataset, tmp_path):
     assert t.shape == (32 * 32,)
     cam = np.array(case["cam"])
     assert cam.min() >= 0 and cam.max() <= 1 and len(cam) == case["cam_shape"][0] * case["cam_shape"][1]
+    # the card's prose comes from card.py; a single source has no intended-use head, no uncertainty block
+    from pneumolens_train.card import GATE_RULE, LIMITATIONS
+    assert card["gate"]["validation"]["rule"] == GATE_RULE and card["limitations"][-len(LIMITATIONS):] == LIMITATIONS
+    assert "intended_use" not in card["gate"] and "uncertainty" not in card
+    assert json.load(open(models / "tiny.json")) == card and (models / "MODEL").read_text() == "tiny.json\n"
+
+    # runs that disagree on preprocessing cannot be one ensemble
+    from pneumolens_train.checkpoint import read_runs
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    c = json.load(open(other / "config.json"))
+    c["normalize"] = "per_image" if c["normalize"] == "fixed" else "fixed"
+    json.dump(c, open(other / "config.json", "w"))
+    with pytest.raises(ValueError, match="runs disagree on normalize"):
+        read_runs([str(out), str(other)])
 
 
 def test_feature_level_ensemble_trains(tiny_dataset, tmp_path):
