@@ -1,6 +1,7 @@
 /**
  * DICOM decoding (dicom-parser; compressed frames through dicom-codec.ts) to RawImage: first frame,
- * modality rescale, VOI (first window preset, else the first VOI LUT, else min-max) to 0..255,
+ * modality rescale, VOI (first window preset, else the first VOI LUT, else min-max; min-max with a
+ * warning also when the VOI maps nearly every pixel to pure black or white) to 0..255,
  * MONOCHROME1 / Presentation LUT Shape INVERSE inverted, Pixel Padding Value black and out of the
  * min-max, RGB / YBR colour. Rules in docs/model-contract.md.
  * Patient and study tags are never read: only the image pixel module, the transfer syntax and the
@@ -157,18 +158,35 @@ function readSamples(
   return out;
 }
 
+/**
+ * Share of the pixels a VOI may map to pure black or white (the ends of its range) before it is
+ * judged to miss the image: a window that leaves fewer than 1% of the pixels any gray level shows
+ * a blank, not the film (e.g. a DX whose Window Center/Width 2725/5310 lies above every stored value).
+ */
+export const MAX_VOI_SATURATION = 0.99;
+
+/** A VOI's output with how many of the (non-padding) pixels it pinned to an end of its range. */
+interface Voi {
+  data: Float32Array;
+  saturated: number;
+}
+
 /** VOI LUT per PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT, SIGMOID) to 0..255. */
-function applyWindow(values: Float32Array, center: number, width: number, fn: string): Float32Array {
+function applyWindow(values: Float32Array, center: number, width: number, fn: string, padding?: Uint8Array): Voi {
   const out = new Float32Array(values.length);
+  let saturated = 0;
   for (let i = 0; i < values.length; i++) {
     const x = values[i];
     let y: number;
     if (fn === 'SIGMOID') y = 1 / (1 + Math.exp((-4 * (x - center)) / width));
     else if (fn === 'LINEAR_EXACT') y = (x - center) / width + 0.5;
     else y = (x - (center - 0.5)) / (width - 1) + 0.5;
-    out[i] = Math.min(1, Math.max(0, y)) * 255;
+    const v = Math.min(1, Math.max(0, y)) * 255;
+    // SIGMOID never reaches the ends: count what rounds to them.
+    if (!padding?.[i] && (v < 0.5 || v > 254.5)) saturated++;
+    out[i] = v;
   }
-  return out;
+  return { data: out, saturated };
 }
 
 /** Min-max to 0..255 over the pixels that are not padding. */
@@ -229,11 +247,17 @@ function readVoiLut(ds: DataSet, signed: boolean): Lut | undefined {
   return { first, table };
 }
 
-function applyLut(values: Float32Array, lut: Lut): Float32Array {
+function applyLut(values: Float32Array, lut: Lut, padding?: Uint8Array): Voi {
   const out = new Float32Array(values.length);
   const last = lut.table.length - 1;
-  for (let i = 0; i < values.length; i++) out[i] = lut.table[Math.min(last, Math.max(0, Math.round(values[i]) - lut.first))];
-  return out;
+  let saturated = 0;
+  for (let i = 0; i < values.length; i++) {
+    const k = Math.round(values[i]) - lut.first;
+    // Outside the table's range (clamped to its first or last entry) is saturated.
+    if (!padding?.[i] && (k <= 0 || k >= last)) saturated++;
+    out[i] = lut.table[Math.min(last, Math.max(0, k))];
+  }
+  return { data: out, saturated };
 }
 
 /** Modalities of a projection radiograph: CR, DX, and the non-standard DR and RG some devices write. */
@@ -371,15 +395,29 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   const width = ds.floatString('x00281051', 0);
   const fn = (ds.string('x00281056') ?? 'LINEAR').toUpperCase();
   const voiLut = readVoiLut(ds, signed);
-  let data: Float32Array;
+  let voi: (Voi & { what: string; note: string }) | undefined;
   if (center !== undefined && width !== undefined && Number.isFinite(center) && width >= (fn === 'LINEAR' ? 1 : Number.MIN_VALUE)) {
-    data = applyWindow(values, center, width, fn);
     const presets = (ds.string('x00281050') ?? '').split('\\').length;
-    notes.push(`DICOM VOI window applied (${fn}${presets > 1 ? `, first of ${presets} presets` : ''})`);
+    voi = {
+      ...applyWindow(values, center, width, fn, padding),
+      what: 'Window Center/Width',
+      note: `DICOM VOI window applied (${fn}${presets > 1 ? `, first of ${presets} presets` : ''})`,
+    };
   } else if (voiLut) {
-    data = applyLut(values, voiLut);
-    notes.push('DICOM VOI LUT applied (first of the VOI LUT Sequence)');
+    voi = { ...applyLut(values, voiLut, padding), what: 'VOI LUT', note: 'DICOM VOI LUT applied (first of the VOI LUT Sequence)' };
+  }
+  let data: Float32Array;
+  const counted = values.length - (padding ? padding.reduce((a, b) => a + b, 0) : 0);
+  if (voi && !(counted > 0 && voi.saturated / counted >= MAX_VOI_SATURATION)) {
+    data = voi.data;
+    notes.push(voi.note);
   } else {
+    // No VOI, or one that misses the pixels (nearly all pure black or white): the rule for files without VOI.
+    if (voi) {
+      notes.push(
+        `${DICOM_WARNING}the ${voi.what} of the file maps ${Math.floor((voi.saturated / counted) * 1000) / 10}% of the pixels to pure black or white, so it was not used; the image was scaled by the min-max of its pixel values instead (the rule for files without VOI).`,
+      );
+    }
     data = minMax(values, padding);
     notes.push('DICOM min-max scaled to 0..255');
   }
