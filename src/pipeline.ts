@@ -14,6 +14,8 @@ import { checkThreshold, postprocess } from './model/postprocess.ts';
 import { preprocess } from './model/preprocess.ts';
 import { ModelSession, type InferenceOutput } from './model/session.ts';
 import { DICOM_WARNING } from './image/dicom.ts';
+import { applySite, outsideSiteMessage } from './site/apply.ts';
+import { checkProfileFor, readProfile, siteSummary, type SiteProfile, type SiteSummary } from './site/profile.ts';
 import type { AnalyseOptions, AnalysisResult, DecodedImage, Outcome } from './types.ts';
 
 /** An input of the engine: bytes, or a function that reads them (called when its batch is prepared). */
@@ -30,6 +32,8 @@ export interface EngineOptions {
   decode?: DecodeOptions;
   /** Check the ONNX file's SHA-256 against the card on load (default true). */
   verifyHash?: boolean;
+  /** A site profile (src/site) to decide with: its calibration, threshold and scope replace the card's; refused if made with another model. */
+  site?: string;
 }
 
 interface Inferred {
@@ -69,11 +73,20 @@ function warningsFor(decoded: DecodedImage, inputW: number, inputH: number): str
 }
 
 export class Engine {
+  /** The card the engine decides with: the card, with the site profile's calibration, threshold and scope when one is loaded. */
+  readonly applied: LoadedCard;
+  /** What every answer under the profile carries; undefined without one. */
+  readonly site?: SiteSummary;
+
   private constructor(
     readonly card: LoadedCard,
     private readonly session: ModelSession,
     private readonly opts: EngineOptions,
-  ) {}
+    readonly profile?: SiteProfile & { path: string },
+  ) {
+    this.applied = applySite(card, profile);
+    if (profile) this.site = siteSummary(profile);
+  }
 
   /** Loads and validates the card, verifies the ONNX file and creates the inference session. */
   static async load(opts: EngineOptions = {}): Promise<Engine> {
@@ -81,9 +94,11 @@ export class Engine {
       throw new Error(`maxBatch must be a positive integer (got ${opts.maxBatch})`);
     }
     const card = loadCard(opts.card);
+    const profile = opts.site === undefined ? undefined : readProfile(opts.site);
+    if (profile) checkProfileFor(profile, card, profile.path);
     if (opts.verifyHash ?? true) await verifyModelHash(card);
     const session = await ModelSession.create(card.modelPath, card, { threads: opts.threads });
-    return new Engine(card, session, opts);
+    return new Engine(card, session, opts, profile);
   }
 
   get threads(): number {
@@ -199,20 +214,28 @@ export class Engine {
   private async finish({ prepared: p, output: inferred, k, infer, opts, wantCam }: FinishInput): Promise<Outcome> {
     const logit = inferred.logit[k];
     if (!Number.isFinite(logit)) throw new PneumoError('model_error', 'The model produced an invalid output for this image.');
-    const decision = postprocess(logit, this.card, opts.threshold);
-    const gate = gateDecision(p.checks, inferred.ood ? inferred.ood[k] : null, this.card.gate, inferred.scope ? inferred.scope[k] : null);
+    const decision = postprocess(logit, this.applied, opts.threshold);
+    const gate = gateDecision(p.checks, inferred.ood ? inferred.ood[k] : null, this.applied.gate, inferred.scope ? inferred.scope[k] : null);
+    if (this.site && gate.reason === 'outside_intended_use' && this.applied.gate !== this.card.gate) gate.message = outsideSiteMessage(this.site);
     const M = inferred.memberCount;
     const members = inferred.members?.subarray(k * M, (k + 1) * M);
-    const pp = this.card.postprocessing;
+    const pp = this.applied.postprocessing;
     const unc = uncertaintyOf(members, this.card.uncertainty, pp.temperature, pp.bias ?? 0, decision);
     const t0 = performance.now();
     let cam: AnalysisResult['cam'];
     if (wantCam && (!gate.rejected || opts.force)) {
       const [C, h, w] = inferred.featureShape;
       const features = inferred.features.subarray(k * C * h * w, (k + 1) * C * h * w);
-      const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights);
+      const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights, this.card.gradcam.display_scale);
       const { overlayPng, heatmapPng } = await renderCam(p.decoded.image, map, { colormap: opts.colormap, alpha: opts.alpha });
-      cam = { map: map.map, mapWidth: map.width, mapHeight: map.height, overlayPng, heatmapPng };
+      cam = {
+        map: map.map,
+        mapWidth: map.width,
+        mapHeight: map.height,
+        scale: { value: map.scale, fixed: map.fixed },
+        overlayPng,
+        heatmapPng,
+      };
     }
     const explain = since(t0);
     const { image, format, notes } = p.decoded;
@@ -248,6 +271,7 @@ export class Engine {
       gate,
       uncertainty: unc.value,
       uncertain: unc.uncertain,
+      ...(this.site ? { site: this.site } : {}),
     };
     if (gate.rejected && !opts.force) return { status: 'rejected', result, error: rejectionError(gate) };
     return { status: 'analysed', result };

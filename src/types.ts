@@ -1,6 +1,7 @@
 /** Shared types of the pipeline stages: decode -> preprocess -> infer -> explain -> postprocess. */
 import type { PneumoError } from './errors.ts';
 import type { GateResult, RejectionReason } from './gate/gate.ts';
+import type { SiteSummary } from './site/profile.ts';
 
 export type { GateResult, RejectionReason } from './gate/gate.ts';
 
@@ -43,6 +44,11 @@ export interface CamResult {
   map: Float32Array;
   mapWidth: number;
   mapHeight: number;
+  /**
+   * What 1 on the map means: `fixed` = the card's gradcam.display_scale, the same for every film
+   * (maps of two films compare); otherwise this film's own maximum (`value`, 0 when nothing is positive).
+   */
+  scale?: { value: number; fixed: boolean };
   /** PNG of the overlay at the original image size (longest side capped for the web). */
   overlayPng: Buffer;
   /** The colour-mapped heatmap alone, opaque RGBA PNG at the overlay's size (the overlay blends these pixels). */
@@ -74,6 +80,8 @@ export interface AnalysisResult {
   uncertainty: number | null;
   /** uncertainty > the card's cutoff: "uncertain: refer to a clinician" (also in `warnings`). */
   uncertain: boolean;
+  /** The site profile the answer was decided with (src/site); absent without one. */
+  site?: SiteSummary;
 }
 
 /**

@@ -9,7 +9,7 @@ import { encodePng, resizeGray8 } from '../image/sharp-io.ts';
 import { toGray } from '../model/preprocess.ts';
 import type { Colormap, RawImage } from '../types.ts';
 import { COLORMAPS, colormapLut } from './colormaps.ts';
-import type { CamMap } from './gradcam.ts';
+import type { CamGrid } from './gradcam.ts';
 
 export interface OverlayOptions {
   colormap?: Colormap; // default 'jet'
@@ -64,7 +64,7 @@ export async function overlayBase(image: RawImage, maxSide = DEFAULT_MAX_SIDE): 
  * colour-mapped; opaque 8-bit RGBA. The overlay blends it over the image; the web page blends the
  * same pixels (served as `heatmap`) over the original it shows.
  */
-export function heatmapRgba(cam: CamMap, width: number, height: number, colormap: Colormap = DEFAULT_COLORMAP): Uint8ClampedArray {
+export function heatmapRgba(cam: CamGrid, width: number, height: number, colormap: Colormap = DEFAULT_COLORMAP): Uint8ClampedArray {
   const heat = upsampleBilinear(cam.map, cam.width, cam.height, width, height);
   const lut = colormapLut(colormap);
   const rgba = new Uint8ClampedArray(width * height * 4);
@@ -82,7 +82,7 @@ export function heatmapRgba(cam: CamMap, width: number, height: number, colormap
 /** Blends the heatmap (heatmapRgba at the base size) over the gray base with opacity alpha; 8-bit RGB out. */
 export function blendOverlay(
   base: GrayBase,
-  cam: CamMap,
+  cam: CamGrid,
   opts: OverlayOptions = {},
   heat: Uint8ClampedArray = heatmapRgba(cam, base.width, base.height, checkOverlayOptions(opts).colormap),
 ): { rgb: Uint8ClampedArray; width: number; height: number } {
@@ -100,7 +100,7 @@ export function blendOverlay(
 }
 
 /** The overlay as a PNG at the image size, longest side capped at maxSide. */
-export async function renderOverlay(image: RawImage, cam: CamMap, opts: OverlayOptions = {}): Promise<Buffer> {
+export async function renderOverlay(image: RawImage, cam: CamGrid, opts: OverlayOptions = {}): Promise<Buffer> {
   const { maxSide } = checkOverlayOptions(opts);
   const { rgb, width, height } = blendOverlay(await overlayBase(image, maxSide), cam, opts);
   return encodePng(new Uint8Array(rgb.buffer), width, height, 3);
@@ -112,7 +112,7 @@ export async function renderOverlay(image: RawImage, cam: CamMap, opts: OverlayO
  */
 export async function renderCam(
   image: RawImage,
-  cam: CamMap,
+  cam: CamGrid,
   opts: OverlayOptions = {},
 ): Promise<{ overlayPng: Buffer; heatmapPng: Buffer }> {
   const { colormap, maxSide } = checkOverlayOptions(opts);

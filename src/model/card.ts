@@ -91,7 +91,17 @@ export interface ModelCard {
   outputs: { logit: string; features: string; ood?: string; members?: string };
   preprocessing: PreprocessingSpec;
   postprocessing: { temperature: number; bias?: number; threshold: number; threshold_policy?: string };
-  gradcam: { layer: string; output: string; weights: number[]; bias: number };
+  gradcam: {
+    layer: string;
+    output: string;
+    weights: number[];
+    bias: number;
+    /**
+     * Optional: the value of acc(i,j) = sum_k (w_k / (h*w)) * A_k(i,j) shown as 1, the same for every
+     * film (map = clamp(acc / display_scale, 0, 1)); absent: each film's own maximum.
+     */
+    display_scale?: number;
+  };
   uncertainty?: UncertaintySpec;
   gate?: GateSpec;
   metrics?: CardMetrics;
@@ -208,6 +218,7 @@ export function validateCard(json: unknown, file = 'model card'): ModelCard {
     c.fail('gradcam.weights', 'a non-empty array of finite numbers', Array.isArray(weights) ? `array(${weights.length})` : weights);
   }
   c.num(o, 'gradcam.bias');
+  if ((o.gradcam as Json).display_scale !== undefined) c.num(o, 'gradcam.display_scale', (n) => n > 0, 'a positive number');
   if (c.optional(o, 'outputs.members')) c.str(o, 'outputs.members');
   if (c.optional(o, 'gate')) {
     c.obj(o, 'gate');
