@@ -1,16 +1,43 @@
 /**
- * Stage 3, infer: the ONLY module that imports onnxruntime-node. One InferenceSession per model,
- * checked against its card on load (names, input size, the closed-form Grad-CAM head); everything
- * outside sees plain Float32Arrays.
+ * Stage 3, infer: one InferenceSession per model, checked against its card on load (names, input
+ * size, the closed-form Grad-CAM head); everything outside sees plain Float32Arrays.
+ *
+ * The inference runtime is not imported here: it is the `OrtRuntime` of ./runtime.ts
+ * (onnxruntime-node), the only module that imports it. The browser build (scripts/build-web.ts)
+ * swaps that one module for ./runtime.web.ts (onnxruntime-web, WASM); everything in this file is
+ * the same on both. A caller may also inject a runtime (`SessionOptions.runtime`).
  */
-import { availableParallelism } from 'node:os';
-import * as ort from 'onnxruntime-node';
 import type { ModelCard } from './card.ts';
+import { runtime as defaultRuntime } from './runtime.ts';
 
-// Nothing leaves the machine: onnxruntime 1.30 has an HTTPS telemetry path, which it reads this
-// variable to turn off when it creates its environment (the first session). Set here, in the one
-// module that uses it, before any session exists; a user's own value is kept.
-process.env.ORT_DISABLE_TELEMETRY ??= '1';
+/** A tensor as both runtimes return it (onnxruntime-common's Tensor has these). */
+export interface RuntimeTensor {
+  readonly data: ArrayLike<unknown>;
+  readonly dims: readonly number[];
+}
+
+/** The part of an onnxruntime InferenceSession this module uses (same in onnxruntime-node and -web). */
+export interface RuntimeSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata?: ReadonlyArray<
+    | { readonly name: string; readonly isTensor: true; readonly shape: ReadonlyArray<number | string> }
+    | { readonly name: string; readonly isTensor: false }
+  >;
+  run(feeds: Record<string, RuntimeTensor>, fetches: string[]): Promise<Record<string, RuntimeTensor>>;
+  release(): Promise<void>;
+}
+
+/** An inference runtime: onnxruntime-node (./runtime.ts) or onnxruntime-web (./runtime.web.ts). */
+export interface OrtRuntime {
+  /** For messages and benchmarks, e.g. "onnxruntime-node" or "onnxruntime-web (wasm, 4 threads)". */
+  readonly name: string;
+  /** Threads when the caller does not say (Node: the number of cores; browser: see runtime.web.ts). */
+  defaultThreads(): number;
+  /** A session for the ONNX file at `model` (a path, or a URL in a browser) or its bytes. */
+  createSession(model: string | Uint8Array, threads: number): Promise<RuntimeSession>;
+  float32(data: Float32Array, dims: readonly number[]): RuntimeTensor;
+}
 
 export interface InferenceOutput {
   /** One raw logit per item, before temperature scaling. */
@@ -37,8 +64,10 @@ export function optionalOutputs(card: ModelCard): { ood?: string; scope?: string
 }
 
 export interface SessionOptions {
-  /** Intra-op threads (default: the number of cores). */
+  /** Intra-op threads (default: the runtime's, the number of cores on Node). */
   threads?: number;
+  /** The inference runtime (default: ./runtime.ts, which the browser build replaces). */
+  runtime?: OrtRuntime;
 }
 
 /** Tolerance of the head check: |sum_k w_k mean(A_k) + b - logit|. */
@@ -74,38 +103,43 @@ function probeInput(length: number): Float32Array {
 }
 
 export class ModelSession {
-  private session: ort.InferenceSession | null;
+  private session: RuntimeSession | null;
 
   private constructor(
-    session: ort.InferenceSession,
+    session: RuntimeSession,
     readonly card: ModelCard,
     readonly threads: number,
+    private readonly runtime: OrtRuntime,
   ) {
     this.session = session;
   }
 
-  /** Creates the session for `modelPath`, then checks it against the card (throws on mismatch). */
-  static async create(modelPath: string, card: ModelCard, opts: SessionOptions = {}): Promise<ModelSession> {
-    const threads = opts.threads ?? availableParallelism();
-    if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer (got ${threads})`);
-    const session = await ort.InferenceSession.create(modelPath, {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-    });
-    const model = new ModelSession(session, card, threads);
-    try {
-      model.checkSignature();
-      await model.checkHead();
-    } catch (e) {
-      await model.dispose();
-      throw e;
-    }
-    return model;
+  /** The runtime's name, e.g. "onnxruntime-node". */
+  get runtimeName(): string {
+    return this.runtime.name;
   }
 
-  private get live(): ort.InferenceSession {
+  /**
+   * Creates the session for `model` (a path, a URL in a browser, or the ONNX bytes), then checks it
+   * against the card (throws on mismatch).
+   */
+  static async create(model: string | Uint8Array, card: ModelCard, opts: SessionOptions = {}): Promise<ModelSession> {
+    const runtime = opts.runtime ?? defaultRuntime;
+    const threads = opts.threads ?? runtime.defaultThreads();
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer (got ${threads})`);
+    const session = await runtime.createSession(model, threads);
+    const modelSession = new ModelSession(session, card, threads, runtime);
+    try {
+      modelSession.checkSignature();
+      await modelSession.checkHead();
+    } catch (e) {
+      await modelSession.dispose();
+      throw e;
+    }
+    return modelSession;
+  }
+
+  private get live(): RuntimeSession {
     if (!this.session) throw new Error('The model session has been disposed.');
     return this.session;
   }
@@ -124,7 +158,7 @@ export class ModelSession {
       }
     }
     const meta = s.inputMetadata?.find((m) => m.name === input.name);
-    if (meta && meta.isTensor && meta.shape.length === 4) {
+    if (meta?.isTensor && meta.shape.length === 4) {
       const [, c, h, w] = meta.shape;
       const expect = [input.channels, input.height, input.width];
       [c, h, w].forEach((d, i) => {
@@ -171,7 +205,7 @@ export class ModelSession {
       ...(extra.scope ? [extra.scope] : []),
       ...(extra.members ? [extra.members] : []),
     ];
-    const feeds = { [input.name]: new ort.Tensor('float32', batch, [n, 1, H, W]) };
+    const feeds = { [input.name]: this.runtime.float32(batch, [n, 1, H, W]) };
     const result = await this.live.run(feeds, fetches);
     const logit = result[outputs.logit];
     const features = result[outputs.features];
