@@ -55,14 +55,23 @@ export function choice<T extends string>(p: Parsed, name: string, choices: reado
 /** Options every engine-using command accepts. */
 export const ENGINE_OPTIONS = {
   model: { type: 'string' },
+  site: { type: 'string' },
   threads: { type: 'string' },
 } as const satisfies Options;
 
 export const ENGINE_HELP = `  --model CARD       model card JSON to use (default: $PNEUMOLENS_MODEL, else models/MODEL)
+  --site PROFILE     decide with a site profile (pneumolens site): its calibration, threshold and
+                     scope replace the card's (default: $PNEUMOLENS_SITE, else none)
   --threads N        ONNX Runtime intra-op threads`;
 
-export function engineOptions(p: Parsed): { card?: string; threads?: number } {
+export function engineOptions(p: Parsed): { card?: string; threads?: number; site?: string } {
   const card = str(p, 'model');
+  const site = str(p, 'site');
+  if (site === '') throw new UsageError('--site needs a profile file (made by pneumolens site)');
   const threads = num(p, 'threads', 1, 256, true);
-  return { ...(card !== undefined ? { card } : {}), ...(threads !== undefined ? { threads } : {}) };
+  return {
+    ...(card !== undefined ? { card } : {}),
+    ...(site !== undefined ? { site } : {}),
+    ...(threads !== undefined ? { threads } : {}),
+  };
 }

@@ -3,12 +3,22 @@ import { resolve } from 'node:path';
 import type { Engine } from '../pipeline.js';
 import type { Io } from './io.js';
 
-export async function withEngine<T>(io: Io, opts: { card?: string; threads?: number }, fn: (engine: Engine) => Promise<T>): Promise<T> {
+export async function withEngine<T>(
+  io: Io,
+  opts: { card?: string; threads?: number; site?: string | false },
+  fn: (engine: Engine) => Promise<T>,
+): Promise<T> {
   if (io.engine) return fn(io.engine);
   // imported lazily so --help and usage errors never load ONNX Runtime
   const { Engine } = await import('../pipeline.js');
   const card = opts.card ?? (io.env.PNEUMOLENS_MODEL?.trim() || undefined);
-  const engine = await Engine.load({ ...opts, ...(card !== undefined ? { card: resolve(io.cwd, card) } : {}) });
+  // site: false = the card alone, whatever $PNEUMOLENS_SITE says (pneumolens site fits on the card's own outputs)
+  const site = opts.site === false ? undefined : (opts.site ?? (io.env.PNEUMOLENS_SITE?.trim() || undefined));
+  const engine = await Engine.load({
+    ...opts,
+    ...(card !== undefined ? { card: resolve(io.cwd, card) } : {}),
+    site: site === undefined ? undefined : resolve(io.cwd, site),
+  });
   try {
     return await fn(engine);
   } finally {

@@ -3,6 +3,7 @@ import { describeCard } from '../eval/card.js';
 import { ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, parse } from './args.js';
 import { withEngine } from './engine.js';
 import { EXIT_OK, UsageError, type Io } from './io.js';
+import { siteText } from './site.js';
 
 export const help = `Usage: pneumolens info [options]
 
@@ -29,7 +30,16 @@ export async function run(args: string[], io: Io): Promise<number> {
   }
   if (p.positionals.length > 0) throw new UsageError(`info takes no arguments, got '${p.positionals[0]}'`);
   return withEngine(io, engineOptions(p), async (engine) => {
-    io.stdout.write(flag(p, 'json') ? JSON.stringify(engine.card, null, 2) + '\n' : cardText(describeCard(engine.card)));
+    const { path: _path, ...profile } = engine.profile ?? { path: '' };
+    if (flag(p, 'json')) io.stdout.write(JSON.stringify(engine.profile ? { ...engine.card, site: profile } : engine.card, null, 2) + '\n');
+    else {
+      io.stdout.write(cardText(describeCard(engine.card)));
+      // With --site (or $PNEUMOLENS_SITE): the profile the answers are decided with.
+      if (engine.profile)
+        io.stdout.write(
+          `\nSite profile (${engine.profile.path}): replaces the card's calibration, threshold and scope\n${siteText(engine.profile)}`,
+        );
+    }
     return EXIT_OK;
   });
 }

@@ -12,6 +12,7 @@ import * as evaluate from './evaluate.js';
 import * as info from './info.js';
 import * as serve from './serve.js';
 import * as pacs from './pacs.js';
+import * as site from './site.js';
 
 interface Command {
   help: string;
@@ -24,6 +25,7 @@ const COMMANDS: Record<string, Command & { summary: string }> = {
   info: { ...info, summary: 'the model card in words' },
   serve: { ...serve, summary: 'start the web interface and HTTP API' },
   pacs: { ...pacs, summary: 'follow an Orthanc PACS and store results into each study' },
+  site: { ...site, summary: "validate on a site's labelled films and write its profile (--site)" },
 };
 
 export const HELP = `Usage: pneumolens <command> [options]
