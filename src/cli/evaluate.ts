@@ -4,6 +4,7 @@ import { join, relative, resolve } from 'node:path';
 import { renderReport, thr, worstErrors, type FailedItem, type GalleryItem, type ReportItem } from '../eval/report.js';
 import { curves, summarize, type MetricsSummary } from '../eval/summary.js';
 import type { Engine } from '../pipeline.js';
+import type { SiteSummary } from '../site/profile.js';
 import { ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
 import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
@@ -53,6 +54,8 @@ export async function classFolders(dir: string, labels: readonly string[]): Prom
 
 export interface EvaluationJson extends MetricsSummary {
   model: { name: string; version: string };
+  /** The site profile the evaluation was decided with (--site). */
+  site?: SiteSummary;
   dataset: string;
   errors: FailedItem[];
   /** Images rejected by the input gate (not counted in the metrics unless forced). */
@@ -75,6 +78,7 @@ export function summaryText(e: EvaluationJson, labels: readonly string[]): strin
   const ci = e.auc_ci95 ? ` (95% CI ${fmt(e.auc_ci95.lower)}-${fmt(e.auc_ci95.upper)})` : '';
   const lines = [
     `Model        ${e.model.name} ${e.model.version}`,
+    ...(e.site ? [`Site         ${e.site.statement}`] : []),
     `Data         ${e.dataset}: ${e.n} images (${e.negatives} ${labels[0]}, ${e.positives} ${labels[1]})${e.errors.length ? `, ${e.errors.length} failed` : ''}`,
     ...(e.rejected.length
       ? [`Rejected     ${e.rejected.length} image(s) judged not chest X-rays by the input gate; metrics on the ${e.n} accepted`]
@@ -153,7 +157,7 @@ export async function run(args: string[], io: Io): Promise<number> {
 
   return withEngine(io, engineOpts, async (engine) => {
     const labels = engine.card.labels;
-    const threshold = thresholdArg ?? engine.card.postprocessing.threshold;
+    const threshold = thresholdArg ?? engine.applied.postprocessing.threshold; // a site profile's when --site
     const folders = await classFolders(root, labels);
     const files: string[] = [];
     const truths: Array<0 | 1> = [];
@@ -204,6 +208,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     const summary = summarize(y, prob, threshold, { bootstrap: { resamples, seed } });
     const result: EvaluationJson = {
       model: { name: engine.card.name, version: engine.card.version },
+      ...(engine.site ? { site: engine.site } : {}),
       dataset: dataDir,
       ...summary,
       errors: failures,

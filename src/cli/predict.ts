@@ -141,10 +141,19 @@ export async function run(args: string[], io: Io): Promise<number> {
     for (const r of failed) io.stderr.write(`pneumolens: ${r.file}: ${r.error!.code}: ${r.error!.message}\n`);
     if (flag(p, 'json')) {
       io.stdout.write(
-        JSON.stringify({ model: { name: engine.card.name, version: engine.card.version }, results: rows.map(jsonRow) }, null, 2) + '\n',
+        JSON.stringify(
+          {
+            model: { name: engine.card.name, version: engine.card.version },
+            ...(engine.site ? { site: engine.site } : {}),
+            results: rows.map(jsonRow),
+          },
+          null,
+          2,
+        ) + '\n',
       );
     } else if (!flag(p, 'csv')) {
       io.stdout.write(table(rows));
+      if (engine.site) io.stdout.write(`${engine.site.statement}\n`);
     }
     const rejected = rows.filter((r) => r.status === 'rejected');
     for (const r of rejected)
