@@ -9,6 +9,8 @@ import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerO
 import multipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
 import { isPneumoError, PneumoError } from '../errors.js';
+import { intendedPopulation, type CardInfo } from '../eval/card.js';
+import type { SiteSummary } from '../site/profile.js';
 import type { AnalyseOptions, AnalysisResult } from '../types.js';
 import { clientErrorHandler, mapError, notFoundBody } from './errors.js';
 import { fetchImageUrl, formatBytes, UrlPolicy, type Resolver } from './fetch-url.js';
@@ -20,6 +22,8 @@ import { collectBody, requestTimeout, UploadBudget, type Upload } from './upload
 /** What the server needs from the engine (the real Engine of src/pipeline.ts has these). */
 export interface PredictEngine {
   readonly card: { readonly name: string; readonly version: string };
+  /** The site profile the engine decides with (src/site), if any: named in every answer and in /api/model. */
+  readonly site?: SiteSummary;
   analyse(bytes: Uint8Array, opts?: AnalyseOptions): Promise<AnalysisResult>;
 }
 
@@ -76,7 +80,7 @@ const JSON_BODY_LIMIT = 16 * 1024;
  * in toAnalyseOptions; an engine PneumoError (e.g. 422 not_a_chest_xray with its score in details)
  * already reaches the client as is.
  */
-const OPTIONAL_RESULT_FIELDS = ['rejected', 'reason', 'gate', 'uncertainty', 'uncertain'] as const;
+const OPTIONAL_RESULT_FIELDS = ['rejected', 'reason', 'gate', 'uncertainty', 'uncertain', 'site'] as const;
 
 type EngineState =
   | { status: 'loading' }
@@ -132,9 +136,13 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 /** Keys of the loaded card that describe this machine, not the model (absolute file paths). */
 const LOCAL_CARD_KEYS = new Set(['cardPath', 'modelPath']);
 
-/** The card as served by GET /api/model: no local paths, long numeric arrays summarised. */
+/**
+ * The card as served by GET /api/model: no local paths, long numeric arrays summarised, plus
+ * `population`: who the model is validated for, in the card's words (null when it says none).
+ */
 export function publicCard(card: object): unknown {
-  return compactArrays(Object.fromEntries(Object.entries(card).filter(([k]) => !LOCAL_CARD_KEYS.has(k))));
+  const served = Object.fromEntries(Object.entries(card).filter(([k]) => !LOCAL_CARD_KEYS.has(k)));
+  return { ...(compactArrays(served) as object), population: intendedPopulation(card as CardInfo) };
 }
 
 /** Replaces long numeric arrays (weights, gate statistics) with a summary; copies the rest. */
@@ -318,7 +326,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     },
   );
 
-  app.get('/api/model', async () => publicCard(readyEngine().card));
+  app.get('/api/model', async () => {
+    const engine = readyEngine();
+    return { ...(publicCard(engine.card) as object), site: engine.site ?? null }; // the site profile in use (null: the card alone)
+  });
 
   app.get('/api/openapi.json', async () => openApi());
   app.get('/docs', async (_req, reply) => {

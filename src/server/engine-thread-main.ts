@@ -9,12 +9,17 @@ import type { AnalyseOptions } from '../types.js';
 import { outcomeToWire, type ThreadReply, type ThreadRequest } from './engine-worker.js';
 
 const port = parentPort!;
-const { card, threads } = workerData as { card?: string; threads: number };
+const { card, threads, site } = workerData as { card?: string; threads: number; site?: string };
 const post = (m: ThreadReply) => port.postMessage(m);
 
 try {
-  const engine = await Engine.load({ ...(card ? { card } : {}), threads });
-  post({ type: 'ready', card: JSON.parse(JSON.stringify(engine.card)) as Record<string, unknown>, threads: engine.threads });
+  const engine = await Engine.load({ ...(card ? { card } : {}), ...(site ? { site } : {}), threads });
+  post({
+    type: 'ready',
+    card: JSON.parse(JSON.stringify(engine.card)) as Record<string, unknown>,
+    threads: engine.threads,
+    ...(engine.site ? { site: engine.site } : {}),
+  });
   port.on('message', (m: ThreadRequest) => {
     if (m.type === 'dispose') {
       void engine.dispose().finally(() => port.close());

@@ -12,6 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { isPneumoError, PneumoError, type ErrorCode } from '../errors.js';
 import { unwrap } from '../pipeline.js';
 import type { AnalyseOptions, AnalysisResult, Outcome } from '../types.js';
+import type { SiteSummary } from '../site/profile.js';
 import type { PredictEngine } from './app.js';
 
 export type ThreadRequest = { type: 'analyse'; id: number; bytes: Uint8Array; opts: AnalyseOptions } | { type: 'dispose' };
@@ -28,7 +29,7 @@ export type WireOutcome =
   | { status: 'failed'; error: WireError };
 
 export type ThreadReply =
-  | { type: 'ready'; card: Record<string, unknown>; threads: number }
+  | { type: 'ready'; card: Record<string, unknown>; threads: number; site?: SiteSummary }
   | { type: 'failed'; message: string }
   | { type: 'outcome'; id: number; outcome: WireOutcome };
 
@@ -70,6 +71,8 @@ interface Slot {
 export interface WorkerEngineOptions {
   /** Model card path (default: $PNEUMOLENS_MODEL handling of Engine.load). */
   card?: string;
+  /** Site profile path (Engine.load's `site`): refused at start-up if made with another model. */
+  site?: string;
   /** ONNX Runtime threads per analysis. */
   threads: number;
   /** Worker threads, i.e. analyses that can run at once (capped at the number of cores). */
@@ -88,6 +91,7 @@ export class WorkerEngine implements PredictEngine {
     readonly card: PredictEngine['card'] & Record<string, unknown>,
     readonly threads: number,
     private readonly opts: WorkerEngineOptions,
+    readonly site?: SiteSummary,
   ) {}
 
   /** Starts the workers and resolves once each has loaded the model (rejects if one fails). */
@@ -100,7 +104,7 @@ export class WorkerEngine implements PredictEngine {
       await Promise.all(ok.map((s) => s.worker.terminate()));
       throw failed.reason;
     }
-    const engine = new WorkerEngine(ok[0].card as WorkerEngine['card'], ok[0].threads, opts);
+    const engine = new WorkerEngine(ok[0].card as WorkerEngine['card'], ok[0].threads, opts, ok[0].site);
     for (const s of ok) engine.adopt(s.worker);
     return engine;
   }
@@ -189,16 +193,18 @@ export class WorkerEngine implements PredictEngine {
   }
 }
 
-function startWorker(opts: WorkerEngineOptions): Promise<{ worker: Worker; card: Record<string, unknown>; threads: number }> {
+function startWorker(
+  opts: WorkerEngineOptions,
+): Promise<{ worker: Worker; card: Record<string, unknown>; threads: number; site?: SiteSummary }> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(THREAD_URL, { workerData: { card: opts.card, threads: opts.threads } });
+    const worker = new Worker(THREAD_URL, { workerData: { card: opts.card, threads: opts.threads, site: opts.site } });
     const onExit = (code: number) => reject(new Error(`the engine worker exited (${code}) before loading the model`));
     worker.once('exit', onExit);
     worker.once('error', reject);
     worker.once('message', (m: ThreadReply) => {
       worker.off('exit', onExit);
       worker.off('error', reject);
-      if (m.type === 'ready') resolve({ worker, card: m.card, threads: m.threads });
+      if (m.type === 'ready') resolve({ worker, card: m.card, threads: m.threads, site: m.site });
       else {
         void worker.terminate();
         reject(new Error(m.type === 'failed' ? m.message : 'unexpected message from the engine worker'));

@@ -185,9 +185,17 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
           summary: 'The model card',
           description:
             'Name, version, labels, preprocessing, calibration, threshold, validation metrics, intended use and limitations of the loaded model. ' +
-            'Long numeric arrays (such as the Grad-CAM weights) are summarised as {"omitted": true, "length": n}.',
+            'Long numeric arrays (such as the Grad-CAM weights) are summarised as {"omitted": true, "length": n}. ' +
+            "`population` (added to the card) says who the model is validated for, in the card's own words (null when the card says none).",
           responses: {
-            '200': { description: 'The model card.', content: { 'application/json': { schema: { type: 'object' } } } },
+            '200': {
+              description: 'The model card.',
+              content: {
+                'application/json': {
+                  schema: { type: 'object', required: ['population'], properties: { population: { type: 'string', nullable: true } } },
+                },
+              },
+            },
             '503': errorResponse(503, 'The model is not loaded (yet).'),
           },
         },
@@ -315,6 +323,26 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 "Ensemble disagreement: population std of the ensemble members' calibrated probabilities; null when the model has no ensemble.",
             },
             uncertain: { type: 'boolean', description: "uncertainty above the model card's cutoff: uncertain, refer to a clinician." },
+            site: { $ref: '#/components/schemas/SiteProfile' },
+          },
+        },
+        SiteProfile: {
+          type: 'object',
+          description:
+            "The site profile the answer was decided with (PNEUMOLENS_SITE / --site): its calibration, threshold and scope replace the card's. Absent without one; /api/model gives it as `site` (null without one).",
+          properties: {
+            name: { type: 'string' },
+            created: { type: 'string' },
+            validated: {
+              type: 'boolean',
+              description: "false: the local AUC's CI fell below the floor; films outside the intended use stay declined.",
+            },
+            n: { type: 'integer', description: 'Films the profile was validated on at that site.' },
+            auc: { type: 'number', nullable: true, description: 'Local AUC, k-fold by patient.' },
+            auc_ci95: { type: 'array', nullable: true, items: { type: 'number' }, description: '[lower, upper] 95% bootstrap interval.' },
+            threshold: { type: 'number' },
+            policy: { type: 'string' },
+            statement: { type: 'string', description: 'For people: "Site profile NAME: validated on N films here, AUC x [lo, hi]".' },
           },
         },
         Gate: {

@@ -5,6 +5,7 @@
  * disposes the engine. It resolves once the server has stopped.
  */
 import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { buildApp, type AppOptions, type PredictEngine } from './app.js';
 import type { FastifyInstance } from 'fastify';
 
@@ -124,13 +125,16 @@ export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: nu
  * opts.host, else $HOST, else 127.0.0.1. The port opens while the model loads (health answers 503
  * 'loading' meanwhile); a model that fails to load closes the server and rejects.
  */
-export async function startServer(opts: { port?: number; host?: string } = {}): Promise<void> {
+export async function startServer(opts: { port?: number; host?: string; site?: string } = {}): Promise<void> {
   const env = serverOptionsFromEnv();
   const { WorkerEngine } = await import('./engine-worker.js');
+  const site = opts.site ?? (process.env.PNEUMOLENS_SITE?.trim() || undefined);
   const maxConcurrent = env.maxConcurrent ?? defaultMaxConcurrent();
   // Analyses run in worker threads, so none of their synchronous work blocks the event loop.
   const loading: Promise<PredictEngine & { dispose(): void | Promise<void> }> = WorkerEngine.load({
     ...(process.env.PNEUMOLENS_MODEL ? { card: process.env.PNEUMOLENS_MODEL } : {}),
+    // A site profile (--site, else $PNEUMOLENS_SITE): one made with another model fails the start.
+    ...(site ? { site: resolve(site) } : {}),
     threads: envNumber('PNEUMOLENS_THREADS', 1, true) ?? threadsPerAnalysis(maxConcurrent),
     workers: maxConcurrent,
   });
@@ -163,7 +167,10 @@ export async function startServer(opts: { port?: number; host?: string } = {}): 
     await running.close();
     throw e;
   }
-  running.app.log.info({ url: running.url, model: `${engine.card.name} ${engine.card.version}` }, 'pneumolens is ready');
+  running.app.log.info(
+    { url: running.url, model: `${engine.card.name} ${engine.card.version}`, ...(engine.site ? { site: engine.site.statement } : {}) },
+    'pneumolens is ready',
+  );
   await running.closed;
   await engine.dispose();
 }
