@@ -7,10 +7,13 @@
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { AnalysisResult } from '../types.ts';
+import { copyAttributes, instanceNumber } from './attributes.ts';
 import { drawText, GLYPH_H, GLYPH_W, wrap } from './font.ts';
 
 /** The parts of dcmjs used here (it ships no types). */
 interface Dcmjs {
+  /** A loglevel logger (https://github.com/pimterry/loglevel); rebuild() applies methodFactory to it and its children. */
+  log: { methodFactory: (methodName: string, level: number, loggerName: unknown) => (...args: unknown[]) => void; rebuild(): void };
   data: {
     DicomDict: new (meta: Record<string, unknown>) => { dict: Record<string, unknown>; write(): ArrayBuffer };
     DicomMetaDictionary: {
@@ -22,6 +25,37 @@ interface Dcmjs {
 }
 const dcmjs = createRequire(import.meta.url)('dcmjs') as Dcmjs;
 const { DicomDict, DicomMetaDictionary, DicomMessage } = dcmjs.data;
+
+/**
+ * dcmjs logs through its own loglevel logger straight to the console, and its messages quote data
+ * set values ("Truncating value <birth date> of PatientBirthDate ..."). Every message goes to
+ * `dicomLog` instead: the known ones reduced to the attribute or VR they name, every other one
+ * withheld. No value reaches a log.
+ */
+let dicomLog: (line: string) => void = (line) => process.stderr.write(line + '\n');
+
+/** Where dcmjs's warnings and errors go (the PACS watcher passes its log), without values. */
+export function routeDicomWriterLog(log: (line: string) => void): void {
+  dicomLog = log;
+}
+
+/** A dcmjs log message in words that carry no value of the data set. */
+export function safeDcmjsMessage(level: string, args: unknown[]): string {
+  const text = args.map((a) => (typeof a === 'string' ? a : '')).join(' ');
+  const truncated = / of ([A-Za-z0-9]{1,64}) because it is longer than (\d{1,6})$/.exec(text);
+  if (text.startsWith('Truncating value ') && truncated) {
+    return `dicom writer ${level}: a value of ${truncated[1]} was longer than ${truncated[2]} characters and was cut (value not logged)`;
+  }
+  const exceeds = /^Value exceeds max length, vr: ([A-Z]{2}),/.exec(text);
+  if (exceeds) return `dicom writer ${level}: a ${exceeds[1]} value exceeds its maximum length (value not logged)`;
+  if (text.startsWith('Unknown name in dataset')) return `dicom writer ${level}: an unknown attribute name in a data set (not logged)`;
+  return `dicom writer ${level}: a message of dcmjs was withheld (it may quote data set values)`;
+}
+
+dcmjs.log.methodFactory = (methodName: string) => {
+  return (...args: unknown[]) => dicomLog(safeDcmjsMessage(methodName, args));
+};
+dcmjs.log.rebuild();
 
 export const SOP_CLASS = {
   secondaryCapture: '1.2.840.10008.5.1.4.1.1.7',
@@ -41,22 +75,6 @@ export function derivedUid(...parts: string[]): string {
 
 /** The source instance's tags (Orthanc's simplified tags: keyword -> string). */
 export type SourceTags = Record<string, unknown>;
-
-/** Patient and study tags copied from the source, so the result joins the same patient and study. */
-const COPIED = [
-  'PatientName',
-  'PatientID',
-  'IssuerOfPatientID',
-  'PatientBirthDate',
-  'PatientSex',
-  'StudyInstanceUID',
-  'StudyDate',
-  'StudyTime',
-  'StudyID',
-  'AccessionNumber',
-  'ReferringPhysicianName',
-  'StudyDescription',
-] as const;
 
 export interface ResultUids {
   scSeries: string;
@@ -88,36 +106,26 @@ function dicomNow(now: Date): { date: string; time: string } {
   return { date: iso.slice(0, 10).replace(/-/g, ''), time: iso.slice(11, 19).replace(/:/g, '') };
 }
 
-function common(tags: SourceTags, now: Date): Record<string, unknown> {
-  const out: Record<string, unknown> = { SpecificCharacterSet: 'ISO_IR 192' };
-  for (const k of COPIED) {
-    const v = tags[k];
-    if (typeof v === 'string' && v !== '') out[k] = k === 'PatientName' || k === 'ReferringPhysicianName' ? [{ Alphabetic: v }] : v;
-  }
-  // Type 2 study attributes present even when the source left them out.
-  for (const k of [
-    'PatientName',
-    'PatientID',
-    'PatientBirthDate',
-    'PatientSex',
-    'StudyDate',
-    'StudyTime',
-    'StudyID',
-    'AccessionNumber',
-    'ReferringPhysicianName',
-  ]) {
-    if (!(k in out)) out[k] = '';
-  }
+/**
+ * The patient and study attributes (copied from the source, each valid by its VR: see
+ * attributes.ts) and the dates of this instance. `warnings` says what was repaired or left empty.
+ */
+function common(tags: SourceTags, now: Date): { ds: Record<string, unknown>; warnings: string[] } {
+  const { attributes, warnings } = copyAttributes(tags);
   const { date, time } = dicomNow(now);
   return {
-    ...out,
-    Manufacturer: MANUFACTURER,
-    SeriesDate: date,
-    SeriesTime: time,
-    ContentDate: date,
-    ContentTime: time,
-    InstanceCreationDate: date,
-    InstanceCreationTime: time,
+    ds: {
+      SpecificCharacterSet: 'ISO_IR 192',
+      ...attributes,
+      Manufacturer: MANUFACTURER,
+      SeriesDate: date,
+      SeriesTime: time,
+      ContentDate: date,
+      ContentTime: time,
+      InstanceCreationDate: date,
+      InstanceCreationTime: time,
+    },
+    warnings,
   };
 }
 
@@ -154,6 +162,7 @@ export function caption(outcome: Outcome): string[] {
   return [
     `pneumolens ${r.model.version}: ${r.label} p=${fmt(r.probability)} (threshold ${fmt(r.threshold)})`,
     ...(r.uncertain ? ['Uncertain: refer to a clinician'] : []),
+    ...(r.site ? [r.site.statement] : []),
     'Research tool - not a medical device',
   ];
 }
@@ -183,7 +192,7 @@ export function secondaryCapture(
   pixels.set(rgb.subarray(0, width * height * 3), width * band * 3);
   lines.forEach((l, i) => drawText(pixels, width, H, margin, margin + i * lineH, l, scale, i === 0 ? [255, 255, 0] : [255, 255, 255]));
   const ds: Record<string, unknown> = {
-    ...common(tags, now),
+    ...common(tags, now).ds,
     SOPClassUID: SOP_CLASS.secondaryCapture,
     SOPInstanceUID: uids.sc,
     Modality: 'OT',
@@ -191,7 +200,7 @@ export function secondaryCapture(
     SeriesInstanceUID: uids.scSeries,
     SeriesNumber: String(SERIES_NUMBER.sc),
     SeriesDescription: 'pneumolens Grad-CAM (not a medical device)',
-    InstanceNumber: String(Number(tags.InstanceNumber) || 1),
+    InstanceNumber: instanceNumber(tags.InstanceNumber),
     ImageType: ['DERIVED', 'SECONDARY'],
     DerivationDescription: `Grad-CAM overlay of ${r.model.name} ${r.model.version}; ${r.label} p=${fmt(r.probability)} threshold ${fmt(r.threshold)}. ${NOT_A_DEVICE}`,
     SourceImageSequence: [sourceRef(tags)],
@@ -247,6 +256,7 @@ const C = {
   disclaimer: code('DISCLAIM', '99PNL', 'Intended use'),
   source: code('121112', 'DCM', 'Source of Measurement'),
   overlay: code('GRADCAM', '99PNL', 'Grad-CAM overlay'),
+  site: code('SITE', '99PNL', 'Site profile'),
 } as const;
 
 function gateText(r: AnalysisResult): string {
@@ -271,11 +281,15 @@ export function structuredReport(tags: SourceTags, outcome: Outcome, opts: { wit
     items.push(numItem(C.threshold, r.threshold));
     if (r.uncertainty !== null) items.push(numItem(C.uncertainty, r.uncertainty));
     items.push(textItem(C.gate, gateText(r)));
+    if (r.site) items.push(textItem(C.site, r.site.statement));
     for (const w of r.warnings) items.push(textItem(C.warning, w));
   } else {
     items.push(textItem(C.finding, `not analysed: ${outcome.code}`));
     items.push(textItem(C.gate, `${outcome.code}: ${outcome.message}`));
   }
+  // What could not be copied from the source as it was: the result still lands, and says so.
+  const head = common(tags, opts.now ?? new Date());
+  for (const w of head.warnings) items.push(textItem(C.warning, w));
   items.push(textItem(C.algorithmName, model.name));
   items.push(textItem(C.algorithmVersion, model.version));
   items.push(textItem(C.disclaimer, NOT_A_DEVICE));
@@ -310,14 +324,14 @@ export function structuredReport(tags: SourceTags, outcome: Outcome, opts: { wit
     },
   ];
   const ds: Record<string, unknown> = {
-    ...common(tags, opts.now ?? new Date()),
+    ...head.ds,
     SOPClassUID: SOP_CLASS.comprehensiveSR,
     SOPInstanceUID: uids.sr,
     Modality: 'SR',
     SeriesInstanceUID: uids.srSeries,
     SeriesNumber: String(SERIES_NUMBER.sr),
     SeriesDescription: 'pneumolens result (not a medical device)',
-    InstanceNumber: String(Number(tags.InstanceNumber) || 1),
+    InstanceNumber: instanceNumber(tags.InstanceNumber),
     ManufacturerModelName: model.name,
     SoftwareVersions: model.version,
     ReferencedPerformedProcedureStepSequence: [],
