@@ -4,7 +4,7 @@
  * tests are skipped with a notice; the DICOM writer tests always run.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import { derivedUid, readDicom, resultUids, secondaryCapture, SOP_CLASS, structu
 import { Orthanc } from '../src/pacs/orthanc.ts';
 import { Watcher } from '../src/pacs/watcher.ts';
 import { decodeImage } from '../src/image/decode.ts';
+import { MALFORMED_PATIENT, radiographDicom, type DicomElement } from './fixtures/make-dicom.ts';
 
 const GOLDEN = join(import.meta.dirname, 'fixtures', 'golden');
 const PATIENT = 'DOE^JANE';
@@ -425,6 +426,129 @@ describe.skipIf(!ORTHANC_BIN)('PACS round trip with a real Orthanc', () => {
     const summary = await running;
     expect(summary.counts.analysed).toBe(1);
   });
+
+  /** A CR of a committed X-ray (or of `pixels`) whose patient elements are written byte for byte as given. */
+  async function rawSource(study: string, patient: DicomElement[], pixels?: { data: Uint8Array; width: number; height: number }) {
+    const img = pixels ?? (await pngGray('pneumonia_gray_224.png'));
+    const sop = dcmjs.data.DicomMetaDictionary.uid();
+    const file = radiographDicom({
+      pixels: img.data,
+      width: img.width,
+      height: img.height,
+      study,
+      series: derivedUid('raw-series', study),
+      sop,
+      patient,
+    });
+    return { file, sop };
+  }
+
+  it('issue 19 item 1: a source with every patient attribute malformed gets its SC and SR, the SR saying what was repaired', async () => {
+    const study = derivedUid('e2e-malformed');
+    const state = join(dir, 'malformed.json');
+    expect((await pacs(['--state', state, '--start', 'now'])).code).toBe(0);
+    const src = await rawSource(study, MALFORMED_PATIENT.elements());
+    const studyId = (await upload(src.file)).ParentStudy;
+    const run1 = await pacs(['--state', state]);
+    expect(run1.code, run1.err).toBe(0);
+    expect(run1.err).toMatch(/1 analysed, 0 refused, 0 failed/);
+    expect(run1.err).toMatch(/source attributes repaired or left empty: /);
+    for (const v of ['Müller', '19650304', '4444', '7777']) expect(run1.err).not.toContain(v);
+    const uids = resultUids({ StudyInstanceUID: study, SOPInstanceUID: src.sop }, engine.card);
+    const byUid = new Map((await studyInstances(studyId)).map((i) => [i.MainDicomTags.SOPInstanceUID, i.ID]));
+    expect(byUid.has(uids.sc), 'the SC landed in the study').toBe(true);
+    expect(byUid.has(uids.sr), 'the SR landed in the study').toBe(true);
+    const sr = readDicom(await instanceFile(byUid.get(uids.sr)!));
+    const sc = readDicom(await instanceFile(byUid.get(uids.sc)!));
+    for (const ds of [sr, sc]) {
+      expect(ds.StudyInstanceUID).toBe(study);
+      expect(seq(ds.PatientName)[0]?.Alphabetic ?? ds.PatientName).toBe(MALFORMED_PATIENT.expected.PatientName);
+      expect(ds.PatientBirthDate).toBe(MALFORMED_PATIENT.expected.PatientBirthDate);
+      expect(ds.StudyDate).toBe(MALFORMED_PATIENT.expected.StudyDate);
+      expect(ds.StudyTime).toBe(MALFORMED_PATIENT.expected.StudyTime);
+      expect(ds.PatientID).toBe(MALFORMED_PATIENT.expected.PatientID);
+      expect(ds.AccessionNumber).toBe(MALFORMED_PATIENT.expected.AccessionNumber);
+      expect(ds.PatientSex ?? '').toBe('');
+    }
+    const warned = seq(sr.ContentSequence)
+      .filter((i) => seq(i.ConceptNameCodeSequence)[0]?.CodeMeaning === 'Warning')
+      .map((i) => i.TextValue as string)
+      .join('\n');
+    for (const k of MALFORMED_PATIENT.warned) expect(warned, k).toContain(`Source attribute ${k} `);
+    // Orthanc files the result under the same patient and study as its source.
+    const study2 = await api<{ ID: string; Instances?: string[] }>(`/instances/${byUid.get(uids.sr)}/study`);
+    expect(study2.ID).toBe(studyId);
+  });
+
+  it('issue 19 item 2: canary patient attributes appear in no output and no file pneumolens writes, except the DICOM results', async () => {
+    const study = derivedUid('e2e-canary');
+    const root = mkdtempSync(join(tmpdir(), 'pneumolens-canary-'));
+    const home = join(root, 'home');
+    const tmp = join(root, 'tmp');
+    const cwd = join(root, 'cwd');
+    for (const d of [home, tmp, cwd]) mkdirSync(d);
+    const CANARIES = ['CANARY', '19650304', '1965-03-04', '1965.03.04'];
+    const canary: DicomElement[] = [
+      { tag: [0x0010, 0x0010], vr: 'PN', value: 'DOE^CANARY' },
+      { tag: [0x0010, 0x0020], vr: 'LO', value: 'CANARY123' },
+      // Over-long for DA (a DT value): what made dcmjs log "Truncating value ... of PatientBirthDate".
+      { tag: [0x0010, 0x0030], vr: 'DA', value: '19650304000000.000000' },
+      { tag: [0x0008, 0x0050], vr: 'SH', value: 'CANARY-ACCESSION-0001' },
+      { tag: [0x0008, 0x1030], vr: 'LO', value: 'CANARY chest ' + 'x'.repeat(70) },
+    ];
+    const cli = (args: string[]) =>
+      spawnSync(process.execPath, [join(import.meta.dirname, '..', 'bin', 'pneumolens.js'), 'pacs', '--orthanc', url, '--once', ...args], {
+        cwd,
+        encoding: 'utf8',
+        timeout: 120_000,
+        env: { PATH: process.env.PATH, HOME: home, TMPDIR: tmp, PNEUMOLENS_ORTHANC_USER: USER, PNEUMOLENS_ORTHANC_PASSWORD: PASSWORD },
+      });
+    try {
+      // The default state file: in the state folder under HOME, named after the server.
+      const first = cli(['--start', 'now']);
+      expect(first.status, first.stderr).toBe(0);
+      const noise = new Uint8Array(256 * 256);
+      let r = 99;
+      for (let i = 0; i < noise.length; i++) noise[i] = (r = (r * 1103515245 + 12345) >>> 0) >>> 24;
+      const chest = await rawSource(study, canary);
+      const junk = await rawSource(study, canary, { data: noise, width: 256, height: 256 });
+      const studyId = (await upload(chest.file)).ParentStudy;
+      await upload(junk.file);
+      const second = cli(['--verbose']);
+      expect(second.status, second.stderr).toBe(0);
+      const outputs = { 'stdout 1': first.stdout, 'stderr 1': first.stderr, 'stdout 2': second.stdout, 'stderr 2': second.stderr };
+      for (const [name, text] of Object.entries(outputs)) for (const c of CANARIES) expect(text, `${name} holds ${c}`).not.toContain(c);
+      expect(second.stderr).toMatch(/1 analysed, 1 refused, 0 failed/);
+      // Both results landed (so the canaries were really written, into the DICOM results only).
+      const uidsOf = (sop: string) => resultUids({ StudyInstanceUID: study, SOPInstanceUID: sop }, engine.card);
+      const inStudy = new Set((await studyInstances(studyId)).map((i) => i.MainDicomTags.SOPInstanceUID));
+      expect([uidsOf(chest.sop).sc, uidsOf(chest.sop).sr, uidsOf(junk.sop).sr].every((u) => inStudy.has(u))).toBe(true);
+      const sr = readDicom(
+        await instanceFile((await studyInstances(studyId)).find((i) => i.MainDicomTags.SOPInstanceUID === uidsOf(chest.sop).sr)!.ID),
+      );
+      expect(sr.PatientID).toBe('CANARY123');
+
+      const files: string[] = [];
+      const walk = (d: string) => {
+        for (const e of readdirSync(d)) {
+          const p = join(d, e);
+          if (statSync(p).isDirectory()) walk(p);
+          else files.push(p);
+        }
+      };
+      walk(root);
+      const state = files.find((f) => /\/\.local\/state\/pneumolens\/pacs-127\.0\.0\.1_\d+\.json$/.test(f));
+      expect(state, `the default state file, among ${files.join(', ')}`).toBeDefined();
+      expect(JSON.parse(readFileSync(state!, 'utf8')).failures.map((f: { code: string }) => f.code)).toEqual(['not_a_chest_xray']);
+      for (const f of files) {
+        const body = readFileSync(f).toString('latin1');
+        for (const c of CANARIES) expect(body.includes(c) || f.includes(c), `${f} holds ${c}`).toBe(false);
+      }
+      console.log(`canary run: ${files.length} files written under HOME/TMPDIR/cwd, none holds a canary; stderr:\n${second.stderr}`);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 240_000);
 
   it('bad credentials and an unreachable Orthanc are clear errors, not crashes', async () => {
     const bad = await pacs(['--state', join(dir, 'bad.json')], { PNEUMOLENS_ORTHANC_PASSWORD: 'wrong' });

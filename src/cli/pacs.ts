@@ -1,5 +1,6 @@
 /** `pneumolens pacs`: follows an Orthanc server and writes a result into each chest radiograph's study (src/pacs). */
-import { resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { defaultMaxFileBytes } from '../image/limits.ts';
 import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
 import { withEngine } from './engine.js';
@@ -20,8 +21,9 @@ Options:
   --orthanc URL      Orthanc's REST API (default: $PNEUMOLENS_ORTHANC_URL), e.g. http://127.0.0.1:8042
   --user NAME        HTTP user (default: $PNEUMOLENS_ORTHANC_USER); the password is read from
                      $PNEUMOLENS_ORTHANC_PASSWORD only, never from the command line
-  --state FILE       cursor file (default: pneumolens-pacs.json); a restart resumes after the last
-                     change handled
+  --state FILE       cursor file; a restart resumes after the last change handled (default:
+                     pacs-HOST_PORT.json, one per Orthanc server, in $PNEUMOLENS_STATE_DIR, else
+                     $XDG_STATE_HOME/pneumolens, else ~/.local/state/pneumolens; the log says where)
   --start WHERE      for a new state file: beginning (every instance Orthanc holds, default) or
                      now (only instances that arrive from now on)
   --once             handle every pending change, then exit (default: poll until SIGINT/SIGTERM)
@@ -63,7 +65,6 @@ export async function run(args: string[], io: Io): Promise<number> {
   const timeoutMs = (num(p, 'timeout', 1, 600) ?? 30) * 1000;
   const user = str(p, 'user') ?? (io.env.PNEUMOLENS_ORTHANC_USER || undefined);
   const password = io.env.PNEUMOLENS_ORTHANC_PASSWORD;
-  const statePath = resolve(io.cwd, str(p, 'state') ?? 'pneumolens-pacs.json');
   const { Orthanc } = await import('../pacs/orthanc.ts');
   let orthanc;
   try {
@@ -77,6 +78,8 @@ export async function run(args: string[], io: Io): Promise<number> {
   } catch (e) {
     throw new UsageError(`--orthanc: ${(e as Error).message}`);
   }
+  const stateArg = str(p, 'state');
+  const statePath = stateArg !== undefined ? resolve(io.cwd, stateArg) : defaultStatePath(orthanc.origin, io.env);
   const log = (line: string) => io.stderr.write(line + '\n');
   const controller = new AbortController();
   const stop = () => {
@@ -112,4 +115,22 @@ export async function run(args: string[], io: Io): Promise<number> {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
+}
+
+/** The state folder: $PNEUMOLENS_STATE_DIR, else $XDG_STATE_HOME/pneumolens, else ~/.local/state/pneumolens. */
+export function stateDir(env: NodeJS.ProcessEnv): string {
+  const own = env.PNEUMOLENS_STATE_DIR?.trim();
+  if (own) return resolve(own);
+  const xdg = env.XDG_STATE_HOME?.trim();
+  // XDG: a relative path is invalid and ignored.
+  if (xdg && xdg.startsWith('/')) return join(xdg, 'pneumolens');
+  return join(env.HOME?.trim() || homedir(), '.local', 'state', 'pneumolens');
+}
+
+/** The default cursor file of one Orthanc server: pacs-HOST_PORT[_PATH].json in the state folder. */
+export function defaultStatePath(origin: string, env: NodeJS.ProcessEnv): string {
+  const u = new URL(origin);
+  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
+  const name = `${u.hostname}_${port}${u.pathname.replace(/\/+$/, '')}`.replace(/[^A-Za-z0-9.-]+/g, '_');
+  return join(stateDir(env), `pacs-${name.slice(0, 120)}.json`);
 }

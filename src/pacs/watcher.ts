@@ -14,7 +14,16 @@ import { isPneumoError, PneumoError } from '../errors.ts';
 import type { Engine } from '../pipeline.ts';
 import { decodeRaster } from '../image/sharp-io.ts';
 import { DEFAULT_MAX_PIXELS } from '../image/limits.ts';
-import { MANUFACTURER, resultUids, secondaryCapture, structuredReport, type Outcome, type SourceTags } from './dicom-out.ts';
+import { copyAttributes, invalidSourceUids } from './attributes.ts';
+import {
+  MANUFACTURER,
+  resultUids,
+  routeDicomWriterLog,
+  secondaryCapture,
+  structuredReport,
+  type Outcome,
+  type SourceTags,
+} from './dicom-out.ts';
 import { OrthancError, type Change, type Orthanc } from './orthanc.ts';
 
 /** Modalities and SOP classes of projection radiographs; everything else is skipped. */
@@ -139,6 +148,28 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 const str = (v: unknown): string => (typeof v === 'string' ? v.trim() : '');
 
+/**
+ * An error to log and keep in the state file. Our own errors (PneumoError, OrthancError) say what
+ * failed in our words; any other error's message may quote the data set (dcmjs's do), so only its
+ * kind and where it was thrown are kept.
+ */
+function safeError(e: unknown): { code: string; message: string } {
+  if (isPneumoError(e)) return { code: e.code, message: e.message };
+  if (e instanceof OrthancError) return { code: 'orthanc_error', message: e.message };
+  const name = e instanceof Error ? e.name.replace(/[^A-Za-z]/g, '').slice(0, 40) : typeof e;
+  const at = e instanceof Error ? /\(?(?:file:\/\/)?[^()\s]*\/(src\/[\w/.-]+:\d+):\d+\)?/.exec(e.stack ?? '')?.[1] : undefined;
+  return {
+    code: 'internal_error',
+    message: `Internal error (${name}${at ? ` at ${at}` : ''}); its message is not logged, as it may quote patient data.`,
+  };
+}
+
+/** For the log: which source attributes were repaired or left empty in the result (names only). */
+function repaired(tags: SourceTags): string {
+  const { changed } = copyAttributes(tags);
+  return changed.length ? `; source attributes repaired or left empty: ${changed.join(', ')}` : '';
+}
+
 /** An Orthanc error worth retrying (unreachable, timeout, 5xx, auth) rather than recording against the instance. */
 const transient = (e: unknown): boolean =>
   e instanceof OrthancError && (e.status === undefined || e.status >= 500 || e.status === 401 || e.status === 403);
@@ -151,6 +182,7 @@ export class Watcher {
 
   async run(): Promise<WatchSummary> {
     const { orthanc, log, signal } = this.o;
+    routeDicomWriterLog((line) => log(`pacs: ${line}`));
     const loaded = await loadState(this.o.statePath);
     if (loaded && loaded.orthanc !== orthanc.origin) {
       throw new Error(`${this.o.statePath} follows ${loaded.orthanc}, not ${orthanc.origin}; use another --state file`);
@@ -206,8 +238,7 @@ export class Watcher {
           // Orthanc unreachable or failing: retried from this change. Anything else is this
           // instance's problem: recorded, and the watcher goes on.
           if (transient(e)) throw e;
-          const err = isPneumoError(e) ? e : { code: 'internal_error', message: e instanceof Error ? e.message : String(e) };
-          what = await this.record(change, {}, err, false);
+          what = await this.record(change, {}, safeError(e), false);
         }
         this.state.counts[what]++;
       }
@@ -240,11 +271,16 @@ export class Watcher {
       log(`pacs: change ${change.Seq}: skipped, modality ${modality || 'none'} is not a radiograph${ref}`);
       return 'skipped_not_radiograph';
     }
-    if (!str(tags.StudyInstanceUID) || !str(tags.SOPInstanceUID) || !str(tags.SOPClassUID)) {
+    const badUids = invalidSourceUids(tags);
+    if (badUids.length > 0) {
+      // A result must reference its source and join its study: without valid UIDs it cannot.
       return this.record(
         change,
         tags,
-        { code: 'unusable_image', message: 'The instance lacks a Study Instance, SOP Instance or SOP Class UID.' },
+        {
+          code: 'unusable_image',
+          message: `The instance's ${badUids.join(', ')} ${badUids.length > 1 ? 'are' : 'is'} missing or not a valid DICOM UID, so no result can be stored in its study.`,
+        },
         false,
       );
     }
@@ -295,7 +331,7 @@ export class Watcher {
     const ms = Math.round(performance.now() - t0);
     const unc = result.uncertain ? ', uncertain' : '';
     log(
-      `pacs: change ${change.Seq}: ${result.label} p=${result.probability.toFixed(3)}${unc}; stored ${files.length > 1 ? 'SC + SR' : 'SR'} in ${ms} ms${ref}`,
+      `pacs: change ${change.Seq}: ${result.label} p=${result.probability.toFixed(3)}${unc}; stored ${files.length > 1 ? 'SC + SR' : 'SR'} in ${ms} ms${ref}${repaired(tags)}`,
     );
     return 'analysed';
   }
@@ -311,10 +347,16 @@ export class Watcher {
     this.state.failures.splice(0, Math.max(0, this.state.failures.length - MAX_FAILURES));
     if (sr) {
       const model = { name: engine.card.name, version: engine.card.version };
-      await this.storeAll(
-        [structuredReport(tags, { kind: 'refused', code: e.code, message: e.message, model }, { withSc: false })],
-        change,
-      );
+      let file: Buffer;
+      try {
+        file = structuredReport(tags, { kind: 'refused', code: e.code, message: e.message, model }, { withSc: false });
+      } catch (err) {
+        // Never expected (the attributes are checked first); recorded without its message, which may quote values.
+        const safe = safeError(err);
+        log(`pacs: change ${change.Seq}: the SR could not be written: ${safe.message}`);
+        return 'failed';
+      }
+      await this.storeAll([file], change);
     }
     return refused ? 'refused' : 'failed';
   }
