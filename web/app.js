@@ -20,6 +20,7 @@ const state = {
   again: false,
   force: false, // "Analyse anyway" after the input gate refused the image; reset for a new input
   fresh: false, // the next result is for a new input: move focus to it (not for a re-request)
+  colormap: 'jet', // the colour map of the request in flight, shown in the legend with its result
 };
 
 /** Gate refusals (API 422 codes) the page explains in its own words, with "Analyse anyway". */
@@ -33,15 +34,45 @@ const REFUSALS = {
   },
   outside_intended_use: {
     title: "Outside the model's intended use",
+    // {population}: who the model is for, from the served card (GET /api/model `population`)
     text:
-      'This looks like a chest X-ray, but not one the model is validated for: it was trained and checked only on frontal ' +
-      "chest X-rays of children aged 1 to 5 from one hospital (an adult's film, for example, is outside that). " +
+      'This looks like a chest X-ray, but not one the model is validated for: {population}. ' +
       'It was not run, because its answer here would have no measured accuracy.',
-    score: 'Intended-use score',
     force: '"Analyse anyway" runs the model with a warning on the result; nobody has measured how accurate it is on such images.',
-    status: "Declined: outside the model's intended use (children aged 1 to 5, one hospital).",
+    status: "Declined: outside the model's intended use.",
   },
 };
+
+/** Who the model is validated for, in the card's words (the server derives `population` from the card). */
+function populationWords() {
+  const p = state.card?.population;
+  return typeof p === 'string' && p ? `it is validated only for ${p}` : 'the model card does not say which population it is validated for';
+}
+
+/** How far past its threshold a gate score is, in words (the numbers stay in the API's JSON answer). */
+function howFar(score, threshold) {
+  const r = score / threshold;
+  if (!(threshold > 0) || !Number.isFinite(r)) return 'far';
+  return r <= 2 ? 'just' : r <= 100 ? 'clearly' : 'far';
+}
+
+/** A gate reason without the raw score in brackets ("(gate score 4.9e+11 > 1)"): numbers are for the JSON. */
+const inWords = (reason) => String(reason).replace(/\s*\((?:gate|intended-use) score [^)]*\)/g, '');
+
+/** The refusal's one sentence about the model's own score, in words. */
+function scoreWords(error) {
+  if (error.code === 'outside_intended_use') {
+    if (typeof error.scope !== 'number' || Number.isNaN(error.scope))
+      return 'The model could not score how much this film resembles the population it is validated for.';
+    return `The model's intended-use check puts this film ${howFar(error.scope, error.scope_threshold)} outside that population.`;
+  }
+  if (typeof error.score === 'number' && typeof error.threshold === 'number') {
+    return error.score > error.threshold || Number.isNaN(error.score)
+      ? `The model's own check also finds it ${howFar(error.score, error.threshold)} unlike the chest X-rays it was trained on.`
+      : "The model's own check did not object; the image checks above refused it.";
+  }
+  return 'This model has no check of its own; the image checks above refused it.';
+}
 
 // ---------- status and errors ----------
 function setStatus(text) {
@@ -67,9 +98,19 @@ async function errorMessage(res) {
 // ---------- input ----------
 function resetPreview() {
   state.force = false;
+  clearAnswer();
   if (state.originalUrl) URL.revokeObjectURL(state.originalUrl);
   state.originalUrl = null;
   state.originalImg = null;
+}
+
+/** Nothing of the previous answer stays on the page: a new input, or an error, hides its result and refusal. */
+function clearAnswer() {
+  state.result = null;
+  state.heatmap = null;
+  $('result').hidden = true;
+  $('rejected').hidden = true;
+  showError('');
 }
 
 function loadImage(src) {
@@ -147,6 +188,7 @@ async function analyse() {
   showError('');
   setStatus('Analysing…');
   try {
+    state.colormap = $('colormap').value;
     const res = await request(currentAlpha());
     $('rejected').hidden = true;
     if (res.status === 422) {
@@ -162,7 +204,9 @@ async function analyse() {
       }
     }
     if (!res.ok) {
-      showError(await errorMessage(res));
+      const message = await errorMessage(res);
+      clearAnswer();
+      showError(message);
       setStatus('');
       return;
     }
@@ -177,6 +221,7 @@ async function analyse() {
         (r.warnings?.length ? ` ${r.warnings.length} warning${r.warnings.length > 1 ? 's' : ''}.` : ''),
     );
   } catch {
+    clearAnswer();
     showError('Could not reach the server. Is it running?');
     setStatus('');
   } finally {
@@ -195,23 +240,20 @@ async function analyse() {
 function showRejected(error, refusal) {
   $('result').hidden = true;
   $('rejected-title').textContent = refusal.title;
-  $('rejected-text').textContent = refusal.text;
+  $('rejected-text').textContent = refusal.text.replace('{population}', populationWords());
   const reasons = Array.isArray(error.reasons) && error.reasons.length ? error.reasons : [error.message];
   $('rejected-reasons').replaceChildren(
     ...reasons.map((r) => {
       const li = document.createElement('li');
-      li.textContent = r;
+      li.textContent = inWords(r);
       return li;
     }),
   );
-  $('rejected-score').textContent =
-    typeof error.score === 'number'
-      ? `${refusal.score} ${error.score.toFixed(2)} (refused above ${error.threshold}).`
-      : 'This model has no gate score of its own; the refusal comes from the image checks.';
+  $('rejected-score').textContent = scoreWords(error);
   $('force-hint').textContent = refusal.force;
   $('rejected').hidden = false;
-  // The whole explanation in view (below the sticky banner), focus on the one action it offers.
-  $('rejected').scrollIntoView({ block: 'start' });
+  // The status line and the whole explanation in view (below the sticky banner), focus on the one action it offers.
+  $('status').scrollIntoView({ block: 'start' });
   const button = $('force');
   button.focus({ preventScroll: button.getBoundingClientRect().bottom <= window.innerHeight });
 }
@@ -237,8 +279,9 @@ function showResult() {
   label.textContent = r.label;
   label.dataset.label = r.label;
   $('probability').textContent = pct(r.probability);
-  $('threshold-value').textContent = r.threshold.toFixed(2);
-  $('bar-fill').style.width = `${r.probability * 100}%`;
+  $('threshold-value').textContent = pct(r.threshold);
+  // the gradient spans the whole bar (0 % green to 100 % red); the fill only uncovers it up to p
+  $('bar-fill').style.setProperty('--p', `${r.probability * 100}%`);
   $('bar-threshold').style.left = `${r.threshold * 100}%`;
   $('bar').setAttribute('aria-label', `Probability ${pct(r.probability)}, threshold ${pct(r.threshold)}`);
   $('uncertain').hidden = !r.uncertain;
@@ -264,12 +307,43 @@ function showResult() {
   if (state.originalImg) original.src = state.originalUrl;
 
   drawOverlay();
+  showLegend(state.colormap);
   if (state.fresh) {
     // A new result: keyboard and screen-reader users land on it (the status line announces it too).
     const reduced = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
-    $('result').scrollIntoView({ behavior: reduced ? 'auto' : 'smooth', block: 'start' });
+    // from the status line down: on a phone the sticky banner would cover the status above the result
+    $('status').scrollIntoView({ behavior: reduced ? 'auto' : 'smooth', block: 'start' });
     $('result-title').focus({ preventScroll: true });
   }
+}
+
+/**
+ * The server's colour maps (src/explain/colormaps.ts) at 33 evenly spaced points, for the legend
+ * only (the heatmap itself is rendered by the server); test/web-truth.test.ts checks the rendered
+ * legend against that module.
+ */
+const COLORMAP_STOPS = {
+  jet: '#000080 #0000a4 #0000c8 #0000ed #0000ff #0021ff #0041ff #0061ff #0081ff #00a1ff #00c1ff #00e1fb #16ffe1 #30ffc7 #49ffad #63ff94 #7dff7a #94ff63 #adff49 #c7ff30 #e1ff16 #fbf100 #ffd300 #ffb600 #ff9800 #ff7a00 #ff5d00 #ff3f00 #ff2200 #ed0400 #c80000 #a40000 #800000',
+  viridis:
+    '#470155 #480d60 #48186a #482374 #472d7b #453781 #434186 #404a8a #3d528c #395b8d #34638e #306b8e #2b738e #277a8e #23828d #21898c #1f918b #1f978a #209f88 #24a685 #2aad80 #32b47b #3cbb74 #4ac26c #59c862 #6bce56 #7fd34a #95d73d #abdc30 #c2df25 #d8e21d #ece51b #fce721',
+  inferno:
+    '#000000 #040417 #0b062c #15083d #21094b #2e0b55 #3c0c5d #490e63 #571168 #64146b #71176c #7e1b6b #8a1f69 #972466 #a32960 #af2f59 #ba3651 #c43d49 #cf453f #d94d34 #e2572a #ea6221 #f06e18 #f57b12 #f9890f #fa990f #faa913 #f9b91c #f7ca2b #f5db41 #f3ea5c #f4f87f #faffa8',
+};
+
+/** The Grad-CAM legend: the colour map in use, what the colours mean, and whether its scale is fixed or per film. */
+function showLegend(colormap) {
+  const name = COLORMAP_STOPS[colormap] ? colormap : 'jet';
+  const shown = $('colormap').querySelector(`option[value="${name}"]`)?.textContent ?? name;
+  const positive = String(state.card?.labels?.[1] ?? 'pneumonia').toLowerCase();
+  $('cam-legend-bar').style.background = `linear-gradient(90deg, ${COLORMAP_STOPS[name].split(' ').join(', ')})`;
+  $('cam-legend-bar').setAttribute('aria-label', `Colour scale (${shown}): low to high evidence for ${positive}`);
+  const scale = state.card?.gradcam?.display_scale;
+  const fixed = scale !== undefined && scale !== null;
+  $('cam-legend-text').textContent =
+    `Colour: low → high evidence for ${positive} (${shown} colours). ` +
+    (fixed
+      ? 'Fixed scale: the same colour means the same evidence on every film, so films can be compared.'
+      : "Per-film scale: each film's strongest region gets the top colour, so colours cannot be compared between films.");
 }
 
 function displaySize(w, h, max = 1024) {
@@ -429,7 +503,15 @@ function validationSection(c) {
     sec.append(el('p', 'The model card has no validation metrics.', 'hint'));
     return sec;
   }
-  sec.append(el('p', `n = ${v.n ?? '?'} images of patients held out from training; same hospital and period as the training images.`));
+  const cm = v.confusion;
+  const labels = Array.isArray(c.labels) ? c.labels : ['NORMAL', 'PNEUMONIA'];
+  const counts =
+    cm && [cm.tp, cm.fp, cm.tn, cm.fn].every((x) => typeof x === 'number')
+      ? ` (${cm.tn + cm.fp} ${labels[0]}, ${cm.tp + cm.fn} ${labels[1]})`
+      : '';
+  sec.append(
+    el('p', `n = ${v.n ?? '?'} images${counts} of patients held out from training; same hospital and period as the training images.`),
+  );
   const dl = el('dl', undefined, 'metrics');
   for (const [k, val] of [
     ['AUC', v.auc],
@@ -444,8 +526,26 @@ function validationSection(c) {
     dl.append(pair);
   }
   sec.append(dl);
-  if (v.split) sec.append(el('p', `Split: ${v.split}.`, 'hint'));
+  if (typeof v.split === 'string') sec.append(el('p', `Split: ${splitRule(v.split, c)}.`, 'hint'));
   return sec;
+}
+
+/**
+ * The split's rule without the counts the card pools over every development source ("(497 patients,
+ * 248 NORMAL / 632 PNEUMONIA images)"): under one source's n they would read as its own.
+ */
+function splitRule(split, c) {
+  const sources = Array.isArray(c.metrics?.by_source) ? c.metrics.by_source.length : 0;
+  return sources > 1 ? split.replace(/\s*\([^()]*\bimages?\)\s*$/, '') : split;
+}
+
+/** Card text for people: JSON paths it cites ("see metrics.by_source") become the sections of this page. */
+function readable(text) {
+  return String(text)
+    .replace(/\bby_source and independent\b/g, 'the tables under "Other hospitals and sources" above')
+    .replace(/\bmetrics\.by_source\b/g, 'the table "Other hospitals and sources" above')
+    .replace(/\bmetrics\.independent\b/g, 'the independent grading above')
+    .replace(/\bmetrics\.validation\b/g, 'the validation results above');
 }
 
 /**
@@ -500,7 +600,7 @@ function outsideSection(c) {
           if (r.note) name.append(el('br'), el('span', String(r.note), 'hint note'));
           const row = [name, String(r.n ?? '–'), auc(r), f3(r.sensitivity), f3(r.specificity), f3(r.ece)];
           const d = r.declined_outside_intended_use;
-          if (declines) row.push(typeof d === 'number' ? `${(100 * d).toFixed(1)}%` : '–');
+          if (declines) row.push(typeof d === 'number' ? pct(d) : '–');
           return row;
         }),
       ),
@@ -530,6 +630,16 @@ function outsideSection(c) {
   return sec;
 }
 
+/** The page header says who the model is for, from the served card's `population` (GET /api/model). */
+function showPopulation(c) {
+  const p = $('population');
+  p.textContent =
+    typeof c.population === 'string' && c.population
+      ? `Validated only for ${c.population}. Not for other patients.`
+      : 'The model card does not say which population this model is validated for: treat every result as unvalidated.';
+  p.hidden = false;
+}
+
 async function loadCard() {
   const box = $('model-card');
   try {
@@ -540,6 +650,12 @@ async function loadCard() {
     }
     const c = await res.json();
     state.card = c;
+    showPopulation(c);
+    // The site profile the server decides with (PNEUMOLENS_SITE), from GET /api/model `site`.
+    const badge = $('site-badge');
+    badge.textContent = c.site && typeof c.site.statement === 'string' ? c.site.statement : '';
+    badge.hidden = !badge.textContent;
+    badge.classList.toggle('not-validated', !!c.site && c.site.validated === false);
     const parts = [el('p', `${c.name} ${c.version}${c.architecture ? `: ${c.architecture}` : ''}`, 'model-name')];
     const outside = outsideSection(c);
     // with tables the outside results take the full width; the one-line caveat sits beside validation
@@ -551,13 +667,13 @@ async function loadCard() {
       parts.push(
         el(
           'p',
-          `Decision threshold ${r3(pp.threshold)} (${pp.threshold_policy ?? 'chosen on validation'}); calibration: temperature ${r3(pp.temperature)}, bias ${r3(pp.bias ?? 0)}.`,
+          `Decision threshold ${pct(pp.threshold)} (${pp.threshold_policy ?? 'chosen on validation'}); calibration: temperature ${r3(pp.temperature)}, bias ${r3(pp.bias ?? 0)}.`,
         ),
       );
-    if (c.intended_use) parts.push(el('h3', 'Intended use'), el('p', c.intended_use));
+    if (c.intended_use) parts.push(el('h3', 'Intended use'), el('p', readable(c.intended_use)));
     if (Array.isArray(c.limitations) && c.limitations.length) {
       const ul = el('ul');
-      for (const l of c.limitations) ul.append(el('li', l));
+      for (const l of c.limitations) ul.append(el('li', readable(l)));
       parts.push(el('h3', 'Limitations'), ul);
     }
     box.replaceChildren(...parts);
