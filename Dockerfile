@@ -27,9 +27,13 @@ RUN keep="$(node -p 'process.platform + "/" + process.arch')" \
  && test -e napi-v*/"$keep"/onnxruntime_binding.node
 
 FROM ${NODE_IMAGE}
+# PNEUMOLENS_SITE: a site profile (pneumolens site) to decide with, e.g.
+#   docker run -v "$PWD/site.json:/site/site.json:ro" -e PNEUMOLENS_SITE=/site/site.json ...
+# empty = the model card alone; a profile made with another model stops the start.
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
-    PORT=8080
+    PORT=8080 \
+    PNEUMOLENS_SITE=
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json tsconfig.json ./
