@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { launchChromium, SCREENSHOTS } from './browser.ts';
 import sharp from 'sharp';
+import { intendedPopulation } from '../src/eval/card.ts';
 import { Engine } from '../src/pipeline.ts';
 import { serve, type RunningServer } from '../src/server/start.ts';
 import { grayDicom } from './fixtures/make-dicom.ts';
@@ -260,7 +261,7 @@ describe('web page, end to end', () => {
         .getByRole('row', { name: /^NIH validation patients/ })
         .first()
         .textContent(),
-    ).resolves.toMatch(/\d\.\d{3}.*\d+\.\d%$/);
+    ).resolves.toMatch(/\d\.\d{3}.*\d+\.\d %$/);
     await expect(outside.textContent()).resolves.toMatch(/These results are for version 1\.0\.0, not for the version served here/);
 
     // A card without those fields: one line says validation overstates performance elsewhere.
@@ -314,7 +315,8 @@ describe('web page, end to end', () => {
     await page.setInputFiles('#file', { name: 'adult.jpeg', mimeType: 'image/jpeg', buffer: adult });
     await page.locator('#rejected').waitFor({ state: 'visible' });
     await expect(page.locator('#rejected-title').textContent()).resolves.toBe("Outside the model's intended use");
-    await expect(page.locator('#rejected-text').textContent()).resolves.toMatch(/children aged 1 to 5 from one hospital/);
+    // who the model is for, in the card's words (issue 19 item 8)
+    await expect(page.locator('#rejected-text').textContent()).resolves.toContain(`validated only for ${intendedPopulation(engine.card)}`);
     await expect(page.locator('#rejected-reasons').textContent()).resolves.toMatch(/unlike the population the model is validated for/);
     await expect(page.locator('#force-hint').textContent()).resolves.toMatch(/"Analyse anyway" runs the model with a warning/);
     await expect(page.locator('#status').textContent()).resolves.toMatch(/^Declined: outside the model's intended use/);

@@ -45,7 +45,10 @@ describe('web page: input gate and uncertainty', () => {
     await refusal.waitFor({ state: 'visible', timeout: 30_000 });
     await expect(page.locator('#rejected-title').textContent()).resolves.toBe('This does not look like a chest X-ray');
     await expect(page.locator('#rejected-reasons').textContent()).resolves.toMatch(/colour image .*chest X-rays are grayscale/);
-    await expect(page.locator('#rejected-score').textContent()).resolves.toMatch(/Model gate score -?\d\.\d\d \(refused above 0\.5\)/);
+    // the model's own score in words (the number stays in the API's JSON answer)
+    await expect(page.locator('#rejected-score').textContent()).resolves.toMatch(
+      /^The model's own check (also finds it (just|clearly|far) unlike the chest X-rays it was trained on|did not object)/,
+    );
     await expect(page.locator('#result').isVisible()).resolves.toBe(false);
     await page.screenshot({ path: resolve(OUT, 'gate-refused.png'), fullPage: true });
 

@@ -7,7 +7,7 @@ import { siteText } from './site.js';
 
 export const help = `Usage: pneumolens info [options]
 
-Describes the model: name, version, architecture, size, input and preprocessing, threshold and
+Describes the model: name, version, who it is validated for (first, from the card), architecture, size, input and preprocessing, threshold and
 how it was chosen, calibration, validation metrics and, as prominently, what the card says about
 other hospitals' images (results by source, independent grading), intended use and limitations.
 

@@ -25,9 +25,36 @@ function humanCount(n: number): string {
   return String(n);
 }
 
+/**
+ * Who the model is for, in the card's own words, so every front end says the same and stays true
+ * when the model changes: `gate.intended_use.population` (the intended-use head's population), else
+ * the "Validated population: ..." sentence of `intended_use`, else the "Validated only for ..." /
+ * "Trained only on ..." opening of a limitation. Null when the card states none.
+ */
+export function intendedPopulation(card: CardInfo): string | null {
+  const head = obj(obj(card.gate)?.intended_use)?.population;
+  if (typeof head === 'string' && head.trim()) return head.trim();
+  const said = typeof card.intended_use === 'string' ? /Validated population:\s*([^.]+)\./.exec(card.intended_use) : null;
+  if (said) return said[1].trim();
+  for (const l of card.limitations ?? []) {
+    const m = typeof l === 'string' ? /^(?:Validated only for|Trained only on)\s+([^.;]+)/.exec(l) : null;
+    if (m) return m[1].trim();
+  }
+  return null;
+}
+
+/** The population line every front end shows first (page header, `pneumolens info`). */
+export function populationText(card: CardInfo): string {
+  const p = intendedPopulation(card);
+  return p
+    ? `validated only for ${p}; not for other patients`
+    : 'the model card does not say which population this model is validated for: treat every result as unvalidated';
+}
+
 export function describeCard(card: CardInfo): Array<[string, string]> {
   const rows: Array<[string, string]> = [];
   rows.push(['Model', `${card.name} ${card.version}`]);
+  rows.push(['Intended for', populationText(card)]);
   if (card.architecture) rows.push(['Architecture', card.architecture]);
   if (card.parameters !== undefined) rows.push(['Parameters', `${humanCount(card.parameters)} (${card.parameters})`]);
   if (card.gflops_per_image !== undefined) rows.push(['Compute', `${Number(card.gflops_per_image.toPrecision(3))} GFLOPs per image`]);
