@@ -11,7 +11,7 @@ import { checkOverlayOptions, renderCam } from './explain/overlay.ts';
 import { decodeImage, type DecodeOptions } from './image/decode.ts';
 import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
 import { checkThreshold, postprocess } from './model/postprocess.ts';
-import { preprocess } from './model/preprocess.ts';
+import { grayOf, preprocess } from './model/preprocess.ts';
 import { ModelSession, type InferenceOutput } from './model/session.ts';
 import { DICOM_WARNING } from './image/dicom.ts';
 import { applySite, outsideSiteMessage } from './site/apply.ts';
@@ -52,6 +52,8 @@ interface FinishInput extends Inferred {
 
 interface Prepared {
   decoded: DecodedImage;
+  /** The image's gray_bt601, computed once: the gate's checks, preprocessing and the overlay read it. */
+  gray: Float32Array;
   checks: ImageCheckResult;
   input: Float32Array;
   timings: { decode: number; preprocess: number };
@@ -99,6 +101,15 @@ export class Engine {
     if (opts.verifyHash ?? true) await verifyModelHash(card);
     const session = await ModelSession.create(card.modelPath, card, { threads: opts.threads });
     return new Engine(card, session, opts, profile);
+  }
+
+  /**
+   * An engine over a validated card and a session created elsewhere: the browser build
+   * (src/web/device.ts), which fetches both and checks the model's hash itself. No site profile.
+   */
+  static fromSession(card: LoadedCard, session: ModelSession, opts: EngineOptions = {}): Engine {
+    if (session.card !== card) throw new Error('fromSession: the session was created for another card');
+    return new Engine(card, session, opts);
   }
 
   get threads(): number {
@@ -178,12 +189,15 @@ export class Engine {
           return alone;
         });
       }
-      const out: Outcome[] = [];
-      for (const p of prepared) {
-        const inf = p instanceof Error ? p : inferred[ok.indexOf(p)];
-        if (inf instanceof Error) out.push({ status: 'failed', error: inf });
-        else out.push(await this.finish({ prepared: p as Prepared, ...inf, opts, wantCam }).catch((e: unknown) => failed(e)));
-      }
+      // The batch's images are finished together: one image's PNGs are encoded in the thread pool
+      // while the next image's Grad-CAM is drawn on this thread.
+      const out: Outcome[] = await Promise.all(
+        prepared.map((p, i) => {
+          const inf = p instanceof Error ? p : inferred[ok.indexOf(p)];
+          if (inf instanceof Error) return { status: 'failed', error: inf } satisfies Outcome;
+          return this.finish({ prepared: p as Prepared, ...inf, opts, wantCam }).catch((e: unknown) => failed(e));
+        }),
+      );
       yield out;
     }
   }
@@ -205,9 +219,10 @@ export class Engine {
     const decoded = await decodeImage(bytes, this.opts.decode);
     const decode = since(t0);
     t0 = performance.now();
-    const checks = checkImage(decoded.image); // a bounded pixel sample: about a millisecond
-    const input = preprocess(decoded.image, this.card);
-    return { decoded, checks, input, timings: { decode, preprocess: since(t0) } };
+    const gray = grayOf(decoded.image);
+    const checks = checkImage(decoded.image, gray); // a bounded pixel sample
+    const input = preprocess(decoded.image, this.card, gray);
+    return { decoded, gray, checks, input, timings: { decode, preprocess: since(t0) } };
   }
 
   /** Gate, uncertainty, Grad-CAM and the result of one image: the one place that decides its outcome. */
@@ -215,8 +230,14 @@ export class Engine {
     const logit = inferred.logit[k];
     if (!Number.isFinite(logit)) throw new PneumoError('model_error', 'The model produced an invalid output for this image.');
     const decision = postprocess(logit, this.applied, opts.threshold);
-    const gate = gateDecision(p.checks, inferred.ood ? inferred.ood[k] : null, this.applied.gate, inferred.scope ? inferred.scope[k] : null);
-    if (this.site && gate.reason === 'outside_intended_use' && this.applied.gate !== this.card.gate) gate.message = outsideSiteMessage(this.site);
+    const gate = gateDecision(
+      p.checks,
+      inferred.ood ? inferred.ood[k] : null,
+      this.applied.gate,
+      inferred.scope ? inferred.scope[k] : null,
+    );
+    if (this.site && gate.reason === 'outside_intended_use' && this.applied.gate !== this.card.gate)
+      gate.message = outsideSiteMessage(this.site);
     const M = inferred.memberCount;
     const members = inferred.members?.subarray(k * M, (k + 1) * M);
     const pp = this.applied.postprocessing;
@@ -227,14 +248,19 @@ export class Engine {
       const [C, h, w] = inferred.featureShape;
       const features = inferred.features.subarray(k * C * h * w, (k + 1) * C * h * w);
       const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights, this.card.gradcam.display_scale);
-      const { overlayPng, heatmapPng } = await renderCam(p.decoded.image, map, { colormap: opts.colormap, alpha: opts.alpha });
+      const { overlayPng, heatmapPng } = await renderCam(
+        p.decoded.image,
+        map,
+        { colormap: opts.colormap, alpha: opts.alpha, heatmap: opts.heatmap ?? true },
+        p.gray,
+      );
       cam = {
         map: map.map,
         mapWidth: map.width,
         mapHeight: map.height,
         scale: { value: map.scale, fixed: map.fixed },
         overlayPng,
-        heatmapPng,
+        ...(heatmapPng ? { heatmapPng } : {}),
       };
     }
     const explain = since(t0);
@@ -261,7 +287,7 @@ export class Engine {
       logit,
       threshold: decision.threshold,
       model: { name: this.card.name, version: this.card.version },
-      image: { width: image.width, height: image.height, format },
+      image: { ...(p.decoded.source ?? { width: image.width, height: image.height }), format }, // the file's own size
       timings_ms,
       ...(cam ? { cam } : {}),
       warnings,
@@ -286,14 +312,19 @@ export function unwrap(outcome: Outcome): AnalysisResult {
 
 /** The 422 of a rejected image, with the gate's reason as its code; details (scores, thresholds, reasons) are safe to show. */
 export function rejectionError(gate: GateResult): PneumoError {
+  // `basis` says which test declined it (image_checks | gate_score | intended_use_score); both scores are given.
   if (gate.reason === 'outside_intended_use') {
     return new PneumoError('outside_intended_use', gate.message ?? OUTSIDE_INTENDED_USE, {
+      basis: gate.basis,
+      score: gate.score,
+      threshold: gate.threshold,
       scope: gate.scope,
       scope_threshold: gate.scopeThreshold,
       reasons: gate.reasons,
     });
   }
   return new PneumoError('not_a_chest_xray', gate.message, {
+    basis: gate.basis,
     score: gate.score,
     threshold: gate.threshold,
     reasons: gate.reasons,

@@ -1,6 +1,8 @@
 // @ts-check
 // pneumolens web page: vanilla JS, no build step, type-checked by `npm run typecheck` (tsconfig.web.json).
-// Talks to /api/predict and /api/model.
+// Talks to /api/predict and /api/model, or analyses on this device (on-device.js, issue 21).
+import { deviceCard, devicePredict, initDevice, onDevice } from './on-device.js';
+
 /** An element of the page by id (any: inputs, images, canvases and dialogs each have their own type). */
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
 
@@ -159,6 +161,7 @@ function queryString(alpha) {
 
 /** Sends the current input to the API; alpha only matters for the server-rendered overlay. */
 async function request(alpha) {
+  if (onDevice(state.input)) return devicePredict(state.input.file, queryString(alpha));
   const init = { method: 'POST' };
   if (state.input.kind === 'file') {
     const form = new FormData();
@@ -278,6 +281,8 @@ function showResult() {
   const label = $('label');
   label.textContent = r.label;
   label.dataset.label = r.label;
+  $('result').dataset.label = r.label; // the full-precision answer, for automation and tests
+  $('result').dataset.probability = String(r.probability);
   $('probability').textContent = pct(r.probability);
   $('threshold-value').textContent = pct(r.threshold);
   // the gradient spans the whole bar (0 % green to 100 % red); the fill only uncovers it up to p
@@ -299,7 +304,7 @@ function showResult() {
   );
   const t = r.timings_ms ?? {};
   $('timings').textContent =
-    `${r.image.format.toUpperCase()} ${r.image.width}×${r.image.height}; model ${r.model.name} ${r.model.version}; ${Math.round(t.server_total ?? t.total ?? 0)} ms on the server.`;
+    `${r.image.format.toUpperCase()} ${r.image.width}×${r.image.height}; model ${r.model.name} ${r.model.version}; ${Math.round(t.device_total ?? t.server_total ?? t.total ?? 0)} ms ${r.analysed_on === 'device' ? 'on this device' : 'on the server'}.`;
 
   const original = $('original');
   original.hidden = !state.originalImg;
@@ -643,7 +648,7 @@ function showPopulation(c) {
 async function loadCard() {
   const box = $('model-card');
   try {
-    const res = await fetch('/api/model');
+    const res = (await deviceCard()) ?? (await fetch('/api/model'));
     if (!res.ok) {
       box.replaceChildren(el('p', await errorMessage(res), 'hint'));
       return;
@@ -764,7 +769,7 @@ function init() {
       download(`pneumolens-report-${Date.now()}.json`, new Blob([JSON.stringify(report(), null, 2)], { type: 'application/json' }));
     }
   });
-  loadCard();
+  initDevice().finally(loadCard);
   loadLimits();
 }
 
