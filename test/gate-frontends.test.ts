@@ -167,10 +167,12 @@ describe('CLI', () => {
     expect(e.forced_rejected).toBe(0);
     const text = memIo();
     expect(await run(['evaluate', '--bootstrap', '10', '--report', 'r.html', 'set'], text)).toBe(0);
-    expect(text.out()).toMatch(/Rejected\s+2 image\(s\) judged not chest X-rays by the input gate; metrics on the 4 accepted/);
+    expect(text.out()).toMatch(
+      /Rejected\s+2 image\(s\) judged not chest X-rays by the input gate \(not_a_chest_xray\)\n\s+metrics on the 4 accepted/,
+    );
     const html = await import('node:fs/promises').then((fs) => fs.readFile(join(dir, 'r.html'), 'utf8'));
     expect(html).toMatch(
-      /<b>2<\/b> image\(s\) were rejected by the input gate as not chest X-rays: the metrics are computed on the 4 accepted images only/,
+      /<b>2<\/b> image\(s\) judged not chest X-rays by the input gate \(<code>not_a_chest_xray<\/code>\): not counted in the metrics, which are computed on the 4 accepted images/,
     );
     const forced = memIo();
     expect(await run(['evaluate', '--force', '--json', '-', '--bootstrap', '10', 'set'], forced)).toBe(0);

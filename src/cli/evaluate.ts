@@ -1,7 +1,20 @@
 /** `pneumolens evaluate`: metrics, JSON and HTML report on a labelled folder DIR/{NORMAL,PNEUMONIA}. */
 import { readdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { renderReport, thr, worstErrors, type FailedItem, type GalleryItem, type ReportItem } from '../eval/report.js';
+import {
+  ciText,
+  countByReason,
+  REJECTION_CODES,
+  REJECTION_REASONS,
+  rejectionCode,
+  renderReport,
+  thr,
+  worstErrors,
+  type FailedItem,
+  type GalleryItem,
+  type RejectionCode,
+  type ReportItem,
+} from '../eval/report.js';
 import { curves, summarize, type MetricsSummary } from '../eval/summary.js';
 import type { Engine } from '../pipeline.js';
 import type { SiteSummary } from '../site/profile.js';
@@ -17,8 +30,9 @@ export const help = `Usage: pneumolens evaluate [options] <dir>
 Evaluates the model on a labelled folder: <dir>/NORMAL and <dir>/PNEUMONIA (folder names
 matched case-insensitively against the model's labels), searched recursively for images.
 Files that cannot be analysed are counted and listed, not fatal. Images the input gate rejects
-as not chest X-rays are counted and listed too, and the metrics are computed on the accepted
-images only (--force counts them all).
+are counted and listed by reason (not a chest X-ray; outside the model's intended use), and the
+metrics are computed on the accepted images only (--force counts them all). The AUC's bootstrap
+interval is reported as not informative below 30 images of either class or when it degenerates.
 
 Options:
   --json FILE        write every metric as JSON to FILE ('-' for stdout, which then carries only JSON)
@@ -28,7 +42,7 @@ Options:
   --gallery K        false positives and false negatives to show in the report (default 6 each)
   --bootstrap N      bootstrap resamples for the AUC confidence interval (default 1000)
   --seed S           bootstrap seed (default 42)
-  --force            count images the input gate rejects as not chest X-rays in the metrics
+  --force            count the images the input gate rejects (either reason) in the metrics
   --batch N          images per inference batch (default 8)
   --quiet            no progress bar
 ${ENGINE_HELP}
@@ -58,10 +72,14 @@ export interface EvaluationJson extends MetricsSummary {
   site?: SiteSummary;
   dataset: string;
   errors: FailedItem[];
-  /** Images rejected by the input gate (not counted in the metrics unless forced). */
+  /** Images rejected by the input gate (not counted in the metrics unless forced); `code` is the reason. */
   rejected: FailedItem[];
+  /** How many of `rejected` for each reason (every reason listed, 0 when none). */
+  rejected_by_reason: Record<RejectionCode, number>;
   /** With --force: how many gate-rejected images were counted anyway. */
   forced_rejected: number;
+  /** With --force: the same, for each reason. */
+  forced_by_reason: Record<RejectionCode, number>;
   predictions: ReportItem[];
 }
 
@@ -75,15 +93,18 @@ function fmt(v: number | null, d = 4): string {
 
 export function summaryText(e: EvaluationJson, labels: readonly string[]): string {
   const c = e.confusion;
-  const ci = e.auc_ci95 ? ` (95% CI ${fmt(e.auc_ci95.lower)}-${fmt(e.auc_ci95.upper)})` : '';
+  const ci = ciText(e.auc_ci95, 4);
   const lines = [
     `Model        ${e.model.name} ${e.model.version}`,
     ...(e.site ? [`Site         ${e.site.statement}`] : []),
     `Data         ${e.dataset}: ${e.n} images (${e.negatives} ${labels[0]}, ${e.positives} ${labels[1]})${e.errors.length ? `, ${e.errors.length} failed` : ''}`,
-    ...(e.rejected.length
-      ? [`Rejected     ${e.rejected.length} image(s) judged not chest X-rays by the input gate; metrics on the ${e.n} accepted`]
-      : []),
-    ...(e.forced_rejected ? [`Forced       ${e.forced_rejected} image(s) the input gate rejected are counted (--force)`] : []),
+    ...REJECTION_CODES.filter((r) => e.rejected_by_reason[r] > 0).map(
+      (r) => `${REJECTION_REASONS[r].title.padEnd(13)}${e.rejected_by_reason[r]} image(s) ${REJECTION_REASONS[r].counted} (${r})`,
+    ),
+    ...(e.rejected.length ? [`             metrics on the ${e.n} accepted`] : []),
+    ...REJECTION_CODES.filter((r) => e.forced_by_reason[r] > 0).map(
+      (r) => `Forced       ${e.forced_by_reason[r]} image(s) the input gate rejected as ${r} are counted (--force)`,
+    ),
     `Threshold    ${thr(e.threshold)}`,
     `Accuracy     ${fmtPct(e.accuracy)}`,
     `Sensitivity  ${fmtPct(e.sensitivity)}`,
@@ -178,7 +199,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     const items: ReportItem[] = [];
     const failures: FailedItem[] = [];
     const rejected: FailedItem[] = [];
-    let forcedRejected = 0;
+    const forced: FailedItem[] = [];
     let k = 0;
     for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: false, threshold, ...(force ? { force } : {}) }, batch)) {
       for (const o of outcomes) {
@@ -187,7 +208,7 @@ export async function run(args: string[], io: Io): Promise<number> {
         if (o.status === 'rejected') {
           rejected.push({ file, code: o.result!.reason ?? 'not_a_chest_xray', message: o.result!.gate.reasons.join('; ') });
         } else if (o.status === 'analysed') {
-          if (o.result!.rejected) forcedRejected++;
+          if (o.result!.rejected) forced.push({ file, code: o.result!.reason ?? 'not_a_chest_xray', message: '' });
           items.push({ file, truth, probability: o.result!.probability });
         } else failures.push({ file, code: o.error?.code ?? 'internal_error', message: o.error?.message ?? 'unknown error' });
       }
@@ -195,17 +216,19 @@ export async function run(args: string[], io: Io): Promise<number> {
     }
     progress.finish();
     for (const f of failures) io.stderr.write(`pneumolens: ${f.file}: ${f.code}: ${f.message}\n`);
-    for (const f of rejected) io.stderr.write(`pneumolens: ${f.file}: rejected, not a chest X-ray: ${f.message}\n`);
+    for (const f of rejected) io.stderr.write(`pneumolens: ${f.file}: ${REJECTION_REASONS[rejectionCode(f.code)].short}: ${f.message}\n`);
+    const byReason = countByReason(rejected);
     if (items.length === 0) {
+      const why = REJECTION_CODES.filter((r) => byReason[r] > 0).map((r) => `${byReason[r]} ${REJECTION_REASONS[r].counted}`);
       io.stderr.write(
-        `pneumolens: none of the ${files.length} images could be analysed${rejected.length ? ` (${rejected.length} rejected by the input gate; --force counts them)` : ''}\n`,
+        `pneumolens: none of the ${files.length} images could be analysed${why.length ? ` (${why.join('; ')}; --force counts them)` : ''}\n`,
       );
       return 1;
     }
 
     const y = items.map((i) => i.truth);
     const prob = items.map((i) => i.probability);
-    const summary = summarize(y, prob, threshold, { bootstrap: { resamples, seed } });
+    const summary = summarize(y, prob, threshold, { bootstrap: { resamples, seed }, labels });
     const result: EvaluationJson = {
       model: { name: engine.card.name, version: engine.card.version },
       ...(engine.site ? { site: engine.site } : {}),
@@ -213,7 +236,9 @@ export async function run(args: string[], io: Io): Promise<number> {
       ...summary,
       errors: failures,
       rejected,
-      forced_rejected: forcedRejected,
+      rejected_by_reason: byReason,
+      forced_rejected: forced.length,
+      forced_by_reason: countByReason(forced),
       predictions: items,
     };
 
@@ -233,7 +258,8 @@ export async function run(args: string[], io: Io): Promise<number> {
         items,
         failures,
         rejected,
-        forcedRejected,
+        forcedRejected: forced.length,
+        forcedByReason: countByReason(forced),
         gallery,
       });
       await writeFile(resolve(io.cwd, reportOut), html);

@@ -240,6 +240,8 @@ export interface BootstrapOptions {
   resamples?: number; // default 1000
   seed?: number; // default 42
   level?: number; // default 0.95
+  /** Class names for the words of a non-informative interval (default NORMAL, PNEUMONIA). */
+  labels?: readonly [string, string];
 }
 
 export interface ConfidenceInterval {
@@ -248,6 +250,44 @@ export interface ConfidenceInterval {
   level: number;
   resamples: number;
   seed: number;
+  /**
+   * False when the interval says nothing useful (see ciInformative): the numbers are kept for
+   * the JSON, but people are told it is not informative instead of being shown them.
+   */
+  informative: boolean;
+  /** Why it is not informative, in words; null when it is. */
+  not_informative_because: string | null;
+}
+
+/**
+ * Fewer images than this in either class and the bootstrap interval of the AUC is not informative:
+ * resampling so few images cannot show how the AUC would vary on new ones (a percentile bootstrap
+ * of 20 against 20 perfectly ranked images reads 1.000-1.000).
+ */
+export const MIN_PER_CLASS_FOR_CI = 30;
+
+/**
+ * Whether a bootstrap interval of the AUC is informative: at least MIN_PER_CLASS_FOR_CI images of
+ * each class, and the bootstrap did not degenerate (every resample the same AUC, e.g. a perfect
+ * ranking: an interval of width zero claims a certainty no finite sample gives).
+ */
+export function ciInformative(
+  lower: number,
+  upper: number,
+  pos: number,
+  neg: number,
+  labels: readonly [string, string] = ['NORMAL', 'PNEUMONIA'],
+): { informative: boolean; not_informative_because: string | null } {
+  const why: string[] = [];
+  const few = [
+    ...(neg < MIN_PER_CLASS_FOR_CI ? [`${neg} ${labels[0]}`] : []),
+    ...(pos < MIN_PER_CLASS_FOR_CI ? [`${pos} ${labels[1]}`] : []),
+  ];
+  if (few.length) why.push(`only ${few.join(' and ')} image(s); it needs at least ${MIN_PER_CLASS_FOR_CI} of each class`);
+  if (!(upper - lower > 1e-12)) why.push(`every bootstrap resample gave the same AUC (${upper.toFixed(3)})`);
+  return why.length
+    ? { informative: false, not_informative_because: why.join('; ') }
+    : { informative: true, not_informative_because: null };
 }
 
 /**
@@ -283,7 +323,8 @@ export function bootstrapAucCi(
   }
   aucs.sort();
   const tail = (1 - level) / 2;
-  return { lower: quantile(aucs, tail), upper: quantile(aucs, 1 - tail), level, resamples, seed };
+  const [lower, upper] = [quantile(aucs, tail), quantile(aucs, 1 - tail)];
+  return { lower, upper, level, resamples, seed, ...ciInformative(lower, upper, posIdx.length, negIdx.length, opts.labels) };
 }
 
 /** Linear-interpolated quantile of a sorted array (numpy's default). */

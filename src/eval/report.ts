@@ -26,6 +26,40 @@ export interface FailedItem {
   message: string;
 }
 
+/**
+ * Each reason the input gate gives, named and counted on its own everywhere (terminal, JSON, HTML
+ * report): a film outside the intended use is a chest X-ray, not "not a chest X-ray".
+ */
+export const REJECTION_REASONS = {
+  not_a_chest_xray: { title: 'Rejected', short: 'rejected, not a chest X-ray', counted: 'judged not chest X-rays by the input gate' },
+  outside_intended_use: {
+    title: 'Declined',
+    short: 'declined, outside the intended use',
+    counted: "declined as outside the model's intended use (chest X-rays of a population it is not validated for)",
+  },
+} as const;
+
+export type RejectionCode = keyof typeof REJECTION_REASONS;
+export const REJECTION_CODES = Object.keys(REJECTION_REASONS) as RejectionCode[];
+
+/** The reason of a rejection's code (an unknown code counts as not a chest X-ray, the gate's default). */
+export const rejectionCode = (code: string): RejectionCode => (code in REJECTION_REASONS ? (code as RejectionCode) : 'not_a_chest_xray');
+
+/** How many rejections of each reason, every reason present (0 when none). */
+export function countByReason(items: ReadonlyArray<{ code: string }>): Record<RejectionCode, number> {
+  const counts = Object.fromEntries(REJECTION_CODES.map((c) => [c, 0])) as Record<RejectionCode, number>;
+  for (const it of items) counts[rejectionCode(it.code)]++;
+  return counts;
+}
+
+/** The AUC's interval for people: the numbers, or that it is not informative and why. */
+export function ciText(ci: MetricsSummary['auc_ci95'], digits: number, extra = ''): string {
+  if (!ci) return '';
+  const level = `${Math.round(ci.level * 100)}% CI`;
+  if (ci.informative === false) return ` (${level} not informative: ${ci.not_informative_because ?? 'see the JSON'})`;
+  return ` (${level} ${ci.lower.toFixed(digits)}-${ci.upper.toFixed(digits)}${extra})`;
+}
+
 export interface ReportInput {
   /** What was evaluated (a directory path, shown as is). */
   dataset: string;
@@ -35,10 +69,12 @@ export interface ReportInput {
   curves: Curves;
   items: ReportItem[];
   failures: FailedItem[];
-  /** Images the input gate rejected as not chest X-rays (code not_a_chest_xray); not counted. */
+  /** Images the input gate rejected (code: not_a_chest_xray or outside_intended_use); not counted. */
   rejected?: FailedItem[];
   /** Evaluated with --force: rejected images were analysed and counted anyway. */
   forcedRejected?: number;
+  /** With --force: how many of each reason were counted anyway. */
+  forcedByReason?: Partial<Record<RejectionCode, number>>;
   gallery: GalleryItem[];
 }
 
@@ -111,21 +147,24 @@ export function renderReport(input: ReportInput): string {
   if (input.failures.length > 0)
     out.push(`<p><b>${input.failures.length}</b> file(s) could not be analysed and are not counted (listed at the end).</p>`);
   const rejected = input.rejected ?? [];
-  if (rejected.length > 0) {
+  const byReason = countByReason(rejected);
+  for (const code of REJECTION_CODES) {
+    if (byReason[code] === 0) continue;
     out.push(
-      `<p><b>${rejected.length}</b> image(s) were rejected by the input gate as not chest X-rays: the metrics are computed on the ${s.n} accepted images only (rejected ones listed at the end).</p>`,
+      `<p class="reason-${code}"><b>${byReason[code]}</b> image(s) ${esc(REJECTION_REASONS[code].counted)} (<code>${code}</code>): not counted in the metrics, which are computed on the ${s.n} accepted images (listed at the end).</p>`,
     );
   }
-  if (input.forcedRejected) {
+  const forced = input.forcedByReason ?? (input.forcedRejected ? { not_a_chest_xray: input.forcedRejected } : {});
+  for (const code of REJECTION_CODES) {
+    const n = forced[code] ?? 0;
+    if (n === 0) continue;
     out.push(
-      `<p><b>${input.forcedRejected}</b> image(s) judged not to be chest X-rays by the input gate were analysed anyway (--force) and are counted.</p>`,
+      `<p class="forced-${code}"><b>${n}</b> image(s) the input gate ${esc(REJECTION_REASONS[code].counted.replace(/ by the input gate$/, ''))} were analysed anyway (--force) and are counted.</p>`,
     );
   }
 
   out.push(`<h2>Summary</h2>`);
-  const ci = s.auc_ci95
-    ? ` (95% CI ${dec(s.auc_ci95.lower)}-${dec(s.auc_ci95.upper)}, ${s.auc_ci95.resamples} stratified bootstrap resamples)`
-    : '';
+  const ci = esc(ciText(s.auc_ci95, 3, s.auc_ci95 ? `, ${s.auc_ci95.resamples} stratified bootstrap resamples` : ''));
   out.push(
     table(
       ['Metric', 'Value'],
@@ -227,12 +266,16 @@ export function renderReport(input: ReportInput): string {
       ),
     );
   }
-  if (rejected.length > 0) {
-    out.push(`<h2>Images rejected by the input gate</h2>`);
+  for (const code of REJECTION_CODES) {
+    const these = rejected.filter((f) => rejectionCode(f.code) === code);
+    if (these.length === 0) continue;
+    out.push(
+      `<h2 id="${code}">${esc(code === 'outside_intended_use' ? "Images declined as outside the model's intended use" : 'Images rejected as not chest X-rays')} (${these.length})</h2>`,
+    );
     out.push(
       table(
         ['File', 'Code', 'Reasons'],
-        rejected.map((f) => [esc(f.file), esc(f.code), esc(f.message)]),
+        these.map((f) => [esc(f.file), esc(f.code), esc(f.message)]),
       ),
     );
   }

@@ -38,6 +38,8 @@ export interface Curves {
 
 export interface SummaryOptions {
   bootstrap?: { resamples?: number; seed?: number };
+  /** Class names (labels[0] = 0, labels[1] = 1), for the words of a non-informative interval. */
+  labels?: readonly [string, string];
   sweepStep?: number;
   bins?: number;
 }
@@ -63,7 +65,7 @@ export function summarize(
     npv: at.npv,
     f1: at.f1,
     auc: rocAuc(labels, probs),
-    auc_ci95: bootstrapAucCi(labels, probs, { ...opts.bootstrap, level: 0.95 }),
+    auc_ci95: bootstrapAucCi(labels, probs, { ...opts.bootstrap, level: 0.95, ...(opts.labels ? { labels: opts.labels } : {}) }),
     pr_auc: averagePrecision(labels, probs),
     brier: brierScore(labels, probs),
     ece: expectedCalibrationError(labels, probs, opts.bins ?? 10),
