@@ -8,10 +8,13 @@
  *
  * DIR holds NORMAL/, PNEUMONIA/ and labels.csv (columns file, patient_id). Patients are shuffled
  * with the seed and the first --fit-share of them fit the profile; each patient is in one half only.
+ * --test-from models/dev_split.json: the test patients are instead those of the files that split
+ * lists for this folder (sources.<folder name>.files: the model's own held-out validation films, so
+ * the test patients are unseen by the model as well as by the profile); all the others fit.
  */
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { run } from '../src/cli/main.ts';
 import type { EvaluationJson } from '../src/cli/evaluate.ts';
@@ -28,6 +31,7 @@ const { values } = parseArgs({
     policy: { type: 'string', default: 'youden' },
     model: { type: 'string' },
     keep: { type: 'string' },
+    'test-from': { type: 'string' },
   },
 });
 const data = resolve(values.data!);
@@ -45,7 +49,15 @@ for (let i = patients.length - 1; i > 0; i--) {
   const j = Math.floor(rand() * (i + 1));
   [patients[i], patients[j]] = [patients[j], patients[i]];
 }
-const fitPatients = new Set(patients.slice(0, Math.round(patients.length * share)));
+let fitPatients = new Set(patients.slice(0, Math.round(patients.length * share)));
+if (values['test-from']) {
+  const split = JSON.parse(await readFile(resolve(values['test-from']), 'utf8')) as { sources?: Record<string, { files?: string[] }> };
+  const held = split.sources?.[basename(data)]?.files;
+  if (!held) throw new Error(`${values['test-from']} lists no files for ${basename(data)} (sources.${basename(data)}.files)`);
+  const heldSet = new Set(held);
+  const testPatients = new Set(rows.filter((r) => heldSet.has(r[fileCol])).map((r) => r[patientCol]));
+  fitPatients = new Set(patients.filter((p) => !testPatients.has(p)));
+}
 
 const work = values.keep ? resolve(values.keep) : await mkdtemp(join(tmpdir(), 'pneumolens-holdout-'));
 const halves = { fit: join(work, 'fit'), test: join(work, 'test') };
@@ -102,7 +114,7 @@ const row = (name: string, e: EvaluationJson) =>
   `| ${name} | ${e.n + e.rejected.length + e.errors.length} | ${(declined(e) * 100).toFixed(1)}% | ${f3(e.auc)} [${f3(e.auc_ci95?.lower)}, ${f3(e.auc_ci95?.upper)}] | ${f3(e.ece)} | ${f3(e.sensitivity)} | ${f3(e.specificity)} | ${f3(e.threshold)} |`;
 const v = profile.validation;
 const lines = [
-  `Data ${data}: ${patients.length} patients, ${fitPatients.size} fit the profile (seed ${seed}), the other ${patients.length - fitPatients.size} are tested.`,
+  `Data ${data}: ${patients.length} patients, ${fitPatients.size} fit the profile (${values['test-from'] ? `test patients from ${values['test-from']}` : `seed ${seed}`}), the other ${patients.length - fitPatients.size} are tested.`,
   `Model ${profile.model.name} ${profile.model.version}; profile ${profile.validated ? 'validated' : `NOT validated (${profile.not_validated_reason})`}, policy ${profile.calibration.policy}, scope ${profile.scope.rule}.`,
   '',
   '| test patients | films | declined | AUC [95% CI] | ECE | sensitivity | specificity | threshold |',
