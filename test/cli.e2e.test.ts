@@ -119,15 +119,24 @@ describe('predict', () => {
     expect(lines).toHaveLength(5);
     expect(io.err()).toBe('');
     const cams = (await readdir(join(dir, 'cams'))).sort();
-    expect(cams).toEqual([
-      'set__Pneumonia__sub__p0.cam.png',
-      'set__Pneumonia__sub__p1.cam.png',
-      'set__Pneumonia__sub__p2.cam.png',
-      'set__normal__n0.cam.png',
-    ]);
+    expect(cams).toEqual(['n0.cam.png', 'p0.cam.png', 'p1.cam.png', 'p2.cam.png']); // <name>.cam.png, as the help says
     const meta = await sharp(await readFile(join(dir, 'cams', cams[0]))).metadata();
     expect(meta.format).toBe('png');
     expect([meta.width, meta.height]).toEqual([96, 112]);
+  });
+
+  it('--cam: two inputs with the same name get two overlays, and the CSV says whose is whose', async () => {
+    await mkdir(join(dir, 'dup'), { recursive: true });
+    await writeFile(join(dir, 'dup', 'n0.png'), await readFile(join(dir, 'set/normal/n0.png')));
+    const io = memIo(dir, engine);
+    expect(await run(['predict', '--quiet', '--csv', '--cam', 'cams-dup', 'set/normal/n0.png', 'dup/n0.png'], io)).toBe(0);
+    expect((await readdir(join(dir, 'cams-dup'))).sort()).toEqual(['n0-2.cam.png', 'n0.cam.png']);
+    const [header, ...rows] = io.out().trimEnd().split('\n');
+    const col = header.split(',').indexOf('cam_file');
+    expect(rows.map((r) => `${r.split(',')[0]} ${r.split(',')[col]}`)).toEqual([
+      `set/normal/n0.png ${join('cams-dup', 'n0.cam.png')}`,
+      `dup/n0.png ${join('cams-dup', 'n0-2.cam.png')}`,
+    ]);
   });
 
   it('draws the progress bar on a terminal stderr while stdout stays pure JSON', async () => {

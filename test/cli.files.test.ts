@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expandInputs, globToRegExp } from '../src/cli/files.js';
 import { csvHeader, csvRow, table } from '../src/cli/format.js';
-import { camFileName } from '../src/cli/predict.js';
+import { CamNames } from '../src/cli/predict.js';
 import { gateDecision } from '../src/gate/gate.js';
 import { checkImage } from '../src/gate/image-checks.js';
 import { run } from '../src/cli/main.js';
@@ -100,9 +100,15 @@ describe('output formats', () => {
     expect(t[2]).toBe('bad.jpg  ERROR undecodable_image: not an "image"');
   });
 
-  it('names overlays after the input path', () => {
-    expect(camFileName('data/sub/a.png', '/w')).toBe('data__sub__a.cam.png');
-    expect(camFileName('/elsewhere/b.jpeg', '/w')).toBe('elsewhere__b.cam.png');
+  it('names overlays <name>.cam.png as the help says, and never twice in one run (issue 19)', () => {
+    const names = new CamNames();
+    expect(names.name('data/sub/a.png')).toBe('a.cam.png');
+    expect(names.name('/elsewhere/b.jpeg')).toBe('b.cam.png');
+    expect(names.name('/other/a.png')).toBe('a-2.cam.png'); // same name in another folder
+    expect(names.name('data/A.dcm')).toBe('A-3.cam.png'); // case-insensitive file systems
+    expect(names.name('scans/a-2.png')).toBe('a-2-2.cam.png');
+    expect(names.name('scans/study')).toBe('study.cam.png'); // extensionless DICOM
+    expect(names.name('scans/.hidden.png')).toBe('.hidden.cam.png');
   });
 });
 

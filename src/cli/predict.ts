@@ -1,6 +1,6 @@
 /** `pneumolens predict`: probability and label for each image, as a table, CSV or JSON. */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { AnalyseOptions, Colormap } from '../types.js';
 import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
 import { analyseFiles } from './batch.js';
@@ -20,7 +20,9 @@ quote globs such as 'data/**/*.png' to let pneumolens expand them.
 Options:
   --json             print JSON to stdout
   --csv              print CSV to stdout
-  --cam DIR          write the Grad-CAM overlay of each image to DIR as <name>.cam.png
+  --cam DIR          write the Grad-CAM overlay of each image to DIR as <name>.cam.png, <name>
+                     being the file name without its extension (<name>-2.cam.png, ... when
+                     inputs share a name; the cam_file column says which is whose)
   --threshold X      decision threshold in [0, 1] (default: the model card's)
   --colormap NAME    overlay colormap: jet, viridis, inferno (default jet)
   --alpha A          overlay opacity in [0, 1] (default 0.45)
@@ -44,12 +46,24 @@ others are still reported), 2 on a usage error. Research and education tool, not
 
 const COLORMAPS = ['jet', 'viridis', 'inferno'] as const satisfies readonly Colormap[];
 
-/** A flat, unique-enough overlay name: the input's path relative to cwd with separators as "__". */
-export function camFileName(file: string, cwd: string): string {
-  const abs = resolve(cwd, file);
-  let rel = relative(cwd, abs);
-  if (rel.startsWith('..') || isAbsolute(rel)) rel = abs.replace(/^[/\\]+/, '');
-  return rel.replace(/\.[^./\\]+$/, '').replace(/[/\\:]+/g, '__') + '.cam.png';
+/**
+ * Overlay names for one run, as the help says: `<name>.cam.png` from the input's file name without
+ * its extension; a name already given in this run (compared case-insensitively, as on macOS and
+ * Windows file systems) gets `-2`, `-3`, ... so no overlay overwrites another.
+ */
+export class CamNames {
+  private readonly used = new Set<string>();
+
+  name(file: string): string {
+    const stem = basename(file).replace(/(.)\.[^.]+$/, '$1') || 'image';
+    for (let k = 1; ; k++) {
+      const name = `${k === 1 ? stem : `${stem}-${k}`}.cam.png`;
+      if (!this.used.has(name.toLowerCase())) {
+        this.used.add(name.toLowerCase());
+        return name;
+      }
+    }
+  }
 }
 
 const NO_LIST: string[] = [];
@@ -121,12 +135,13 @@ export async function run(args: string[], io: Io): Promise<number> {
   return withEngine(io, engineOpts, async (engine) => {
     const progress = new Progress(files.length, io.stderr, 'predict ', flag(p, 'quiet') ? false : undefined);
     const rows: PredictRow[] = [];
+    const camNames = new CamNames();
     if (flag(p, 'csv')) io.stdout.write(csvHeader());
     for await (const outcomes of analyseFiles(engine, files, io.cwd, opts, batch)) {
       for (const o of outcomes) {
         const row: PredictRow = { ...o };
         if (camAbs && o.result?.cam) {
-          const name = camFileName(o.file, io.cwd);
+          const name = camNames.name(o.file);
           await writeFile(join(camAbs, name), o.result.cam.overlayPng);
           row.camFile = join(camDir as string, name);
           delete o.result.cam; // the PNG is on disk; do not hold every overlay in memory
