@@ -660,6 +660,9 @@ async function loadCard() {
     const badge = $('site-badge');
     badge.textContent = c.site && typeof c.site.statement === 'string' ? c.site.statement : '';
     badge.hidden = !badge.textContent;
+    badge.title = c.site
+      ? `This site's calibration and threshold (${pct(c.site.threshold)}, ${c.site.policy}) replace the model card's below.`
+      : '';
     badge.classList.toggle('not-validated', !!c.site && c.site.validated === false);
     const parts = [el('p', `${c.name} ${c.version}${c.architecture ? `: ${c.architecture}` : ''}`, 'model-name')];
     const outside = outsideSection(c);
