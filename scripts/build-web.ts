@@ -58,7 +58,9 @@ const browserPlugin: esbuild.Plugin = {
         return { path: shim }; // dicom-parser's own inflater is never used (dicom.ts inflates with a bound)
       }
       if (!args.path.startsWith('node:') || !existsSync(shim)) {
-        return { errors: [{ text: `${args.path} (imported by ${relative(ROOT, args.importer)}) has no browser stand-in in src/web/node/` }] };
+        return {
+          errors: [{ text: `${args.path} (imported by ${relative(ROOT, args.importer)}) has no browser stand-in in src/web/node/` }],
+        };
       }
       return { path: shim };
     });
@@ -130,10 +132,7 @@ export async function buildWeb(opts: BuildOptions = {}): Promise<BuildReport> {
   if (basename(card.file) !== card.file) throw new Error(`the card's file "${card.file}" must be a plain file name for the web build`);
   const { cardPath: _c, modelPath: _m, ...json } = card;
   writeFileSync(join(modelDir, 'card.json'), `${JSON.stringify(json, null, 1)}\n`);
-  writeFileSync(
-    join(out, '_headers'),
-    '/*\n  Cross-Origin-Opener-Policy: same-origin\n  Cross-Origin-Embedder-Policy: require-corp\n',
-  );
+  writeFileSync(join(out, '_headers'), '/*\n  Cross-Origin-Opener-Policy: same-origin\n  Cross-Origin-Embedder-Policy: require-corp\n');
   return { out, files: listFiles(out), model: { name: card.name, version: card.version, file: card.file } };
 }
 

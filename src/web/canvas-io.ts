@@ -9,10 +9,50 @@
  * (a canvas holds 8 bits per sample; the server reads all 16).
  */
 import { PneumoError } from '../errors.ts';
-import { checkDecodeCost, type DecodeLimits } from '../image/limits.ts';
+import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from '../image/limits.ts';
+import { resizeAntialias } from '../image/resample.ts';
 import type { RawImage } from '../types.ts';
 
 export type RasterLimits = DecodeLimits;
+
+/** A decoded raster at the working size (see workSize), with the size the file declares. */
+export type ReducedImage = RawImage & { source?: { width: number; height: number } };
+
+/** Samples as they come out of a decoder: 8 or 16 bits unsigned, or float. */
+export type Samples = Uint8Array | Uint16Array | Float32Array;
+
+/**
+ * Reduces interleaved samples to outWidth x outHeight, keeping the sample type (rounded for
+ * integers). The server reduces in libvips (triangle filter); the browser has no such native
+ * resampler, so this is the contract's own antialiased triangle filter (src/image/resample.ts),
+ * channel by channel: the same kind of filter, not the same rounding (see README, "Run it in your
+ * browser", for how close large images stay).
+ */
+export async function reduceSamples(
+  samples: Samples,
+  width: number,
+  height: number,
+  channels: 1 | 2 | 3 | 4,
+  outWidth: number,
+  outHeight: number,
+): Promise<Samples> {
+  const n = width * height;
+  const m = outWidth * outHeight;
+  const out =
+    samples instanceof Uint8Array
+      ? new Uint8Array(m * channels)
+      : samples instanceof Uint16Array
+        ? new Uint16Array(m * channels)
+        : new Float32Array(m * channels);
+  const round = !(out instanceof Float32Array);
+  const plane = new Float32Array(n);
+  for (let c = 0; c < channels; c++) {
+    for (let p = 0; p < n; p++) plane[p] = samples[p * channels + c];
+    const r = resizeAntialias(plane, width, height, outWidth, outHeight);
+    for (let p = 0; p < m; p++) out[p * channels + c] = round ? Math.round(r[p]) : r[p];
+  }
+  return out;
+}
 
 /** The 415 of an input this device cannot read; its message names the way out. */
 export const notOnDevice = (what: string): PneumoError =>
@@ -65,7 +105,7 @@ function declaredLayout(b: Uint8Array, format: string): { gray: boolean; alpha: 
 }
 
 /** Decodes a raster image to RawImage with the channels sharp would give (see declaredLayout). */
-export async function decodeRaster(bytes: Uint8Array, format: string, limits: RasterLimits): Promise<RawImage> {
+export async function decodeRaster(bytes: Uint8Array, format: string, limits: RasterLimits): Promise<ReducedImage> {
   if (format === 'tiff') throw notOnDevice('A TIFF file');
   if (format === 'png' && pngBitDepth(bytes) === 16) throw notOnDevice('A 16-bit PNG');
   let bitmap: ImageBitmap;
@@ -82,6 +122,9 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
   const { width, height } = bitmap;
   try {
     checkDecodeCost(width, height, 4, 1, limits);
+    // The browser's RGBA copy and this float image, both at full size, then the working copies.
+    const spec = { width, height, channels: 4, bytesPerSample: 1, fullResExtraPerSample: 4 };
+    checkAnalysisCost(spec, limits.maxAnalysisBytes ?? defaultMaxAnalysisBytes());
     const ctx = context(width, height);
     ctx.drawImage(bitmap, 0, 0);
     const rgba = ctx.getImageData(0, 0, width, height, { colorSpace: 'srgb' }).data;
@@ -108,7 +151,10 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
       }
       if (alpha) data[o++] = rgba[i + 3];
     }
-    return { data, width, height, channels };
+    const work = workSize(width, height);
+    if (work.width === width && work.height === height) return { data, width, height, channels };
+    const reduced = (await reduceSamples(data, width, height, channels, work.width, work.height)) as Float32Array;
+    return { data: reduced, ...work, channels, source: { width, height } };
   } finally {
     bitmap.close();
   }

@@ -170,7 +170,11 @@ const hex = (buf: ArrayBuffer): string => Array.from(new Uint8Array(buf), (b) =>
  * SHA-256), else downloaded with progress and stored there. Checked against the card's SHA-256
  * wherever the browser has crypto.subtle (secure contexts: https, localhost).
  */
-async function fetchModel(url: string, sha256: string, progress: (p: LoadProgress) => void): Promise<{ bytes: Uint8Array; cached: boolean }> {
+async function fetchModel(
+  url: string,
+  sha256: string,
+  progress: (p: LoadProgress) => void,
+): Promise<{ bytes: Uint8Array; cached: boolean }> {
   const key = `${url}?sha256=${sha256.toLowerCase()}`;
   const store = typeof caches !== 'undefined' ? await caches.open(CACHE_NAME).catch(() => null) : null;
   const hit = await store?.match(key);

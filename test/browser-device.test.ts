@@ -1,0 +1,228 @@
+/**
+ * Analysis on the device (issue 21), in real Chromium (test/browser.ts): the static build of
+ * `npm run build:web`, served by a plain loopback static server; every request that is not a GET
+ * to that origin, and every request to /api/, is refused by the test. The page's answers are
+ * compared with the Node engine's, run in this test on the same bytes (no number of the shipped
+ * model is written here): probability within 1e-4, the Grad-CAM map within 1e-3, the same label,
+ * gate outcome and warnings; what the device cannot decode says so.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Browser, BrowserContext } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildWeb } from '../scripts/build-web.ts';
+import { Engine } from '../src/pipeline.ts';
+import type { Outcome } from '../src/types.ts';
+import { launchChromium, SCREENSHOTS } from './browser.ts';
+import { xrayDicom } from './fixtures/dicom-tools.ts';
+import { deflatedDicom } from './fixtures/make-dicom.ts';
+import { colourPhotoPng, constantPng } from './fixtures/non-cxr.ts';
+import { serveStatic, type StaticServer } from './static-server.ts';
+
+const GOLDEN = resolve(import.meta.dirname, 'fixtures', 'golden');
+const NIH = resolve(import.meta.dirname, 'fixtures', 'nih');
+
+interface Fixture {
+  name: string;
+  bytes: Buffer;
+}
+
+/** What the page answered for one file (DeviceEngine.predict, the server's answer shape). */
+interface DeviceAnswer {
+  status: number;
+  label?: string;
+  probability?: number;
+  map?: number[];
+  warnings?: string[];
+  code?: string;
+  message?: string;
+  analysed_on?: string;
+}
+
+let out: string;
+let site: StaticServer;
+let browser: Browser;
+let engine: Engine;
+let fixtures: Fixture[];
+
+beforeAll(async () => {
+  out = mkdtempSync(join(tmpdir(), 'pneumolens-web-'));
+  await buildWeb({ out });
+  site = await serveStatic(out);
+  browser = await launchChromium();
+  engine = await Engine.load({ threads: 1 });
+  const png = (f: string) => ({ name: f, bytes: readFileSync(join(GOLDEN, f)) });
+  fixtures = [
+    ...['normal_gray_200x240.png', 'normal_rgb_300x256.png', 'pneumonia_gray_224.png', 'pneumonia_rgba_180.png'].map(png),
+    ...['adult_normal_ap.jpeg', 'adult_pneumonia_pa.jpeg'].map((f) => ({ name: f, bytes: readFileSync(join(NIH, f)) })),
+    { name: 'xray-8bit.dcm', bytes: (await xrayDicom()).file },
+    { name: 'xray-16bit.dcm', bytes: (await xrayDicom({ bits: 16 })).file },
+    { name: 'holiday.png', bytes: await colourPhotoPng(120, 90, 2) },
+    { name: 'blank.png', bytes: constantPng(200, 240, 128) },
+  ];
+}, 240_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await site?.close();
+  await engine?.dispose();
+  if (out) rmSync(out, { recursive: true, force: true });
+});
+
+interface Traffic {
+  allowed: Array<{ method: string; path: string; bodyBytes: number }>;
+  refused: string[];
+}
+
+/** A context whose every request is checked: GET to the static origin outside /api/ only. */
+async function guardedContext(): Promise<{ context: BrowserContext; traffic: Traffic }> {
+  const context = await browser.newContext({ viewport: { width: 1024, height: 900 }, reducedMotion: 'reduce' });
+  const traffic: Traffic = { allowed: [], refused: [] };
+  await context.route('**/*', (route) => {
+    const req = route.request();
+    const url = new URL(req.url());
+    const bodyBytes = req.postDataBuffer()?.length ?? 0;
+    if (url.origin !== site.url || req.method() !== 'GET' || url.pathname.startsWith('/api/') || bodyBytes > 0) {
+      traffic.refused.push(`${req.method()} ${url.origin === site.url ? url.pathname : url.href}`);
+      return route.abort('blockedbyclient');
+    }
+    traffic.allowed.push({ method: req.method(), path: url.pathname, bodyBytes });
+    return route.continue();
+  });
+  return { context, traffic };
+}
+
+/** The Node engine's outcome in the fields the page's answer has. */
+function nodeAnswer(o: Outcome): DeviceAnswer {
+  if (o.status === 'analysed') {
+    return {
+      status: 200,
+      label: o.result.label,
+      probability: o.result.probability,
+      map: Array.from(o.result.cam!.map),
+      warnings: o.result.warnings,
+    };
+  }
+  const e = o.error as Error & { status?: number; code?: string };
+  return { status: e.status ?? 500, code: e.code, message: e.message };
+}
+
+describe('on-device analysis in Chromium (static build, no server)', () => {
+  it('gives the Node engine answers: probability within 1e-4, Grad-CAM within 1e-3, same gate outcome; no request carries image bytes', async () => {
+    const { context, traffic } = await guardedContext();
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    await page.goto(`${site.url}/`);
+    await page.waitForFunction(() => ['ready', 'failed'].includes(document.body.dataset.device ?? ''), undefined, { timeout: 120_000 });
+    expect(await page.evaluate(() => document.body.dataset.device)).toBe('ready');
+    await expect(page.locator('#device-status').textContent()).resolves.toMatch(/^Ready: the model runs in this browser/);
+    await expect(page.locator('#mode-server').isDisabled()).resolves.toBe(true); // no server behind a static host
+
+    // The module itself (a second engine in the page, one thread), reached from a module script:
+    // vitest rewrites an import() written inside the evaluated function.
+    await page.addScriptTag({ type: 'module', content: "import * as m from '/device/device.js'; window.deviceModule = m;" });
+    await page.waitForFunction(() => 'deviceModule' in window);
+    const device: DeviceAnswer[] = await page.evaluate(
+      async (files) => {
+        const { DeviceEngine } = (window as unknown as { deviceModule: { DeviceEngine: any } }).deviceModule; // eslint-disable-line @typescript-eslint/no-explicit-any
+        const eng = await DeviceEngine.load({ threads: 1 });
+        const answers: DeviceAnswer[] = [];
+        for (const f of files) {
+          const a = await eng.predict(new Uint8Array(f.bytes), 'cam=true');
+          const b = a.body;
+          answers.push({
+            status: a.status,
+            label: b.label,
+            probability: b.probability,
+            map: b.gradcam_map?.data,
+            warnings: b.warnings,
+            code: b.error?.code,
+            message: b.error?.message,
+            analysed_on: b.analysed_on,
+          });
+        }
+        return answers;
+      },
+      fixtures.map((f) => ({ name: f.name, bytes: Array.from(f.bytes) })),
+    );
+    const node = (
+      await engine.analyseAll(
+        fixtures.map((f) => f.bytes),
+        { cam: true },
+      )
+    ).map(nodeAnswer);
+
+    let dpMax = 0;
+    let camMax = 0;
+    fixtures.forEach((f, i) => {
+      const [d, n] = [device[i], node[i]];
+      expect(d.analysed_on, f.name).toBe('device');
+      expect(d.status, `${f.name}: ${d.message}`).toBe(n.status);
+      if (n.status === 200) {
+        expect(d.label, f.name).toBe(n.label);
+        const dp = Math.abs(d.probability! - n.probability!);
+        expect(dp, f.name).toBeLessThanOrEqual(1e-4);
+        expect(d.map!.length, f.name).toBe(n.map!.length);
+        const dc = Math.max(...d.map!.map((v, k) => Math.abs(v - n.map![k])));
+        expect(dc, f.name).toBeLessThanOrEqual(1e-3);
+        expect(d.warnings, f.name).toEqual(n.warnings);
+        dpMax = Math.max(dpMax, dp);
+        camMax = Math.max(camMax, dc);
+      } else {
+        expect(d.code, f.name).toBe(n.code);
+      }
+    });
+    // The gate's refusal is reproduced (the blank image at least fails the image checks on any model).
+    expect(node.filter((n) => n.code === 'not_a_chest_xray').length).toBeGreaterThan(0);
+    console.log(
+      `on-device vs Node engine on ${fixtures.length} fixtures: max |dp| ${dpMax.toExponential(2)}, max |dcam| ${camMax.toExponential(2)}`,
+    );
+
+    // Nothing but GETs of the site's own files; the page's /api/ probes were refused, not answered.
+    expect(traffic.allowed.every((r) => r.method === 'GET' && r.bodyBytes === 0 && !r.path.startsWith('/api/'))).toBe(true);
+    expect(traffic.refused.every((r) => r.startsWith('GET /api/'))).toBe(true);
+    expect(pageErrors).toEqual([]);
+    await context.close();
+  });
+
+  it('the page analyses a held-out X-ray chosen in the file input: label and probability as the CLI engine, nothing uploaded', async () => {
+    const { context, traffic } = await guardedContext();
+    const page = await context.newPage();
+    await page.goto(`${site.url}/`);
+    await page.waitForFunction(() => document.body.dataset.device === 'ready', undefined, { timeout: 120_000 });
+    const before = traffic.allowed.length;
+    const xray = fixtures.find((f) => f.name === 'normal_gray_200x240.png')!;
+    await page.setInputFiles('#file', { name: 'chest.png', mimeType: 'image/png', buffer: xray.bytes });
+    await page.locator('#result[data-probability]').waitFor({ state: 'visible', timeout: 60_000 });
+    const [o] = await engine.analyseAll([xray.bytes]);
+    expect(o.status).toBe('analysed');
+    const r = o.status === 'analysed' ? o.result : null;
+    const probability = Number(await page.locator('#result').getAttribute('data-probability'));
+    expect(await page.locator('#result').getAttribute('data-label')).toBe(r!.label);
+    expect(Math.abs(probability - r!.probability)).toBeLessThanOrEqual(1e-4);
+    await expect(page.locator('#timings').textContent()).resolves.toMatch(/ms on this device\.$/);
+    await page.screenshot({ path: resolve(SCREENSHOTS, 'device-result.png'), fullPage: true });
+    // the analysis itself asked for nothing (the model and the page were already loaded)
+    expect(traffic.allowed.slice(before)).toEqual([]);
+
+    // A deflated DICOM cannot be inflated on the device: the page says so instead of guessing.
+    const deflated = deflatedDicom([
+      { tag: [0x0028, 0x0002], vr: 'US', value: [1] },
+      { tag: [0x0028, 0x0004], vr: 'CS', value: 'MONOCHROME2' },
+      { tag: [0x0028, 0x0010], vr: 'US', value: [32] },
+      { tag: [0x0028, 0x0011], vr: 'US', value: [32] },
+      { tag: [0x0028, 0x0100], vr: 'US', value: [8] },
+      { tag: [0x0028, 0x0101], vr: 'US', value: [8] },
+      { tag: [0x0028, 0x0102], vr: 'US', value: [7] },
+      { tag: [0x0028, 0x0103], vr: 'US', value: [0] },
+      { tag: [0x7fe0, 0x0010], vr: 'OB', value: Buffer.alloc(32 * 32, 100) },
+    ]);
+    await page.setInputFiles('#file', { name: 'deflated.dcm', mimeType: 'application/dicom', buffer: deflated });
+    await page.locator('#error').waitFor({ state: 'visible', timeout: 30_000 });
+    await expect(page.locator('#error').textContent()).resolves.toMatch(/cannot be decoded on this device/);
+    expect(traffic.refused.filter((r) => !r.startsWith('GET /api/'))).toEqual([]);
+    await context.close();
+  });
+});
