@@ -22,6 +22,8 @@ export const ERRORS = {
   payload_too_large: { status: 413, message: 'The request is too large.' },
   unsupported_media_type: { status: 415, message: 'This content type is not accepted.' },
   undecodable_image: { status: 422, message: 'The image could not be decoded.' },
+  // truncated or corrupt codestream, short strip, missing end marker, codec warning: never analysed as if intact
+  damaged_image: { status: 422, message: 'The image file is damaged (truncated or corrupt); it was not analysed.' },
   unusable_image: { status: 422, message: 'The image cannot be analysed.' },
   not_a_chest_xray: { status: 422, message: 'This does not look like a chest X-ray.' },
   outside_intended_use: { status: 422, message: 'This chest X-ray is outside the population the model is validated for.' },

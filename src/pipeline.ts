@@ -192,7 +192,7 @@ export class Engine {
       // The batch's images are finished together: one image's PNGs are encoded in the thread pool
       // while the next image's Grad-CAM is drawn on this thread.
       const out: Outcome[] = await Promise.all(
-        prepared.map((p, i) => {
+        prepared.map((p) => {
           const inf = p instanceof Error ? p : inferred[ok.indexOf(p)];
           if (inf instanceof Error) return { status: 'failed', error: inf } satisfies Outcome;
           return this.finish({ prepared: p as Prepared, ...inf, opts, wantCam }).catch((e: unknown) => failed(e));

@@ -20,6 +20,11 @@ export interface DecodedImage {
   format: SourceFormat;
   /** Safe, non-identifying notes (e.g. "DICOM MONOCHROME1 inverted"). Never patient tags. */
   notes: string[];
+  /**
+   * The size the file declares, when `image` was reduced to the working size in native code
+   * (src/image/limits.ts workSize); absent when the image is analysed at its own size.
+   */
+  source?: { width: number; height: number };
 }
 
 export type Colormap = 'jet' | 'viridis' | 'inferno';
@@ -27,6 +32,8 @@ export type Colormap = 'jet' | 'viridis' | 'inferno';
 export interface AnalyseOptions {
   /** Compute the Grad-CAM overlay (default true). */
   cam?: boolean;
+  /** With cam: also encode the heatmap alone as a PNG (`cam.heatmapPng`, default true); a front end that only shows the overlay turns it off. */
+  heatmap?: boolean;
   colormap?: Colormap; // default 'jet'
   alpha?: number; // overlay opacity 0..1, default 0.45
   /** Override the card's decision threshold (0..1). */
@@ -51,7 +58,7 @@ export interface CamResult {
   scale?: { value: number; fixed: boolean };
   /** PNG of the overlay at the original image size (longest side capped for the web). */
   overlayPng: Buffer;
-  /** The colour-mapped heatmap alone, opaque RGBA PNG at the overlay's size (the overlay blends these pixels). */
+  /** The colour-mapped heatmap alone, opaque indexed-colour PNG (palette = the colour map) at the overlay's size (the overlay blends these pixels). */
   heatmapPng?: Buffer;
 }
 

@@ -151,7 +151,8 @@ describe.skipIf(skip)('corrupted streams of every codec', () => {
     const d = await decodeImage(j2k);
     const took = performance.now() - t0;
     clearInterval(timer);
-    expect(d.image.width).toBe(1200);
+    expect(d.source).toEqual({ width: 1200, height: 1200 }); // reduced to the working size in libvips
+    expect(d.image.width).toBe(1024);
     expect(j2k.length).toBeGreaterThan(0); // the caller's bytes are not moved to the worker
     // The codec's time is spent off the loop: the loop's longest pause is a fraction of the decode.
     expect(maxGap).toBeLessThan(Math.max(250, took / 2));

@@ -90,11 +90,11 @@ describe('decodeImage: raster formats (sharp)', () => {
     expect((await decodeImage(plain)).image).toMatchObject({ width: 40, height: 20 });
   });
 
-  it('rejects a truncated JPEG with 422 undecodable_image', async () => {
+  it('rejects a truncated JPEG with 422 damaged_image', async () => {
     const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } })
       .jpeg()
       .toBuffer();
-    await rejection(decodeImage(jpeg.subarray(0, Math.floor(jpeg.length / 2))), 422, 'undecodable_image');
+    await rejection(decodeImage(jpeg.subarray(0, Math.floor(jpeg.length / 2))), 422, 'damaged_image');
   });
 
   it('rejects a text file named .png with 415', async () => {
@@ -218,7 +218,7 @@ describe('decodeImage: DICOM', () => {
 
   it('rejects truncated pixel data with 422', async () => {
     const full = grayDicom(16, 16, px);
-    await rejection(decodeImage(full.subarray(0, full.length - 40)), 422, 'undecodable_image');
+    await rejection(decodeImage(full.subarray(0, full.length - 40)), 422, 'damaged_image');
   });
 
   it('rejects a DICOM too small to analyse', async () => {

@@ -137,7 +137,7 @@ describe('damaged files', () => {
     badIend[badIend.length - 1] ^= 0xff; // the IEND CRC: libpng alone accepts this file
     const e = await rejection(decodeImage(badIend));
     expect(e.status).toBe(422);
-    expect(e.code).toBe('undecodable_image');
+    expect(e.code).toBe('damaged_image');
     expect(e.message).toMatch(/IEND/);
     const badIdat = Buffer.from(good);
     badIdat[badIdat.length - 12 - 1] ^= 0xff; // last byte of the IDAT CRC (IEND is the final 12 bytes)

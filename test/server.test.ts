@@ -219,7 +219,7 @@ describe('POST /api/predict', () => {
   it('422 for a truncated image and for a pixel bomb', async () => {
     const truncated = await post(a, fileUpload(png.subarray(0, Math.floor(png.length / 2))));
     expect(truncated.statusCode).toBe(422);
-    expect(errorOf(truncated).code).toBe('undecodable_image');
+    expect(errorOf(truncated).code).toBe('damaged_image');
     const bomb = await post(a, fileUpload(pixelBombPng()));
     expect(bomb.statusCode).toBe(422);
     expect(errorOf(bomb).code).toBe('unusable_image');

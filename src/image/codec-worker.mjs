@@ -8,12 +8,26 @@ import { createRequire } from 'node:module';
 import { parentPort } from 'node:worker_threads';
 
 const require = createRequire(import.meta.url);
-const { Context, NativeCodecs } = require('dcmjs-codecs');
+const { Context, NativeCodecs, log } = require('dcmjs-codecs');
+
+/**
+ * Warnings of a codec that mean the stream is damaged (it then decodes what it can and fills the
+ * rest): libjpeg's "Corrupt JPEG data: ..." (premature end of data segment, bad Huffman code,
+ * extraneous bytes), "Premature end of JPEG file", a broken progression; OpenJPEG's warnings about a
+ * stream that ends early or is inconsistent. They reach us as the codecs' info messages.
+ */
+const DAMAGE =
+  /Corrupt JPEG data|Premature end of JPEG|Inconsistent progression|Invalid SOS parameters|too many scanlines|OpjMessageCallbackWarning.*(truncat|end of|too short|not enough|inconsistent|corrupt|incomplete|missing|expected|invalid)/i;
+let messages = [];
+log.setLevel('info');
+log.info = (m) => {
+  if (messages.length < 64 && DAMAGE.test(String(m))) messages.push(String(m));
+};
 
 const METHODS = new Set(['decodeJpeg', 'decodeJpegLs', 'decodeJpeg2000', 'decodeHtJpeg2000', 'decodeRle']);
 const ready = NativeCodecs.initializeAsync({
   webAssemblyModulePathOrUrl: require.resolve('dcmjs-codecs/build/dcmjs-native-codecs.wasm'),
-  logCodecsInfo: false,
+  logCodecsInfo: true, // the codecs' messages, where their warnings are (filtered by DAMAGE)
   logCodecsTrace: false,
 });
 
@@ -21,10 +35,17 @@ parentPort.on('message', async ({ id, method, frame, info }) => {
   try {
     await ready;
     if (!METHODS.has(method)) throw new Error(`unknown method ${method}`);
+    messages = [];
     const context = new Context({ ...info, encodedBuffer: frame });
     const params = method === 'decodeJpeg' ? { convertColorspaceToRgb: info.samplesPerPixel === 3 } : {};
     const decoded = NativeCodecs[method](context, params).getDecodedBuffer();
     if (!decoded) throw new Error('the codec returned no pixels');
+    if (messages.length > 0) {
+      // e.g. "NativeCodecs::onCodecsInfo::JpegDecoder8::EmitMessage::Corrupt JPEG data: ..." -> the message itself
+      const warning = messages[0].split('::').pop().trim().slice(0, 160);
+      parentPort.postMessage({ id, warning });
+      return;
+    }
     const data = new Uint8Array(decoded); // a copy out of the WebAssembly heap, transferred back
     parentPort.postMessage({ id, data }, [data.buffer]);
   } catch (e) {

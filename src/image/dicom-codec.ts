@@ -44,11 +44,27 @@ export interface FrameInfo {
   photometricInterpretation: string;
 }
 
-export const DEFAULT_DECODE_TIMEOUT_MS = 20_000;
+export const DEFAULT_DECODE_TIMEOUT_MS = 10_000;
+/** A codec worker that returned a frame larger than this is replaced, so that its heap's memory is returned. */
+const RECYCLE_AFTER_BYTES = 16 * 1024 * 1024;
 /** More tiles than this in a JPEG 2000 frame is refused (real files have 1 to a few hundred). */
 export const MAX_J2K_TILES = 4096;
 
 const undecodable = (why: string) => new PneumoError('undecodable_image', `The DICOM file could not be decoded: ${why}.`);
+const damaged = (why: string) => new PneumoError('damaged_image', `The DICOM file is damaged: ${why}; a damaged image is not analysed.`);
+
+/**
+ * JPEG, JPEG-LS and JPEG 2000 codestreams end with their end marker (EOI / EOC, FF D9), followed at
+ * most by the zero bytes a writer pads the fragment with: without it the stream was cut short, and
+ * the codecs would decode what is there and fill the rest.
+ */
+function checkEndMarker(frame: Uint8Array, what: string): void {
+  let end = frame.length;
+  while (end > 2 && frame[end - 1] === 0 && frame.length - end < 16) end--;
+  if (!(end >= 2 && frame[end - 2] === 0xff && frame[end - 1] === 0xd9)) {
+    throw damaged(`the ${what} stream has no end-of-image marker (it was cut short)`);
+  }
+}
 
 export function decodeTimeoutMs(env: Record<string, string | undefined> = process.env): number {
   const raw = env.PNEUMOLENS_DECODE_TIMEOUT_MS;
@@ -138,7 +154,8 @@ function checkRle(b: Uint8Array, info: FrameInfo): void {
 /** Refuses a codestream whose own header disagrees with the DICOM header (before the codec allocates anything). */
 export function checkCodestream(method: CodecMethod, frame: Uint8Array, info: FrameInfo): void {
   if (method === 'decodeRle') return checkRle(frame, info);
-  const h = method === 'decodeJpeg2000' || method === 'decodeHtJpeg2000' ? j2kHeader(frame) : jpegHeader(frame, method === 'decodeJpegLs');
+  const j2k = method === 'decodeJpeg2000' || method === 'decodeHtJpeg2000';
+  const h = j2k ? j2kHeader(frame) : jpegHeader(frame, method === 'decodeJpegLs');
   if (h.width !== info.width || h.height !== info.height) {
     throw undecodable(`the compressed stream is ${h.width}x${h.height} but the DICOM header says ${info.width}x${info.height}`);
   }
@@ -148,6 +165,7 @@ export function checkCodestream(method: CodecMethod, frame: Uint8Array, info: Fr
   if (h.precision > info.bitsAllocated) {
     throw undecodable(`the compressed stream has ${h.precision}-bit samples but BitsAllocated is ${info.bitsAllocated}`);
   }
+  checkEndMarker(frame, j2k ? 'JPEG 2000' : method === 'decodeJpegLs' ? 'JPEG-LS' : 'JPEG');
 }
 
 interface Job {
@@ -172,13 +190,17 @@ class CodecWorker {
 
   private start(): Worker {
     const w = new Worker(new URL('./codec-worker.mjs', import.meta.url));
-    w.on('message', (msg: { id: number; data?: Uint8Array; error?: string }) => {
+    w.on('message', (msg: { id: number; data?: Uint8Array; error?: string; warning?: string }) => {
       const cur = this.current;
       if (!cur || cur.worker !== w || cur.id !== msg.id) return;
-      if (msg.data) this.settle(null, Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength));
-      else {
+      if (msg.data) {
+        // A large frame grew the WebAssembly heap, which never shrinks: a fresh worker returns it.
+        if (msg.data.byteLength > RECYCLE_AFTER_BYTES) this.stop();
+        this.settle(null, Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength));
+      } else {
         this.stop(); // the codec's heap may be inconsistent after an error or a trap
-        this.settle(undecodable(`the compressed pixel data is corrupt (${msg.error ?? 'codec error'})`));
+        // A codec that fails on, or warns about, the stream (a warning is damage too: see codec-worker.mjs).
+        this.settle(damaged(`the compressed pixel data is corrupt (${msg.warning ?? msg.error ?? 'codec error'})`));
       }
     });
     w.on('error', () => {

@@ -76,7 +76,12 @@ function scanElements(buf: Buffer, end: number, pos: number, seen: Map<string, n
  * result ends with the first frame of pixel data; when frames were cut off, the pixel data length
  * is rewritten to what is kept, so the parser reads a consistent data set.
  */
-export function inflateDataSet(deflated: Uint8Array, maxDecodedBytes: number): Promise<Buffer> {
+export function inflateDataSet(
+  deflated: Uint8Array,
+  maxDecodedBytes: number,
+  /** Called once the image is declared, before its pixels are inflated: throws to refuse it (the whole-analysis budget). */
+  checkImage?: (image: { rows: number; cols: number; samples: number; bits: number }) => void,
+): Promise<Buffer> {
   const globalCap = maxDecodedBytes + HEADER_SLACK_BYTES;
   return new Promise<Buffer>((resolve, reject) => {
     const inflater = zlib.createInflateRaw({ chunkSize: 64 * 1024 });
@@ -119,6 +124,15 @@ export function inflateDataSet(deflated: Uint8Array, maxDecodedBytes: number): P
           if (pixel.frameBytes !== undefined && pixel.frameBytes > maxDecodedBytes) {
             finish(decodeBudgetError(pixel.frameBytes, maxDecodedBytes, 'The DICOM image'));
             return;
+          }
+          const [rows, cols, bits] = [seen.get('rows'), seen.get('cols'), seen.get('bits')];
+          if (checkImage && rows !== undefined && cols !== undefined && bits !== undefined) {
+            try {
+              checkImage({ rows, cols, bits, samples: seen.get('samples') ?? 1 });
+            } catch (e) {
+              finish(e as Error);
+              return;
+            }
           }
           const keep = Math.min(pixel.length, pixel.frameBytes ?? pixel.length);
           if (pixel.valueOffset + keep <= globalCap) {

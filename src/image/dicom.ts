@@ -13,7 +13,8 @@ import { PneumoError } from '../errors.ts';
 import type { DecodedImage, RawImage } from '../types.ts';
 import { inflateDataSet } from './dicom-inflate.ts';
 import { CODEC_OF_SYNTAX, decodeFrame, type FrameInfo } from './dicom-codec.ts';
-import { checkDecodeCost, type DecodeLimits } from './limits.ts';
+import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from './limits.ts';
+import { reduceSamples, type Samples } from './sharp-io.ts';
 
 // dicom-parser is a UMD bundle: load it through require so its exports are visible from ESM.
 const dicomParser = createRequire(import.meta.url)('dicom-parser') as typeof import('dicom-parser');
@@ -49,6 +50,7 @@ const COMPRESSED_NAMES: Record<string, string> = {
 export type DicomLimits = DecodeLimits;
 
 const undecodable = (why: string) => new PneumoError('undecodable_image', `The DICOM file could not be decoded: ${why}.`);
+const damaged = (why: string) => new PneumoError('damaged_image', `The DICOM file is damaged: ${why}; a damaged image is not analysed.`);
 const unsupported = (why: string) => new PneumoError('unsupported_media_type', `Unsupported DICOM: ${why}.`);
 
 function parse(bytes: Uint8Array, inflated?: Buffer): DataSet {
@@ -63,7 +65,7 @@ function parse(bytes: Uint8Array, inflated?: Buffer): DataSet {
     return dicomParser.parseDicom(buf, hasPreamble ? {} : { TransferSyntaxUID: rawSyntax });
   } catch {
     // dicom-parser throws strings or Errors; its messages describe structure only, but stay generic.
-    throw undecodable('the data set is malformed or truncated');
+    throw damaged('the data set is malformed or truncated');
   }
 }
 
@@ -78,10 +80,21 @@ async function inflateIfDeflated(bytes: Uint8Array, limits: DicomLimits): Promis
   try {
     meta = dicomParser.readPart10Header(buf);
   } catch {
-    throw undecodable('the data set is malformed or truncated');
+    throw damaged('the data set is malformed or truncated');
   }
   if (transferSyntax(meta) !== DEFLATED_LE || meta.position === undefined) return undefined;
-  const dataSet = await inflateDataSet(buf.subarray(meta.position), limits.maxDecodedBytes);
+  // The whole-analysis budget of the declared image, before its pixels are inflated.
+  const checkImage = ({ rows, cols, samples, bits }: { rows: number; cols: number; samples: number; bits: number }) => {
+    const bitsAllocated = bits <= 8 ? 8 : bits <= 16 ? 16 : 32;
+    const work = workSize(cols, rows);
+    const reduced = work.width !== cols || work.height !== rows;
+    const extra = fullResExtra(bitsAllocated, reduced, DEFLATED_LE);
+    checkAnalysisCost(
+      { width: cols, height: rows, channels: samples, bytesPerSample: bitsAllocated / 8, fullResExtraPerSample: extra },
+      limits.maxAnalysisBytes ?? defaultMaxAnalysisBytes(),
+    );
+  };
+  const dataSet = await inflateDataSet(buf.subarray(meta.position), limits.maxDecodedBytes, checkImage);
   return Buffer.concat([buf.subarray(0, meta.position), dataSet]);
 }
 
@@ -106,7 +119,11 @@ async function firstFrameBytes(ds: DataSet, syntax: string, info: FrameInfo, fra
   if (!el.encapsulatedPixelData) {
     if (method) throw undecodable(`the transfer syntax is compressed but the pixel data is not encapsulated`);
     if (el.length < frameBytes || el.dataOffset + frameBytes > ds.byteArray.length) {
-      throw undecodable('the pixel data is shorter than Rows x Columns x Samples');
+      throw damaged('the pixel data is shorter than Rows x Columns x Samples (the file was cut short)');
+    }
+    // Longer than every frame the header declares (plus the even-length pad byte): the header does not describe these pixels.
+    if (el.length > Math.max(1, frames) * frameBytes + 1) {
+      throw damaged('the pixel data is longer than Rows x Columns x Samples x Frames declare');
     }
     return ds.byteArray.subarray(el.dataOffset, el.dataOffset + frameBytes);
   }
@@ -125,7 +142,7 @@ async function firstFrameBytes(ds: DataSet, syntax: string, info: FrameInfo, fra
       frame = dicomParser.readEncapsulatedImageFrame(ds, el, 0, dicomParser.createJPEGBasicOffsetTable(ds, el));
     else throw new Error('frames cannot be told apart');
   } catch {
-    throw undecodable('the encapsulated pixel data is malformed or truncated');
+    throw damaged('the encapsulated pixel data is malformed or truncated');
   }
   return decodeFrame(method, frame, info);
 }
@@ -159,6 +176,83 @@ function readSamples(
 }
 
 /**
+ * The stored samples as one word each (8 or 16 bits), without a copy where the bytes allow:
+ * little-endian 16-bit at an even offset is a view; big-endian is swapped natively (Buffer.swap16).
+ */
+function sampleWords(bytes: Uint8Array, count: number, bitsAllocated: 8 | 16, bigEndian: boolean): Uint8Array | Uint16Array {
+  if (bitsAllocated === 8) return bytes.subarray(0, count);
+  if (!bigEndian && bytes.byteOffset % 2 === 0) return new Uint16Array(bytes.buffer, bytes.byteOffset, count);
+  const copy = Buffer.from(bytes.subarray(0, count * 2)); // a fresh, aligned buffer
+  if (bigEndian) copy.swap16();
+  return new Uint16Array(copy.buffer, copy.byteOffset, count);
+}
+
+/** How often each word occurs (one pass over the pixels). */
+function histogram(words: Uint8Array | Uint16Array, size: number): Uint32Array {
+  const counts = new Uint32Array(size);
+  for (let i = 0; i < words.length; i++) counts[words[i]]++;
+  return counts;
+}
+
+/**
+ * The value of every possible stored word (readSamples' masking and sign extension, applied to the
+ * 2^bitsAllocated words instead of to each pixel): every later step (rescale, VOI, inversion,
+ * padding) is computed once per word, and the pixels are one table lookup each.
+ */
+function wordValues(bitsAllocated: 8 | 16, bitsStored: number, highBit: number, signed: boolean): Float32Array {
+  const size = 2 ** bitsAllocated;
+  const words = new Uint8Array(size * (bitsAllocated / 8));
+  const view = new DataView(words.buffer);
+  for (let k = 0; k < size; k++)
+    if (bitsAllocated === 8) view.setUint8(k, k);
+    else view.setUint16(k * 2, k, true);
+  return readSamples(words, size, bitsAllocated, bitsStored, highBit, signed, false);
+}
+
+/**
+ * Pixels from a table indexed by their stored word: Float32 at the image's own size, or, for an
+ * image larger than the working size, 16-bit (value x 257) reduced in native code (libvips) and
+ * then scaled back, so that no full-size float copy is ever made.
+ */
+async function expand(
+  words: Uint8Array | Uint16Array,
+  table: Float32Array,
+  width: number,
+  height: number,
+  channels: 1 | 3,
+): Promise<{ data: Float32Array; width: number; height: number }> {
+  const work = workSize(width, height);
+  if (work.width === width && work.height === height) {
+    const data = new Float32Array(words.length);
+    for (let i = 0; i < words.length; i++) data[i] = table[words[i]];
+    return { data, width, height };
+  }
+  const table16 = new Uint16Array(table.length);
+  for (let k = 0; k < table.length; k++) table16[k] = Math.round(Math.min(255, Math.max(0, table[k])) * 257);
+  const full = new Uint16Array(words.length);
+  for (let i = 0; i < words.length; i++) full[i] = table16[words[i]];
+  const reduced = await reduceSamples(full, width, height, channels, work.width, work.height);
+  const data = new Float32Array(reduced);
+  for (let i = 0; i < data.length; i++) data[i] /= 257;
+  return { data, ...work };
+}
+
+/**
+ * Bytes per sample the analysis holds at full size besides the frame itself (see analysisBytes):
+ * the table output (16-bit when reduced, float otherwise; float copies for 32-bit samples), the
+ * inflated data set of a deflated file, and a codec's output, the copy out of its heap and, for
+ * OpenJPEG / OpenJPH, the 32-bit value it keeps per sample.
+ */
+function fullResExtra(bitsAllocated: number, reduced: boolean, syntax: string): number {
+  const method = CODEC_OF_SYNTAX[syntax];
+  const bytesPer = bitsAllocated / 8;
+  let extra = bitsAllocated === 32 ? 8 : reduced ? 2 : 4;
+  if (syntax === DEFLATED_LE) extra += bytesPer;
+  if (method) extra += bytesPer + (method === 'decodeJpeg2000' || method === 'decodeHtJpeg2000' ? 4 : 0);
+  return extra;
+}
+
+/**
  * Share of the pixels a VOI may map to pure black or white (the ends of its range) before it is
  * judged to miss the image: a window that leaves fewer than 1% of the pixels any gray level shows
  * a blank, not the film (e.g. a DX whose Window Center/Width 2725/5310 lies above every stored value).
@@ -172,7 +266,7 @@ interface Voi {
 }
 
 /** VOI LUT per PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT, SIGMOID) to 0..255. */
-function applyWindow(values: Float32Array, center: number, width: number, fn: string, padding?: Uint8Array): Voi {
+function applyWindow(values: Float32Array, center: number, width: number, fn: string, padding?: Uint8Array, counts?: Uint32Array): Voi {
   const out = new Float32Array(values.length);
   let saturated = 0;
   for (let i = 0; i < values.length; i++) {
@@ -183,18 +277,18 @@ function applyWindow(values: Float32Array, center: number, width: number, fn: st
     else y = (x - (center - 0.5)) / (width - 1) + 0.5;
     const v = Math.min(1, Math.max(0, y)) * 255;
     // SIGMOID never reaches the ends: count what rounds to them.
-    if (!padding?.[i] && (v < 0.5 || v > 254.5)) saturated++;
+    if (!padding?.[i] && (v < 0.5 || v > 254.5)) saturated += counts ? counts[i] : 1;
     out[i] = v;
   }
   return { data: out, saturated };
 }
 
-/** Min-max to 0..255 over the pixels that are not padding. */
-function minMax(values: Float32Array, padding?: Uint8Array): Float32Array {
+/** Min-max to 0..255 over the pixels that are not padding (over the stored values present, with `counts`). */
+function minMax(values: Float32Array, padding?: Uint8Array, counts?: Uint32Array): Float32Array {
   let lo = Infinity;
   let hi = -Infinity;
   for (let i = 0; i < values.length; i++) {
-    if (padding?.[i]) continue;
+    if (padding?.[i] || counts?.[i] === 0) continue;
     const v = values[i];
     if (v < lo) lo = v;
     if (v > hi) hi = v;
@@ -247,14 +341,14 @@ function readVoiLut(ds: DataSet, signed: boolean): Lut | undefined {
   return { first, table };
 }
 
-function applyLut(values: Float32Array, lut: Lut, padding?: Uint8Array): Voi {
+function applyLut(values: Float32Array, lut: Lut, padding?: Uint8Array, counts?: Uint32Array): Voi {
   const out = new Float32Array(values.length);
   const last = lut.table.length - 1;
   let saturated = 0;
   for (let i = 0; i < values.length; i++) {
     const k = Math.round(values[i]) - lut.first;
     // Outside the table's range (clamped to its first or last entry) is saturated.
-    if (!padding?.[i] && (k <= 0 || k >= last)) saturated++;
+    if (!padding?.[i] && (k <= 0 || k >= last)) saturated += counts ? counts[i] : 1;
     out[i] = lut.table[Math.min(last, Math.max(0, k))];
   }
   return { data: out, saturated };
@@ -327,6 +421,12 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   }
   if (samples !== 1 && samples !== 3) throw unsupported(`SamplesPerPixel ${samples}`);
   if (frames > 1) notes.push(`DICOM multi-frame (${frames} frames): first frame used`);
+  // The whole analysis, from the header: the frame, the codec's buffers, the table output, the working copies.
+  const work = workSize(cols, rows);
+  const reduced = work.width !== cols || work.height !== rows;
+  const fullResExtraPerSample = fullResExtra(bitsAllocated, reduced, syntax);
+  const cost = { width: cols, height: rows, channels: samples, bytesPerSample: bitsAllocated / 8, fullResExtraPerSample };
+  checkAnalysisCost(cost, limits.maxAnalysisBytes ?? defaultMaxAnalysisBytes());
 
   const compressed = CODEC_OF_SYNTAX[syntax] !== undefined;
   const info: FrameInfo = {
@@ -346,38 +446,51 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
     if (samples === 3 && photometric.startsWith('YBR')) photometric = 'RGB';
   }
   // Compressed codecs put the stored bits in the low bits of each sample.
-  const values = readSamples(
-    frameBytes,
-    rows * cols * samples,
-    bitsAllocated,
-    bitsStored,
-    compressed ? bitsStored - 1 : highBit,
-    signed,
-    syntax === EXPLICIT_BE,
-  );
-  const padding = samples === 1 ? paddingMask(ds, values, signed) : undefined;
+  const stored = { highBit: compressed ? bitsStored - 1 : highBit, bigEndian: syntax === EXPLICIT_BE };
+  const n = rows * cols;
+  const source = reduced ? { source: { width: cols, height: rows } } : {};
+  // 8 and 16-bit samples: every step below works on the 2^bits possible words (`values`), weighted
+  // by how often each occurs (`counts`), and the pixels are one table lookup each (see expand).
+  // 32-bit samples: per pixel, as read.
+  const perWord = bitsAllocated !== 32;
+  const words = perWord ? sampleWords(frameBytes, n * samples, bitsAllocated as 8 | 16, stored.bigEndian) : undefined;
+  const counts = words && samples === 1 ? histogram(words, 2 ** bitsAllocated) : undefined;
+  const values = perWord
+    ? wordValues(bitsAllocated as 8 | 16, bitsStored, stored.highBit, signed)
+    : readSamples(frameBytes, n * samples, bitsAllocated, bitsStored, stored.highBit, signed, stored.bigEndian);
+  let padding = samples === 1 ? paddingMask(ds, values, signed) : undefined;
+  if (padding && counts && !padding.some((p, k) => p === 1 && counts[k] > 0)) padding = undefined; // matches no pixel
 
   if (samples === 3) {
     if (photometric !== 'RGB' && photometric !== 'YBR_FULL') throw unsupported(`PhotometricInterpretation ${photometric}`);
     const planar = !compressed && info.planarConfiguration === 1;
     const scale = 255 / (2 ** bitsStored - 1);
-    const n = rows * cols;
-    const data = new Float32Array(n * 3);
-    for (let p = 0; p < n; p++) {
-      const at = (c: number) => (planar ? values[c * n + p] : values[p * 3 + c]) * scale;
-      let [r, g, b] = [at(0), at(1), at(2)];
+    // Interleaved stored values scaled to 0..255 (table lookups), reduced in libvips when large.
+    let px: { data: Float32Array; width: number; height: number };
+    if (words) {
+      const table = values.map((v) => v * scale);
+      const interleaved = planar ? interleave(words, n) : words;
+      px = await expand(interleaved, table, cols, rows, 3);
+    } else {
+      const data = new Float32Array(n * 3);
+      for (let p = 0; p < n; p++) for (let c = 0; c < 3; c++) data[p * 3 + c] = (planar ? values[c * n + p] : values[p * 3 + c]) * scale;
+      px = await reduceFloat(data, cols, rows, 3);
+    }
+    const data = px.data;
+    for (let p = 0; p < data.length; p += 3) {
+      let [r, g, b] = [data[p], data[p + 1], data[p + 2]];
       if (photometric === 'YBR_FULL') {
         const [y, cb, cr] = [r, g, b];
         r = y + 1.402 * (cr - 128);
         g = y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128);
         b = y + 1.772 * (cb - 128);
       }
-      data[p * 3] = Math.min(255, Math.max(0, r));
-      data[p * 3 + 1] = Math.min(255, Math.max(0, g));
-      data[p * 3 + 2] = Math.min(255, Math.max(0, b));
+      data[p] = Math.min(255, Math.max(0, r));
+      data[p + 1] = Math.min(255, Math.max(0, g));
+      data[p + 2] = Math.min(255, Math.max(0, b));
     }
     if (photometric === 'YBR_FULL') notes.push('DICOM YBR_FULL converted to RGB');
-    return { image: { data, width: cols, height: rows, channels: 3 }, format: 'dicom', notes };
+    return { image: { data, width: px.width, height: px.height, channels: 3 }, format: 'dicom', notes, ...source };
   }
 
   if (photometric !== 'MONOCHROME1' && photometric !== 'MONOCHROME2') throw unsupported(`PhotometricInterpretation ${photometric}`);
@@ -399,15 +512,21 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   if (center !== undefined && width !== undefined && Number.isFinite(center) && width >= (fn === 'LINEAR' ? 1 : Number.MIN_VALUE)) {
     const presets = (ds.string('x00281050') ?? '').split('\\').length;
     voi = {
-      ...applyWindow(values, center, width, fn, padding),
+      ...applyWindow(values, center, width, fn, padding, counts),
       what: 'Window Center/Width',
       note: `DICOM VOI window applied (${fn}${presets > 1 ? `, first of ${presets} presets` : ''})`,
     };
   } else if (voiLut) {
-    voi = { ...applyLut(values, voiLut, padding), what: 'VOI LUT', note: 'DICOM VOI LUT applied (first of the VOI LUT Sequence)' };
+    voi = {
+      ...applyLut(values, voiLut, padding, counts),
+      what: 'VOI LUT',
+      note: 'DICOM VOI LUT applied (first of the VOI LUT Sequence)',
+    };
   }
   let data: Float32Array;
-  const counted = values.length - (padding ? padding.reduce((a, b) => a + b, 0) : 0);
+  const weight = (i: number) => (counts ? counts[i] : 1);
+  let counted = 0;
+  for (let i = 0; i < values.length; i++) if (!padding?.[i]) counted += weight(i);
   if (voi && !(counted > 0 && voi.saturated / counted >= MAX_VOI_SATURATION)) {
     data = voi.data;
     notes.push(voi.note);
@@ -418,7 +537,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
         `${DICOM_WARNING}the ${voi.what} of the file maps ${Math.floor((voi.saturated / counted) * 1000) / 10}% of the pixels to pure black or white, so it was not used; the image was scaled by the min-max of its pixel values instead (the rule for files without VOI).`,
       );
     }
-    data = minMax(values, padding);
+    data = minMax(values, padding, counts);
     notes.push('DICOM min-max scaled to 0..255');
   }
   const shape = (ds.string('x20500020') ?? '').toUpperCase();
@@ -430,6 +549,25 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
     for (let i = 0; i < data.length; i++) if (padding[i]) data[i] = 0;
     notes.push('DICOM Pixel Padding Value pixels set to black');
   }
-  const image: RawImage = { data, width: cols, height: rows, channels: 1 };
-  return { image, format: 'dicom', notes };
+  const px = words ? await expand(words, data, cols, rows, 1) : await reduceFloat(data, cols, rows, 1);
+  const image: RawImage = { data: px.data, width: px.width, height: px.height, channels: 1 };
+  return { image, format: 'dicom', notes, ...source };
+}
+
+/** Planar (RRR..GGG..BBB..) words to interleaved. */
+function interleave<T extends Uint8Array | Uint16Array>(words: T, n: number): T {
+  const out = new (words.constructor as new (n: number) => T)(n * 3);
+  for (let p = 0; p < n; p++) {
+    out[p * 3] = words[p];
+    out[p * 3 + 1] = words[n + p];
+    out[p * 3 + 2] = words[2 * n + p];
+  }
+  return out;
+}
+
+/** A float image (32-bit samples) reduced to the working size in libvips when larger. */
+async function reduceFloat(data: Float32Array, width: number, height: number, channels: 1 | 3) {
+  const work = workSize(width, height);
+  if (work.width === width && work.height === height) return { data, width, height };
+  return { data: (await reduceSamples(data, width, height, channels, work.width, work.height)) as Float32Array, ...work };
 }

@@ -36,6 +36,8 @@ export interface DecodeLimits {
   maxPixels: number;
   /** Largest width*height*channels*bytesPerSample accepted (the decoder's own output buffer). */
   maxDecodedBytes: number;
+  /** Largest memory of the whole analysis (analysisBytes); unchecked when absent. */
+  maxAnalysisBytes?: number;
 }
 
 const mb = (n: number): string => `${+(n / (1024 * 1024)).toFixed(1)} MB`;
@@ -53,4 +55,69 @@ export function checkDecodeCost(width: number, height: number, channels: number,
   if (width * height > limits.maxPixels) throw new PneumoError('unusable_image', 'The image has too many pixels to be processed.');
   const bytes = width * height * channels * bytesPerSample;
   if (bytes > limits.maxDecodedBytes) throw decodeBudgetError(bytes, limits.maxDecodedBytes);
+}
+
+/**
+ * The longest side an analysis works at. A larger image is reduced to it in native code (libvips,
+ * src/image/sharp-io.ts) straight from its decoded 8/16-bit samples, before any float copy; the
+ * model's own resize (docs/model-contract.md) then runs on the reduced image. 1024 is more than 4x
+ * the model input and above the overlay's longest side (768), so what the model and the user see
+ * is unchanged in kind; test/engine-decode.test.ts states how close it stays to a full-size resize.
+ */
+export const WORK_MAX_SIDE = 1024;
+
+/** The size an image of width x height is analysed at (the same when its longest side fits). */
+export function workSize(width: number, height: number): { width: number; height: number } {
+  const s = Math.min(1, WORK_MAX_SIDE / Math.max(width, height, 1));
+  return { width: Math.max(1, Math.round(width * s)), height: Math.max(1, Math.round(height * s)) };
+}
+
+/**
+ * 256 MiB for everything one analysis holds at once (or $PNEUMOLENS_MAX_ANALYSIS_MB): two analyses at
+ * the budget plus the server's own ~400 MB stay under the 1 GiB a replica is given (README, Deploy).
+ */
+export const DEFAULT_MAX_ANALYSIS_BYTES = 256 * 1024 * 1024;
+
+/** The whole-analysis budget: PNEUMOLENS_MAX_ANALYSIS_MB when set, else the default. */
+export function defaultMaxAnalysisBytes(env: Record<string, string | undefined> = process.env): number {
+  return envMb('PNEUMOLENS_MAX_ANALYSIS_MB', env) ?? DEFAULT_MAX_ANALYSIS_BYTES;
+}
+
+/** The overlay, heatmap and their PNGs at the overlay's size (768 px, RGBA, a few copies). */
+const EXPLAIN_BYTES = 768 * 768 * 4 * 6;
+
+export interface AnalysisCostSpec {
+  width: number;
+  height: number;
+  channels: number;
+  bytesPerSample: number;
+  /**
+   * Bytes per sample held at full resolution besides the decoded frame itself: a codec's working
+   * buffers (OpenJPEG keeps a 32-bit value per sample), its output and the copy out of its heap,
+   * a lookup-table output. 0 when the decoder streams into the reduction (libvips).
+   */
+  fullResExtraPerSample: number;
+}
+
+/**
+ * Bytes of every intermediate of one analysis, from the header: the decoded frame and the
+ * decoder's own buffers at full resolution, then at the working size the float image (channels x
+ * 4), its gray copy and the resize passes (3 x 4 bytes a pixel), then the overlay and its PNGs.
+ */
+export function analysisBytes(s: AnalysisCostSpec): number {
+  const full = s.width * s.height * s.channels * (s.bytesPerSample + s.fullResExtraPerSample);
+  const work = workSize(s.width, s.height);
+  return full + work.width * work.height * (s.channels * 4 + 12) + EXPLAIN_BYTES;
+}
+
+/** Throws 413 when the whole analysis of an image would hold more than the budget (checked before decoding). */
+export function checkAnalysisCost(s: AnalysisCostSpec, maxAnalysisBytes: number): void {
+  const bytes = analysisBytes(s);
+  if (bytes > maxAnalysisBytes) {
+    throw new PneumoError(
+      'payload_too_large',
+      `Analysing this ${s.width}x${s.height} image would take ${mb(bytes)} of memory (decoding at full size and the working copies), ` +
+        `more than the limit of ${mb(maxAnalysisBytes)}; send a smaller or 8-bit gray image.`,
+    );
+  }
 }

@@ -5,10 +5,20 @@
 import sharp from 'sharp';
 import { PneumoError } from '../errors.ts';
 import type { RawImage } from '../types.ts';
-import { checkDecodeCost, type DecodeLimits } from './limits.ts';
+import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from './limits.ts';
 
 /** maxPixels and maxDecodedBytes, both checked from the header before any pixel is decoded. */
 export type RasterLimits = DecodeLimits;
+
+/** A decoded raster at the working size (see workSize), with the size the file declares. */
+export type ReducedImage = RawImage & { source?: { width: number; height: number } };
+
+/**
+ * libvips / libjpeg / libtiff / libspng messages that mean the file is damaged (cut short, a strip or
+ * scan missing, corrupt entropy-coded data), as opposed to a format we do not read.
+ */
+const DAMAGE =
+  /premature end|truncat|corrupt|read error|short|unexpected end|crc|checksum|out of data|not enough data|bad huffman|extraneous bytes|bogus|inconsistent|invalid (sos|code)|overrun|incomplete/i;
 
 /** Maps a sharp/libvips error to the user-facing PneumoError. */
 function toPneumoError(e: unknown, format: string): PneumoError {
@@ -21,13 +31,22 @@ function toPneumoError(e: unknown, format: string): PneumoError {
     .split('\n')[0]
     .replace(/^Input (buffer|file) (has )?/i, '')
     .slice(0, 120);
+  if (DAMAGE.test(message)) {
+    return new PneumoError('damaged_image', `The ${format} file is damaged (${hint}); a damaged image is not analysed.`);
+  }
   return new PneumoError('undecodable_image', `The ${format} file could not be decoded (${hint}).`);
 }
 
-/** Decodes a raster image to RawImage (0..255 scale, 16-bit divided by 257), keeping alpha, upright by its EXIF orientation. */
-export async function decodeRaster(bytes: Uint8Array, format: string, limits: RasterLimits): Promise<RawImage> {
+/**
+ * Decodes a raster image to RawImage (0..255 scale, 16-bit divided by 257), keeping alpha, upright
+ * by its EXIF orientation. An image larger than the working size is reduced to it by libvips while
+ * it decodes (shrink-on-load for JPEG, streamed otherwise), so no full-size copy is ever made in
+ * JavaScript; the whole analysis is checked against its budget from the header first. Any decoder
+ * warning is damage (failOn 'warning': a truncated strip, a premature end of a JPEG scan): 422.
+ */
+export async function decodeRaster(bytes: Uint8Array, format: string, limits: RasterLimits): Promise<ReducedImage> {
   // Only the first page of a multi-page TIFF (or frame of an animated WebP) is ever decoded.
-  const options = { limitInputPixels: limits.maxPixels, failOn: 'truncated' as const, sequentialRead: true, pages: 1, page: 0 };
+  const options = { limitInputPixels: limits.maxPixels, failOn: 'warning' as const, sequentialRead: true, pages: 1, page: 0 };
   try {
     const meta = await sharp(bytes, options).metadata();
     const sixteen = meta.depth === 'ushort';
@@ -36,10 +55,19 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
     const grayAlpha = gray && meta.channels === 2;
     // The decoded buffer's size, from the header: refused (413) before libvips allocates it.
     const outChannels = gray && !grayAlpha ? 1 : meta.isPalette ? (meta.hasAlpha ? 4 : 3) : grayAlpha ? 4 : (meta.channels ?? 4);
-    checkDecodeCost(meta.width ?? 0, meta.pageHeight ?? meta.height ?? 0, outChannels, sixteen ? 2 : 1, limits);
+    const width = meta.width ?? 0;
+    const height = meta.pageHeight ?? meta.height ?? 0;
+    checkDecodeCost(width, height, outChannels, sixteen ? 2 : 1, limits);
+    // libvips may hold a decoded frame while it reduces (an interlaced PNG, a tiled TIFF): counted once.
+    const spec = { width, height, channels: outChannels, bytesPerSample: sixteen ? 2 : 1, fullResExtraPerSample: 0 };
+    checkAnalysisCost(spec, limits.maxAnalysisBytes ?? defaultMaxAnalysisBytes());
     // EXIF orientation is applied (a phone photo of a film arrives upright, as a browser shows it);
-    // the orientation tag only swaps width and height, so the cost check above holds.
+    // the orientation tag only swaps width and height, so the cost checks above hold.
     let pipeline = sharp(bytes, options).autoOrient();
+    const swapped = (meta.orientation ?? 1) >= 5;
+    const [w, h] = swapped ? [height, width] : [width, height];
+    const work = workSize(w, h);
+    if (work.width !== w || work.height !== h) pipeline = pipeline.resize(work.width, work.height, { fit: 'fill', kernel: 'linear' });
     if (gray && !grayAlpha) pipeline = pipeline.toColourspace(sixteen ? 'grey16' : 'b-w');
     else if (meta.space === 'cmyk') pipeline = pipeline.toColourspace('srgb');
     else if (sixteen) pipeline = pipeline.toColourspace('rgb16');
@@ -61,11 +89,41 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
       out = new Float32Array(samples); // native element-wise conversion
       if (div !== 1) for (let i = 0; i < n; i++) out[i] /= div;
     }
-    return { data: out, width: info.width, height: info.height, channels };
+    const image: ReducedImage = { data: out, width: info.width, height: info.height, channels };
+    if (info.width !== w || info.height !== h) image.source = { width: w, height: h };
+    return image;
   } catch (e) {
     if (e instanceof PneumoError) throw e;
     throw toPneumoError(e, format.toUpperCase());
   }
+}
+
+/** Samples as they come out of a decoder: 8 or 16 bits unsigned, or float. */
+export type Samples = Uint8Array | Uint16Array | Float32Array;
+
+/**
+ * Reduces interleaved samples (1 or 3 channels) to outWidth x outHeight in libvips (triangle
+ * filter, antialiased), keeping the sample type: the DICOM path's native downscale of a large
+ * frame before any float copy.
+ */
+export async function reduceSamples(
+  samples: Samples,
+  width: number,
+  height: number,
+  channels: 1 | 3,
+  outWidth: number,
+  outHeight: number,
+): Promise<Samples> {
+  const depth = samples instanceof Uint8Array ? 'uchar' : samples instanceof Uint16Array ? 'ushort' : 'float';
+  const out = await sharp(samples, { raw: { width, height, channels }, limitInputPixels: false })
+    .resize(outWidth, outHeight, { fit: 'fill', kernel: 'linear' })
+    .raw({ depth })
+    .toBuffer();
+  const n = outWidth * outHeight * channels;
+  if (depth === 'uchar') return new Uint8Array(out.buffer, out.byteOffset, n);
+  // A fresh aligned copy (the Buffer may come from a pool at an odd offset).
+  const aligned = new Uint8Array(out).buffer;
+  return depth === 'ushort' ? new Uint16Array(aligned, 0, n) : new Float32Array(aligned, 0, n);
 }
 
 /** Downscales an 8-bit gray image for display (previews, overlays; not for model input). */
