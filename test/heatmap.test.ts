@@ -35,15 +35,17 @@ describe('one heatmap renderer', () => {
     const alpha = 0.6;
     const r = await engine.analyse(png, { colormap, alpha });
     const cam = { map: r.cam!.map, width: r.cam!.mapWidth, height: r.cam!.mapHeight };
-    const heat = await raw(r.cam!.heatmapPng!);
-    expect([heat.width, heat.height, heat.channels]).toEqual([40, 48, 4]);
-    expect(Buffer.from(heat.data)).toEqual(Buffer.from(heatmapRgba(cam, 40, 48, colormap)));
+    const heat = await raw(r.cam!.heatmapPng!); // an indexed-colour PNG: opaque RGB when decoded
+    expect([heat.width, heat.height, heat.channels]).toEqual([40, 48, 3]);
+    const rgba = heatmapRgba(cam, 40, 48, colormap);
+    expect(Buffer.from(heat.data)).toEqual(Buffer.from(rgba.filter((_, i) => i % 4 !== 3)));
+    expect(rgba.every((v, i) => i % 4 !== 3 || v === 255)).toBe(true);
     const overlay = await raw(r.cam!.overlayPng);
     const gray = (await decodeImage(png)).image.data;
     let worst = 0;
     for (let p = 0; p < 40 * 48; p++) {
       for (let c = 0; c < 3; c++) {
-        const expected = gray[p] * (1 - alpha) + alpha * heat.data[p * 4 + c];
+        const expected = gray[p] * (1 - alpha) + alpha * heat.data[p * 3 + c];
         worst = Math.max(worst, Math.abs(overlay.data[p * 3 + c] - expected));
       }
     }

@@ -4,9 +4,8 @@
  * computation so front ends can re-render with another colormap or opacity.
  */
 import { PneumoError } from '../errors.ts';
-import { upsampleBilinear } from '../image/resample.ts';
-import { encodePng, resizeGray8 } from '../image/sharp-io.ts';
-import { toGray } from '../model/preprocess.ts';
+import { encodePng, encodePngIndexed, resizeGray8 } from '../image/sharp-io.ts';
+import { grayOf } from '../model/preprocess.ts';
 import type { Colormap, RawImage } from '../types.ts';
 import { COLORMAPS, colormapLut } from './colormaps.ts';
 import type { CamGrid } from './gradcam.ts';
@@ -50,13 +49,64 @@ export interface GrayBase {
   height: number;
 }
 
-/** The grayscale image at overlay size (downscaled with sharp when larger than maxSide). */
-export async function overlayBase(image: RawImage, maxSide = DEFAULT_MAX_SIDE): Promise<GrayBase> {
-  const gray = image.channels === 1 ? image.data : toGray(image);
+/**
+ * The grayscale image at overlay size (downscaled with sharp when larger than maxSide). `gray` is
+ * the image's gray_bt601 when the caller has it already (the engine computes it once per image).
+ */
+export async function overlayBase(image: RawImage, maxSide = DEFAULT_MAX_SIDE, gray: Float32Array = grayOf(image)): Promise<GrayBase> {
   const { width, height } = overlaySize(image.width, image.height, maxSide);
   if (width === image.width && height === image.height) return { data: gray, width, height };
   const gray8 = new Uint8Array(new Uint8ClampedArray(gray).buffer); // native round + clamp to 0..255
   return { data: await resizeGray8(gray8, image.width, image.height, width, height), width, height };
+}
+
+/**
+ * The colour-map index (0..255) of every pixel of the CAM upsampled (bilinear, align_corners=false,
+ * edge clamping, as `upsampleBilinear`) to width x height: round(clamp(value, 0, 1) * 255). Separable:
+ * each CAM row is interpolated across once, then every output row mixes two of those rows, with
+ * the same float64 products and the same float32 rounding of the value as upsampleBilinear.
+ */
+export function heatmapIndex(cam: CamGrid, width: number, height: number): Uint8Array {
+  const { map: src, width: w, height: h } = cam;
+  if (src.length !== w * h) throw new Error(`heatmapIndex: expected ${w * h} values, got ${src.length}`);
+  const sx = w / width;
+  const sy = h / height;
+  const rows = new Float64Array(h * width);
+  for (let x = 0; x < width; x++) {
+    const u = Math.max((x + 0.5) * sx - 0.5, 0);
+    const x0 = Math.min(Math.floor(u), w - 1);
+    const x1 = Math.min(x0 + 1, w - 1);
+    const fx = u - x0;
+    for (let r = 0; r < h; r++) rows[r * width + x] = src[r * w + x0] * (1 - fx) + src[r * w + x1] * fx;
+  }
+  const out = new Uint8Array(width * height);
+  for (let y = 0, o = 0; y < height; y++) {
+    const v = Math.max((y + 0.5) * sy - 0.5, 0);
+    const y0 = Math.min(Math.floor(v), h - 1);
+    const y1 = Math.min(y0 + 1, h - 1);
+    const fy = v - y0;
+    const gy = 1 - fy;
+    const top = y0 * width;
+    const bottom = y1 * width;
+    for (let x = 0; x < width; x++, o++) {
+      const t = Math.fround(rows[top + x] * gy + rows[bottom + x] * fy);
+      out[o] = ((t < 0 ? 0 : t > 1 ? 1 : t) * 255 + 0.5) | 0;
+    }
+  }
+  return out;
+}
+
+/** Opaque RGBA pixels of colour-map indices. */
+function indexToRgba(index: Uint8Array, lut: Uint8Array): Uint8ClampedArray {
+  const rgba = new Uint8ClampedArray(index.length * 4);
+  for (let p = 0, o = 0; p < index.length; p++, o += 4) {
+    const i = index[p] * 3;
+    rgba[o] = lut[i];
+    rgba[o + 1] = lut[i + 1];
+    rgba[o + 2] = lut[i + 2];
+    rgba[o + 3] = 255;
+  }
+  return rgba;
 }
 
 /**
@@ -65,18 +115,7 @@ export async function overlayBase(image: RawImage, maxSide = DEFAULT_MAX_SIDE): 
  * same pixels (served as `heatmap`) over the original it shows.
  */
 export function heatmapRgba(cam: CamGrid, width: number, height: number, colormap: Colormap = DEFAULT_COLORMAP): Uint8ClampedArray {
-  const heat = upsampleBilinear(cam.map, cam.width, cam.height, width, height);
-  const lut = colormapLut(colormap);
-  const rgba = new Uint8ClampedArray(width * height * 4);
-  for (let p = 0, o = 0; p < width * height; p++, o += 4) {
-    const t = heat[p];
-    const idx = (((t < 0 ? 0 : t > 1 ? 1 : t) * 255 + 0.5) | 0) * 3;
-    rgba[o] = lut[idx];
-    rgba[o + 1] = lut[idx + 1];
-    rgba[o + 2] = lut[idx + 2];
-    rgba[o + 3] = 255;
-  }
-  return rgba;
+  return indexToRgba(heatmapIndex(cam, width, height), colormapLut(colormap));
 }
 
 /** Blends the heatmap (heatmapRgba at the base size) over the gray base with opacity alpha; 8-bit RGB out. */
@@ -99,29 +138,50 @@ export function blendOverlay(
   return { rgb, width, height };
 }
 
+/** blendOverlay from colour-map indices: the same arithmetic (alpha * colour precomputed per LUT entry). */
+function blendIndexed(base: GrayBase, index: Uint8Array, lut: Uint8Array, alpha: number): Uint8ClampedArray {
+  const { width, height, data } = base;
+  const n = width * height;
+  if (index.length !== n) throw new Error(`blendIndexed: expected ${n} indices, got ${index.length}`);
+  const tinted = new Float64Array(lut.length);
+  for (let i = 0; i < lut.length; i++) tinted[i] = alpha * lut[i];
+  const rgb = new Uint8ClampedArray(n * 3); // rounds and clamps on store
+  const beta = 1 - alpha;
+  for (let p = 0, o = 0; p < n; p++, o += 3) {
+    const g = data[p] * beta;
+    const i = index[p] * 3;
+    rgb[o] = g + tinted[i];
+    rgb[o + 1] = g + tinted[i + 1];
+    rgb[o + 2] = g + tinted[i + 2];
+  }
+  return rgb;
+}
+
 /** The overlay as a PNG at the image size, longest side capped at maxSide. */
 export async function renderOverlay(image: RawImage, cam: CamGrid, opts: OverlayOptions = {}): Promise<Buffer> {
-  const { maxSide } = checkOverlayOptions(opts);
-  const { rgb, width, height } = blendOverlay(await overlayBase(image, maxSide), cam, opts);
-  return encodePng(new Uint8Array(rgb.buffer), width, height, 3);
+  return (await renderCam(image, cam, { ...opts, heatmap: false })).overlayPng;
 }
 
 /**
- * The overlay (RGB PNG) and the heatmap alone (opaque RGBA PNG, for a front end that blends it
- * itself), both at the image size with the longest side capped at maxSide, from one heatmapRgba.
+ * The overlay (RGB PNG) and, unless `heatmap: false`, the heatmap alone (the pixels of heatmapRgba
+ * as an opaque indexed-colour PNG whose palette is the colour map, for a front end that blends it itself), both at the image size with the longest side capped at
+ * maxSide, from one colour-mapped upsampling. `gray` is the image's gray_bt601 when the caller has it.
  */
 export async function renderCam(
   image: RawImage,
   cam: CamGrid,
-  opts: OverlayOptions = {},
-): Promise<{ overlayPng: Buffer; heatmapPng: Buffer }> {
-  const { colormap, maxSide } = checkOverlayOptions(opts);
-  const base = await overlayBase(image, maxSide);
-  const heat = heatmapRgba(cam, base.width, base.height, colormap);
-  const { rgb, width, height } = blendOverlay(base, cam, opts, heat);
-  const [overlayPng, heatmapPng] = await Promise.all([
-    encodePng(new Uint8Array(rgb.buffer), width, height, 3),
-    encodePng(new Uint8Array(heat.buffer), width, height, 4),
-  ]);
+  opts: OverlayOptions & { heatmap?: boolean } = {},
+  gray?: Float32Array,
+): Promise<{ overlayPng: Buffer; heatmapPng?: Buffer }> {
+  const { colormap, alpha, maxSide } = checkOverlayOptions(opts);
+  const base = await overlayBase(image, maxSide, gray);
+  const { width, height } = base;
+  const lut = colormapLut(colormap);
+  const index = heatmapIndex(cam, width, height);
+  const rgb = blendIndexed(base, index, lut, alpha);
+  const overlay = encodePng(new Uint8Array(rgb.buffer), width, height, 3);
+  if (opts.heatmap === false) return { overlayPng: await overlay };
+  // The heatmap's pixels are colour-map entries: an indexed-colour PNG whose palette is the map.
+  const [overlayPng, heatmapPng] = await Promise.all([overlay, encodePngIndexed(index, width, height, lut)]);
   return { overlayPng, heatmapPng };
 }

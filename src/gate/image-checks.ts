@@ -88,9 +88,16 @@ export interface ImageCheckResult {
   failures: CheckFailure[];
 }
 
-/** Measures the gate statistics of an image (values 0..255, 1-4 channels). */
-export function imageStats(image: RawImage): ImageStats {
+/**
+ * Measures the gate statistics of an image (values 0..255, 1-4 channels). `gray`, when the caller
+ * has it (the engine computes the image's gray_bt601 once for these checks, preprocessing and the
+ * overlay), gives the gray levels (float32, otherwise the same BT.601 sum) instead of recomputing them.
+ */
+export function imageStats(image: RawImage, gray?: Float32Array): ImageStats {
   const { data, width, height, channels } = image;
+  if (gray !== undefined && gray.length !== width * height) {
+    throw new Error(`imageStats: expected ${width * height} gray values, got ${gray.length}`);
+  }
   const step = Math.max(1, Math.ceil(Math.sqrt((width * height) / MAX_SAMPLES)));
   const hist = new Uint32Array(256);
   const hasAlpha = channels === 2 || channels === 4;
@@ -101,26 +108,35 @@ export function imageStats(image: RawImage): ImageStats {
   let chroma = 0;
   let diffSq = 0;
   let pairs = 0;
-  const grayAt = (i: number): number => {
+  const grayAt = (p: number): number => {
+    if (gray !== undefined) return gray[p];
+    const i = p * channels;
     const g = rgb ? 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2] : data[i];
     return hasAlpha ? (g * data[i + channels - 1]) / 255 : g;
   };
-  const row = width * channels;
   // Sample in the middle of each step x step cell.
   const off = step >> 1;
   for (let y = off; y < height; y += step) {
-    let i = (y * width + off) * channels;
-    const di = step * channels;
-    for (let x = off; x < width; x += step, i += di) {
-      const g = grayAt(i);
-      if (rgb) chroma += Math.max(data[i], data[i + 1], data[i + 2]) - Math.min(data[i], data[i + 1], data[i + 2]);
-      if (x + 1 < width && y + 1 < height) {
-        diffSq += (g - grayAt(i + channels)) ** 2 + (g - grayAt(i + row)) ** 2;
+    const inner = y + 1 < height;
+    for (let x = off, p = y * width + off; x < width; x += step, p += step) {
+      const g = grayAt(p);
+      if (rgb) {
+        const i = p * channels;
+        const r = data[i];
+        const gr = data[i + 1];
+        const b = data[i + 2];
+        chroma += (r > gr ? (r > b ? r : b) : gr > b ? gr : b) - (r < gr ? (r < b ? r : b) : gr < b ? gr : b);
+      }
+      if (inner && x + 1 < width) {
+        const dr = g - grayAt(p + 1);
+        const dd = g - grayAt(p + width);
+        diffSq += dr * dr + dd * dd;
         pairs += 2;
       }
       sum += g;
       sumSq += g * g;
-      hist[Math.min(255, Math.max(0, Math.round(g)))]++;
+      const level = Math.round(g);
+      hist[level < 0 ? 0 : level > 255 ? 255 : level]++;
       n++;
     }
   }
@@ -219,7 +235,7 @@ export function judgeStats(stats: ImageStats): ImageCheckResult {
   return { passed: failures.length === 0, stats, failures };
 }
 
-/** Measures and judges an image: the image half of the input gate. */
-export function checkImage(image: RawImage): ImageCheckResult {
-  return judgeStats(imageStats(image));
+/** Measures and judges an image: the image half of the input gate (`gray`: see imageStats). */
+export function checkImage(image: RawImage, gray?: Float32Array): ImageCheckResult {
+  return judgeStats(imageStats(image, gray));
 }

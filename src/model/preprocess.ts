@@ -66,52 +66,78 @@ export function resizeGray(
 /**
  * Scale and normalise 0..255 gray values. The single place that knows the pixel range: throws on
  * NaN/Infinity, values outside 0..255 or a wrong length, so a mis-scaled input can never reach
- * the model silently.
+ * the model silently. Indexed loops over typed arrays (one pass checks the range, scales and sums),
+ * with the same float32/float64 steps as before, so the output is bit-identical.
  */
 export function normalize(
   values: Float32Array,
   spec: Pick<PreprocessingSpec, 'scale' | 'normalize'>,
   expectedLength?: number,
 ): Float32Array {
-  if (expectedLength !== undefined && values.length !== expectedLength) {
-    throw new Error(`normalize: expected ${expectedLength} values, got ${values.length}`);
+  const n = values.length;
+  if (expectedLength !== undefined && n !== expectedLength) {
+    throw new Error(`normalize: expected ${expectedLength} values, got ${n}`);
   }
-  if (values.length === 0) throw new Error('normalize: empty input');
+  if (n === 0) throw new Error('normalize: empty input');
+  const scale = Math.fround(spec.scale);
+  const out = new Float32Array(n);
   let lo = Infinity;
   let hi = -Infinity;
-  for (const v of values) {
-    if (!Number.isFinite(v)) throw new Error('normalize: input contains NaN or infinite values');
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
     if (v < lo) lo = v;
     if (v > hi) hi = v;
+    out[i] = v * scale;
+    sum += out[i];
+  }
+  // NaN fails every comparison: it never moves lo or hi, and it makes the sum NaN.
+  if (!Number.isFinite(lo) || !Number.isFinite(hi) || Number.isNaN(sum)) {
+    throw new Error('normalize: input contains NaN or infinite values');
   }
   if (lo < -RANGE_EPS || hi > 255 + RANGE_EPS) {
     throw new Error(`normalize: pixel values must be in 0..255, got ${lo.toFixed(3)}..${hi.toFixed(3)}`);
   }
-  const scale = Math.fround(spec.scale);
-  const out = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = values[i] * scale;
   let mean: number;
   let std: number;
   if (spec.normalize.mode === 'fixed') {
     mean = Math.fround(spec.normalize.mean);
     std = Math.fround(spec.normalize.std);
   } else {
-    let sum = 0;
-    for (const v of out) sum += v;
-    const m = sum / out.length;
+    const m = sum / n;
     let sq = 0;
-    for (const v of out) sq += (v - m) * (v - m);
+    for (let i = 0; i < n; i++) {
+      const d = out[i] - m;
+      sq += d * d;
+    }
     mean = Math.fround(m);
-    std = Math.fround(Math.max(Math.sqrt(sq / out.length), 1e-6));
+    std = Math.fround(Math.max(Math.sqrt(sq / n), 1e-6));
   }
-  for (let i = 0; i < out.length; i++) out[i] = Math.fround(out[i] - mean) / std;
+  for (let i = 0; i < n; i++) out[i] = Math.fround(out[i] - mean) / std;
   return out;
 }
 
-/** RawImage -> model input [1, H, W] (returned flat, length H*W) for the card's input size. */
-export function preprocess(image: RawImage, card: Pick<ModelCard, 'input' | 'preprocessing'>): Float32Array {
+/** The gray image of the `gray_bt601` step: the image's own values when it has one channel (not copied). */
+export function grayOf(image: RawImage): Float32Array {
+  return image.channels === 1 ? image.data : toGray(image);
+}
+
+/**
+ * RawImage -> model input [1, H, W] (returned flat, length H*W) for the card's input size. `gray`
+ * is the image's `grayOf` when the caller has it already (the engine shares it with the gate's
+ * checks and the overlay); it is only read.
+ */
+export function preprocess(
+  image: RawImage,
+  card: Pick<ModelCard, 'input' | 'preprocessing'>,
+  gray: Float32Array = grayOf(image),
+): Float32Array {
   const { width: W, height: H } = card.input;
-  const gray = image.channels === 1 ? image.data : toGray(image); // resizing never mutates its input
-  const resized = resizeGray(gray, image.width, image.height, W, H, card.preprocessing.resize);
+  if (gray.length !== image.width * image.height)
+    throw new Error(`preprocess: expected ${image.width * image.height} gray values, got ${gray.length}`);
+  const { resize } = card.preprocessing;
+  // Already at the input size: nothing to resample (normalize reads its input and writes a new array).
+  const same = image.width === W && image.height === H;
+  const resized = same ? gray : resizeGray(gray, image.width, image.height, W, H, resize);
   return normalize(resized, card.preprocessing, W * H);
 }

@@ -74,10 +74,10 @@ function predictErrorProse(mb: number): Record<number, string> {
       '(width x height x channels x bytes per sample, default 128 MiB; a deflated DICOM inflating beyond it counts too).',
     415: 'Not an image format that is read (JPEG, PNG, WebP, TIFF, DICOM), or a request content type that is not accepted.',
     422:
-      'The image is corrupt, truncated, too large in pixels, or otherwise unusable; or (code `not_a_chest_xray`) the input gate judged it is not a chest X-ray ' +
-      "(colour photo, document or screenshot, blank image, extreme shape, pixel noise, or unlike the training X-rays by the model's own gate score): " +
-      "then the error also carries `score` (the model's gate score, null when the model has none), `threshold` and `reasons` (one line each); " +
-      'or (code `outside_intended_use`) it is a chest X-ray outside the population the model is validated for, with `scope`, `scope_threshold` and `reasons`. ' +
+      'The image is corrupt, truncated, too large in pixels, or otherwise unusable; or (code `not_a_chest_xray`) the image checks found it is not a chest X-ray ' +
+      '(colour photo, document or screenshot, blank image, extreme shape, pixel noise); ' +
+      "or (code `outside_intended_use`) it passes those checks but the model was not validated on it: its gate score says it is unlike the chest X-rays it was trained and validated on (`basis: gate_score`: another body part or view, or a chest X-ray of another population, hospital or device), or its intended-use score puts it outside the validated population (`basis: intended_use_score`). " +
+      "Both carry `basis`, `score` (the model's gate score, null when the model has none), `threshold` and `reasons` (one line each); outside_intended_use also `scope` and `scope_threshold`. " +
       'Repeat with `force=true` to analyse it anyway.',
     431: 'The request headers are too large (code `headers_too_large`).',
     500: 'Unexpected server error (logged; no details are given).',
@@ -120,7 +120,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             `Send the image as multipart/form-data (field \`file\`, at most ${mb} MB) or as JSON \`{"url": "https://..."}\`. ` +
             'JPEG, PNG, WebP, TIFF and DICOM are read; the format is recognised from the bytes, never from the file name or Content-Type. ' +
             'URLs must point to public http(s) hosts (an administrator can allow intranet hosts with PNEUMOLENS_URL_ALLOW). ' +
-            'An image that does not look like a chest X-ray is refused with 422 `not_a_chest_xray` (with `score` and `reasons`), a chest X-ray outside the population the model is validated for with 422 `outside_intended_use` (with `scope` and `reasons`), unless `force=true`. ' +
+            'An image the image checks find is not a chest X-ray is refused with 422 `not_a_chest_xray`; an image the model was not validated on (unlike its training chest X-rays by its gate score, or outside the validated population by its intended-use score) with 422 `outside_intended_use`; both with `basis`, `score` and `reasons`, unless `force=true`. ' +
             'When the model has an ensemble, `uncertainty` is its disagreement and `uncertain: true` means: uncertain, refer to a clinician.',
           parameters: Object.entries(PREDICT_QUERY_SCHEMA.properties).map(([name, schema]) => {
             const { description, ...rest } = schema as { description: string } & Record<string, unknown>;
@@ -224,13 +224,23 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                   description: ERROR_CODES.join(', '),
                 },
                 message: { type: 'string', description: 'For people; may change between versions.' },
+                basis: {
+                  type: 'string',
+                  enum: ['image_checks', 'gate_score', 'intended_use_score'],
+                  description:
+                    "not_a_chest_xray and outside_intended_use only: what declined it. image_checks (not_a_chest_xray): a property no radiograph has; gate_score (outside_intended_use): the image passes those checks but the model's gate says it is unlike the chest X-rays it was trained and validated on (another body part or view, or a chest X-ray of a population, hospital or device it was not validated for); intended_use_score (outside_intended_use): a chest X-ray outside the validated population.",
+                },
                 score: {
                   type: 'number',
                   nullable: true,
                   description:
-                    "not_a_chest_xray only: the model's gate score (above threshold = rejected); null when the model has no gate.",
+                    "not_a_chest_xray and outside_intended_use: the model's gate score (above threshold = unlike the training films); null when the model has no gate.",
                 },
-                threshold: { type: 'number', nullable: true, description: 'not_a_chest_xray only: the gate threshold of the model card.' },
+                threshold: {
+                  type: 'number',
+                  nullable: true,
+                  description: 'not_a_chest_xray and outside_intended_use: the gate threshold of the model card.',
+                },
                 reasons: {
                   type: 'array',
                   items: { type: 'string' },
@@ -293,7 +303,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
               type: 'string',
               nullable: true,
               description:
-                'PNG data URL of the colour-mapped Grad-CAM heatmap alone (opaque RGBA, the size of the overlay), for blending over the image with any opacity; null when cam=false.',
+                'PNG data URL of the colour-mapped Grad-CAM heatmap alone (opaque, an indexed-colour PNG whose palette is the colour map, the size of the overlay), for blending over the image with any opacity; null when cam=false.',
             },
             gradcam_map: {
               type: 'object',
@@ -351,6 +361,11 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
           properties: {
             rejected: { type: 'boolean' },
             reason: { type: 'string', enum: ['not_a_chest_xray', 'outside_intended_use'] },
+            basis: {
+              type: 'string',
+              enum: ['image_checks', 'gate_score', 'intended_use_score'],
+              description: 'When rejected: what decided the reason (see the Error schema).',
+            },
             score: {
               type: 'number',
               nullable: true,

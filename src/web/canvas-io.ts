@@ -203,3 +203,18 @@ export async function encodePng(pixels: Uint8Array, width: number, height: numbe
   const blob = await canvas.convertToBlob({ type: 'image/png' });
   return Buffer.from(await blob.arrayBuffer());
 }
+
+/**
+ * The indexed-colour PNG of sharp-io's encodePngIndexed (one palette index per pixel, the palette as
+ * RGB triples): the canvas writes the same pixels as opaque RGB(A).
+ */
+export async function encodePngIndexed(index: Uint8Array, width: number, height: number, palette: Uint8Array): Promise<Buffer> {
+  const rgb = new Uint8Array(index.length * 3);
+  for (let p = 0; p < index.length; p++) {
+    const i = index[p] * 3;
+    rgb[p * 3] = palette[i];
+    rgb[p * 3 + 1] = palette[i + 1];
+    rgb[p * 3 + 2] = palette[i + 2];
+  }
+  return encodePng(rgb, width, height, 3);
+}
