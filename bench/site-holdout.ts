@@ -4,7 +4,7 @@
  * with the profile (`pneumolens evaluate --site`), and print the table. None of the data is
  * committed: the two halves are copies in a temporary directory, removed at the end (unless --keep).
  *
- *   npx tsx bench/site-holdout.ts [--data ../shared/data/nih_dev] [--fit-share 0.5] [--seed 1] [--policy youden] [--model CARD] [--keep DIR]
+ *   npx tsx bench/site-holdout.ts [--data ../shared/data/nih_dev] [--fit-share 0.5] [--seed 1] [--policy balanced] [--model CARD] [--keep DIR]
  *
  * DIR holds NORMAL/, PNEUMONIA/ and labels.csv (columns file, patient_id). Patients are shuffled
  * with the seed and the first --fit-share of them fit the profile; each patient is in one half only.
@@ -28,7 +28,7 @@ const { values } = parseArgs({
     data: { type: 'string', default: resolve(REPO_ROOT, '..', 'shared', 'data', 'nih_dev') },
     'fit-share': { type: 'string', default: '0.5' },
     seed: { type: 'string', default: '1' },
-    policy: { type: 'string', default: 'youden' },
+    policy: { type: 'string', default: 'balanced' },
     model: { type: 'string' },
     keep: { type: 'string' },
     'test-from': { type: 'string' },

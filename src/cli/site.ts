@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
-import { fitSite, checkPolicy, SiteDataError, type SiteFilm } from '../site/fit.js';
+import { checkPolicy, DEFAULT_POLICY, fitSite, SiteDataError, type SiteFilm } from '../site/fit.js';
 import { groupOf, readGrouping } from '../site/groups.js';
 import { PROFILE_SCHEMA, SITE_RULES, siteStatement, type SiteProfile } from '../site/profile.js';
 import { renderSiteReport } from '../site/report.js';
@@ -30,8 +30,9 @@ ${SITE_RULES.aucFloor} writes the profile marked "not validated" (the site's fil
 Options:
   --out FILE         the profile to write (JSON; required)
   --name NAME        the site's name (default: the folder's name)
-  --policy P         threshold policy: youden (default), balanced (the larger of min(sensitivity,
-                     specificity)), sensitivity:X (the highest threshold reaching it), specificity:X
+  --policy P         threshold policy: balanced (default: the larger of min(sensitivity, specificity)),
+                     youden (max sensitivity + specificity - 1), sensitivity:X (the highest threshold
+                     reaching X), specificity:X (the lowest threshold keeping X)
   --report FILE      also write a self-contained HTML report (ROC, reliability before/after, histograms)
   --folds K          folds of the estimate (default 5)
   --seed S           fold and bootstrap seed (default 42)
@@ -83,7 +84,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   if (!out) throw new UsageError('--out PROFILE.json is required');
   const reportOut = str(p, 'report');
   if (reportOut === '') throw new UsageError('--report needs a file name');
-  const policy = str(p, 'policy') ?? 'youden';
+  const policy = str(p, 'policy') ?? DEFAULT_POLICY;
   try {
     checkPolicy(policy);
   } catch (e) {
