@@ -88,7 +88,7 @@ export async function initDevice() {
       progress.hidden = true;
       document.body.dataset.device = 'ready';
       setDeviceStatus(
-        `Ready: the model runs in this browser (${engine.runtime}${crossOriginIsolated ? '' : '; one thread: the page is not cross-origin isolated'}). ` +
+        `Ready: the model runs in this browser (${engine.runtime}${engine.threads === 1 && !crossOriginIsolated ? '; one thread: the page is not cross-origin isolated' : ''}). ` +
           'Files you choose are analysed here and never uploaded.',
       );
     },

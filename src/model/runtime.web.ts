@@ -13,8 +13,12 @@ export function configureWasm(wasmBase: string): void {
   ort.env.wasm.proxy = false;
 }
 
-/** Threads are possible only when SharedArrayBuffer is (a cross-origin isolated page). */
-export const threadsAvailable = (): boolean => globalThis.crossOriginIsolated === true;
+/**
+ * Threads need SharedArrayBuffer, which browsers give only to a cross-origin isolated page (COOP:
+ * same-origin + COEP: require-corp). A browser started with SharedArrayBuffer forced on (as the
+ * Chromium of the tests is, with site isolation off, so crossOriginIsolated reads false) has it too.
+ */
+export const threadsAvailable = (): boolean => globalThis.crossOriginIsolated === true || typeof SharedArrayBuffer === 'function';
 
 /** The threads the WASM runtime was started with (it cannot change them afterwards); 0 before. */
 let started = 0;

@@ -2,7 +2,9 @@
  * The Fastify app factory. The engine is injected (the real one from start.ts, any object with the
  * same `card` and `analyse` in tests), so every route runs in-process under `app.inject`.
  */
+import { existsSync } from 'node:fs';
 import os from 'node:os';
+import type { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
@@ -16,8 +18,9 @@ import { clientErrorHandler, mapError, notFoundBody } from './errors.js';
 import { fetchImageUrl, formatBytes, UrlPolicy, type Resolver } from './fetch-url.js';
 import { Limiter } from './limiter.js';
 import { openApiDocument, PREDICT_QUERY_SCHEMA, renderDocsHtml, resolvedSchema, type PredictQuery } from './openapi.js';
+import { HostPolicy } from './host.js';
 import { OriginPolicy } from './origin.js';
-import { collectBody, requestTimeout, UploadBudget, type Upload } from './uploads.js';
+import { collectBody, PartHeaderScanner, requestTimeout, UploadBudget, type Upload } from './uploads.js';
 
 /** What the server needs from the engine (the real Engine of src/pipeline.ts has these). */
 export interface PredictEngine {
@@ -52,6 +55,13 @@ export interface AppOptions {
    * "*" for any (default: PNEUMOLENS_ALLOWED_ORIGINS; the server's own origin is always allowed).
    */
   allowedOrigins?: string[];
+  /**
+   * Host names this server answers to besides its own (IP literals, names without a dot, *.localhost,
+   * os.hostname(), the allowed origins' hosts): default PNEUMOLENS_ALLOWED_HOSTS; "*" for any (see host.ts).
+   */
+  allowedHosts?: string[];
+  /** Open connections at once (default 512, PNEUMOLENS_MAX_CONNECTIONS); a connection beyond them gets 503 and is closed. */
+  maxConnections?: number;
   /** Hosts / CIDRs the URL fetcher may contact even when private (default: PNEUMOLENS_URL_ALLOW). */
   urlAllowList?: string[];
   urlFetchTimeoutMs?: number; // default 10 s
@@ -62,6 +72,11 @@ export interface AppOptions {
   logger?: boolean | { level?: string; stream?: LogDestination };
   /** Folder of the web page (default: web/ of the repository). */
   webRoot?: string;
+  /**
+   * Folder of the on-device build served at /device/ (default: dist/web/device of the repository,
+   * written by `npm run build:web`; nothing is served there when it does not exist).
+   */
+  deviceRoot?: string;
 }
 
 /** The API's version is the package's. */
@@ -73,6 +88,26 @@ export const DEFAULT_MAX_QUEUE = 16;
 /** Room for the multipart envelope around the file when checking Content-Length up front. */
 const MULTIPART_SLACK_BYTES = 64 * 1024;
 const JSON_BODY_LIMIT = 16 * 1024;
+export const DEFAULT_MAX_CONNECTIONS = 512;
+/** Longest header block of a multipart part (Content-Disposition, Content-Type): a real one is a few hundred bytes. */
+export const MAX_PART_HEADER_BYTES = 8 * 1024;
+
+/** The methods of each API address (HEAD with GET, as Fastify adds it): anything else there is 405. */
+const API_METHODS: Record<string, string[]> = {
+  '/api/predict': ['POST'],
+  '/api/health': ['GET', 'HEAD'],
+  '/api/model': ['GET', 'HEAD'],
+  '/api/openapi.json': ['GET', 'HEAD'],
+  '/docs': ['GET', 'HEAD'],
+};
+
+const TOO_MANY_CONNECTIONS = (() => {
+  const body = JSON.stringify(new PneumoError('busy', 'The server has too many open connections. Please retry shortly.').toJSON());
+  return (
+    `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nRetry-After: 2\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  );
+})();
 
 /**
  * Result fields passed through to the client when the engine provides them (issue 5: the input gate,
@@ -90,11 +125,15 @@ type EngineState =
 
 const SECURITY_HEADERS: Record<string, string> = {
   'content-security-policy':
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; " +
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
+  // Cross-origin isolation (COOP + COEP): the on-device page (/device/, npm run build:web) may run
+  // its WebAssembly model with threads (SharedArrayBuffer). Everything the page loads is our own.
   'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
+  'cross-origin-resource-policy': 'same-origin',
   'x-frame-options': 'DENY',
 };
 
@@ -205,7 +244,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     maxBytesInFlight: opts.maxUploadBytesInFlight ?? 8 * maxUploadBytes,
     retryAfterS: Math.max(1, Math.ceil(uploadIdleTimeoutMs / 1000)),
   });
-  const origins = OriginPolicy.from(opts.allowedOrigins ?? (process.env.PNEUMOLENS_ALLOWED_ORIGINS ?? '').split(/[\s,]+/).filter(Boolean));
+  const originList = opts.allowedOrigins ?? (process.env.PNEUMOLENS_ALLOWED_ORIGINS ?? '').split(/[\s,]+/).filter(Boolean);
+  const origins = OriginPolicy.from(originList);
+  const hosts = HostPolicy.from(
+    opts.allowedHosts ?? (process.env.PNEUMOLENS_ALLOWED_HOSTS ?? '').split(/[\s,]+/).filter(Boolean),
+    originList.filter((o) => o !== '*').map((o) => new URL(o).host),
+  );
+  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   const limiter = new Limiter({
     maxConcurrent: opts.maxConcurrent ?? Math.max(1, os.availableParallelism()), // = defaultMaxConcurrent()
     maxQueue: opts.maxQueue ?? DEFAULT_MAX_QUEUE,
@@ -253,8 +298,23 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     await limiter.idle();
   });
 
+  // A connection cap: beyond it, a connection is answered 503 at once and closed (it never reaches
+  // the parser's buffers or a route). Counted on the socket, so idle keep-alive connections count too.
+  let openConnections = 0;
+  app.server.on('connection', (socket: Socket) => {
+    if (openConnections >= maxConnections) {
+      socket.on('error', () => undefined);
+      socket.end(TOO_MANY_CONNECTIONS);
+      return;
+    }
+    openConnections++;
+    socket.once('close', () => openConnections--);
+  });
+
   app.addHook('onRequest', async (req, reply) => {
     for (const [k, v] of Object.entries(SECURITY_HEADERS)) reply.header(k, v);
+    // DNS rebinding: only this server's own names (host.ts).
+    hosts.check(req.headers.host);
     if (state.status === 'shutting_down' && req.url !== '/api/health') {
       reply.header('connection', 'close');
       throw new PneumoError('busy', 'The server is shutting down.', { retry_after_s: 10 });
@@ -279,7 +339,14 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     reply.code(mapped.status).type('application/json; charset=utf-8').send(mapped.body);
   });
 
-  app.setNotFoundHandler((_req, reply) => {
+  app.setNotFoundHandler((req, reply) => {
+    // A known API address with another method: 405 and the methods it takes.
+    const allow = API_METHODS[req.url.split('?')[0]];
+    if (allow) {
+      const body = new PneumoError('method_not_allowed', `This address takes ${allow.join(' or ')}.`).toJSON();
+      reply.code(405).header('allow', allow.join(', ')).type('application/json; charset=utf-8').send(body);
+      return;
+    }
     reply.code(404).type('application/json; charset=utf-8').send(notFoundBody());
   });
 
@@ -293,6 +360,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     index: 'index.html',
     dotfiles: 'deny',
   });
+  const deviceRoot = opts.deviceRoot ?? fileURLToPath(new URL('../../dist/web/device/', import.meta.url));
+  if (existsSync(deviceRoot)) {
+    app.register(fastifyStatic, { root: deviceRoot, prefix: '/device/', dotfiles: 'deny', decorateReply: false });
+  }
 
   const openApi = () => openApiDocument({ version: PACKAGE_VERSION, maxUploadBytes });
   const doc = openApi();
@@ -373,6 +444,18 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         uploadTimeoutMs,
       );
       let idle: NodeJS.Timeout | undefined;
+      // Every byte of the body counts as it arrives, chunked or not: past the limit (plus the
+      // multipart envelope) it is 413 at once, whether or not the file part ever ends.
+      let received = 0;
+      const parts = new PartHeaderScanner(req.headers['content-type'] ?? '', MAX_PART_HEADER_BYTES);
+      const onData = (chunk: Buffer) => {
+        received += chunk.length;
+        if (received > maxUploadBytes + MULTIPART_SLACK_BYTES) ctrl.abort(tooLarge());
+        else if (!parts.push(chunk)) {
+          ctrl.abort(new PneumoError('bad_request', `A part header of the form is longer than ${MAX_PART_HEADER_BYTES} bytes.`));
+        }
+        bump();
+      };
       const bump = () => {
         clearTimeout(idle);
         idle = setTimeout(
@@ -381,7 +464,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         );
       };
       bump();
-      req.raw.on('data', bump);
+      req.raw.on('data', onData);
       try {
         return { bytes: await abortable(readMultipartFile(req, upload, ctrl.signal), ctrl.signal), source: 'upload' };
       } catch (e) {
@@ -391,7 +474,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       } finally {
         clearTimeout(deadline);
         clearTimeout(idle);
-        req.raw.off('data', bump);
+        req.raw.off('data', onData);
         upload.end();
       }
     }
