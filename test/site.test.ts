@@ -120,7 +120,7 @@ describe('fitSite', () => {
         logit: rand() * 4 - 2,
         scope: null,
       }));
-      const fit = fitSite(films, NO_HEAD, 0, { bootstrap: 200 });
+      const fit = fitSite(films, NO_HEAD, 0, { bootstrap: 200, policy: 'youden' });
       optimismJ += fit.in_sample.sensitivity! + fit.in_sample.specificity! - (fit.validation.sensitivity! + fit.validation.specificity!);
       optimismEce += fit.validation.ece_after! - fit.in_sample.ece_after!;
       expect(fit.validation.auc_ci95![0]).toBeLessThan(0.6);
