@@ -53,16 +53,17 @@ const predict = (bytes: Buffer, query = '') => {
 };
 
 describe('API', () => {
-  it('422 not_a_chest_xray with message, score and reasons for a colour photo and for a high gate score', async () => {
-    for (const [bytes, reason] of [
-      [colour, /colour image/],
-      [bright, /gate score [\d.]+ > 0\.5/],
+  it('422 not_a_chest_xray for a colour photo (image checks); 422 outside_intended_use for a high gate score on an image that passes them (issue 19 item 3)', async () => {
+    for (const [bytes, code, basis, message, reason] of [
+      [colour, 'not_a_chest_xray', 'image_checks', /^This does not look like a chest X-ray/, /colour image/],
+      [bright, 'outside_intended_use', 'gate_score', /^This radiograph is unlike the chest X-rays/, /gate score .* times its limit/],
     ] as const) {
       const res = await predict(bytes);
       expect(res.statusCode).toBe(422);
       const { error } = res.json();
-      expect(error.code).toBe('not_a_chest_xray');
-      expect(error.message).toMatch(/^This does not look like a chest X-ray/);
+      expect(error.code).toBe(code);
+      expect(error.basis).toBe(basis);
+      expect(error.message).toMatch(message);
       expect(typeof error.score).toBe('number');
       expect(error.threshold).toBe(0.5);
       expect(error.reasons.join(' ')).toMatch(reason);
@@ -120,12 +121,12 @@ describe('CLI', () => {
     const results = JSON.parse(io.out()).results as Array<Record<string, any>>;
     expect(results).toHaveLength(7);
     const byFile = Object.fromEntries(results.map((r) => [r.file, r]));
-    for (const f of ['set/PNEUMONIA/photo.png', 'set/NORMAL/letter.png', 'bright.png']) {
-      expect(byFile[f]).toMatchObject({
-        rejected: true,
-        reason: 'not_a_chest_xray',
-        message: expect.stringMatching(/not look like a chest X-ray/),
-      });
+    for (const [f, reason, message] of [
+      ['set/PNEUMONIA/photo.png', 'not_a_chest_xray', /not look like a chest X-ray/],
+      ['set/NORMAL/letter.png', 'not_a_chest_xray', /not look like a chest X-ray/],
+      ['bright.png', 'outside_intended_use', /unlike the chest X-rays the model was trained and validated on/],
+    ] as const) {
+      expect(byFile[f]).toMatchObject({ rejected: true, reason, message: expect.stringMatching(message) });
       expect(byFile[f]).not.toHaveProperty('label');
       expect(byFile[f]).not.toHaveProperty('probability');
     }

@@ -55,13 +55,20 @@ describe('shipped model: input gate and uncertainty', () => {
     }
   });
 
-  it('the model gate alone refuses a CT-like slice and a hand-like radiograph, which pass the image checks', async () => {
+  it('the model gate alone declines a CT-like slice and a hand-like radiograph, which pass the image checks, as outside the intended use', async () => {
+    // Issue 19 item 3: the gate score measures likeness to the training films, which an adult PA chest of
+    // another hospital lacks as much as a hand does: it declines (outside_intended_use), it does not call
+    // the image "not a chest X-ray"; the words name both possibilities.
     for (const bytes of [await ctSlicePng(256, 1), await handPng(240, 300, 2)]) {
       const err = await engine.analyse(bytes, { cam: false }).catch((e: unknown) => e);
-      expect(err).toMatchObject({ status: 422, code: 'not_a_chest_xray' });
-      const { details } = err as { details: { score: number; reasons: string[] } };
+      expect(err).toMatchObject({ status: 422, code: 'outside_intended_use' });
+      const { details, message } = err as { message: string; details: { basis: string; score: number; reasons: string[] } };
+      expect(details.basis).toBe('gate_score');
       expect(details.score).toBeGreaterThan(engine.card.gate!.threshold);
-      expect(details.reasons).toEqual([expect.stringMatching(/^unlike the chest X-rays the model was trained on \(gate score/)]);
+      expect(details.reasons).toEqual([
+        expect.stringMatching(/^unlike the chest X-rays the model was trained and validated on \(gate score .* its limit\)$/),
+      ]);
+      expect(message).toMatch(/another body part/);
     }
   });
 

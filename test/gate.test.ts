@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PneumoError } from '../src/errors.ts';
 import { describeCard } from '../src/eval/card.ts';
-import { gateDecision } from '../src/gate/gate.ts';
+import { gateDecision, timesThreshold, UNLIKE_TRAINING_FILMS } from '../src/gate/gate.ts';
 import { checkImage, imageStats, MAX_SATURATION } from '../src/gate/image-checks.ts';
 import { ensembleStd, uncertaintyOf } from '../src/gate/uncertainty.ts';
 import { decodeImage } from '../src/image/decode.ts';
@@ -136,20 +136,51 @@ describe('gate decision', () => {
     }
   });
 
-  it('rejects on the model score above the threshold, with a reason naming it', () => {
+  it('declines an image that passes the image checks but scores above the gate threshold as outside_intended_use, not "not a chest X-ray" (issue 19 item 3)', () => {
     const g = gateDecision(ok, 1.7, spec);
-    expect(g).toMatchObject({ rejected: true, reason: 'not_a_chest_xray', score: 1.7 });
-    expect(g.reasons).toEqual(['unlike the chest X-rays the model was trained on (gate score 1.70 > 1)']);
-    expect(g.message).toMatch(/^This does not look like a chest X-ray: unlike the chest X-rays.*meaningless\.$/);
+    expect(g).toMatchObject({ rejected: true, reason: 'outside_intended_use', basis: 'gate_score', score: 1.7 });
+    expect(g.reasons).toEqual(['unlike the chest X-rays the model was trained and validated on (gate score 1.7 times its limit)']);
+    expect(g.message).toBe(UNLIKE_TRAINING_FILMS);
+    expect(g.message).not.toMatch(/does not look like a chest X-ray|This chest X-ray/);
+    expect(g.message).toMatch(/another body part.*population, hospital or device/);
+  });
+
+  it('a card without gate.intended_use: the same rule (the gate score alone declines as outside_intended_use)', () => {
+    expect(spec).not.toHaveProperty('intended_use');
+    expect(gateDecision(ok, 5e15, spec)).toMatchObject({ reason: 'outside_intended_use', basis: 'gate_score', scope: null });
+    expect(gateDecision(blank, 5e15, spec)).toMatchObject({ reason: 'not_a_chest_xray', basis: 'image_checks' });
+  });
+
+  it('huge scores are words for people, never raw numbers (the JSON keeps them)', () => {
+    for (const score of [488211644416, 1e16, Number.POSITIVE_INFINITY]) {
+      const g = gateDecision(ok, score, spec);
+      expect(g.score).toBe(score);
+      expect(g.reasons[0]).toBe(
+        'unlike the chest X-rays the model was trained and validated on (gate score more than 1,000 times its limit)',
+      );
+      expect(`${g.reasons} ${g.message}`).not.toMatch(/\d{5,}|e\+/);
+    }
+    expect(timesThreshold(1.05, 1)).toBe('just above its limit');
+    expect(timesThreshold(42.4, 1)).toBe('42 times its limit');
+    expect(timesThreshold(3, 0.5)).toBe('6.0 times its limit');
   });
 
   it('rejects a NaN score (a broken gate must not let everything through)', () => {
-    expect(gateDecision(ok, Number.NaN, spec).rejected).toBe(true);
+    expect(gateDecision(ok, Number.NaN, spec)).toMatchObject({ rejected: true, reason: 'outside_intended_use', basis: 'gate_score' });
   });
 
-  it('rejects on failed image checks even without a model score; reports both reasons', () => {
-    expect(gateDecision(blank, null, undefined)).toMatchObject({ rejected: true, score: null, threshold: null });
-    expect(gateDecision(blank, 3, spec).reasons).toHaveLength(2);
+  it('rejects on failed image checks even without a model score, as not_a_chest_xray; reports both reasons', () => {
+    expect(gateDecision(blank, null, undefined)).toMatchObject({
+      rejected: true,
+      reason: 'not_a_chest_xray',
+      basis: 'image_checks',
+      score: null,
+      threshold: null,
+    });
+    const both = gateDecision(blank, 3, spec);
+    expect(both.reasons).toHaveLength(2);
+    expect(both).toMatchObject({ reason: 'not_a_chest_xray', basis: 'image_checks' });
+    expect(both.message).toMatch(/^This does not look like a chest X-ray: /);
   });
 
   it('reports but does not use a score when the card has no gate block (older cards)', () => {
@@ -161,8 +192,14 @@ describe('gate decision', () => {
 
     it('declines a chest X-ray whose intended-use score is above its threshold, with its own reason and message', () => {
       const g = gateDecision(ok, 0.3, withScope, 4.2);
-      expect(g).toMatchObject({ rejected: true, reason: 'outside_intended_use', scope: 4.2, scopeThreshold: 1 });
-      expect(g.reasons).toEqual(['unlike the population the model is validated for (intended-use score 4.20 > 1)']);
+      expect(g).toMatchObject({
+        rejected: true,
+        reason: 'outside_intended_use',
+        basis: 'intended_use_score',
+        scope: 4.2,
+        scopeThreshold: 1,
+      });
+      expect(g.reasons).toEqual(['unlike the population the model is validated for (intended-use score 4.2 times its limit)']);
       expect(g.message).toMatch(/children aged 1-5/);
       expect(g.message).not.toMatch(/does not look like a chest X-ray/);
     });
@@ -172,10 +209,13 @@ describe('gate decision', () => {
       expect(gateDecision(ok, 0.3, withScope, Number.NaN)).toMatchObject({ rejected: true, reason: 'outside_intended_use' });
     });
 
-    it('says not_a_chest_xray (not outside_intended_use) when the image is not a chest X-ray at all', () => {
-      const g = gateDecision(ok, 3, withScope, 9);
-      expect(g.reason).toBe('not_a_chest_xray');
-      expect(g.reasons).toHaveLength(1);
+    it('says not_a_chest_xray when the image checks fail, whatever the scores; the gate score before the intended-use score', () => {
+      const g = gateDecision(blank, 3, withScope, 9);
+      expect(g).toMatchObject({ reason: 'not_a_chest_xray', basis: 'image_checks' });
+      expect(g.reasons).toHaveLength(2); // the check and the gate score; the intended-use score is not asked
+      const h = gateDecision(ok, 3, withScope, 9);
+      expect(h).toMatchObject({ reason: 'outside_intended_use', basis: 'gate_score' });
+      expect(h.reasons).toHaveLength(1);
     });
 
     it('ignores an intended-use score when the card has no intended-use head', () => {
@@ -323,20 +363,31 @@ describe('engine with a gated tiny model', () => {
     expect(r.warnings).not.toContain('This model provides no uncertainty estimate.');
   });
 
-  it('refuses an image above the gate threshold with 422 not_a_chest_xray, score and reasons', async () => {
+  it('declines an image that passes the image checks but scores above the gate threshold: 422 outside_intended_use, basis gate_score, score and reasons', async () => {
     const err = await engine.analyse(bright).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PneumoError);
     const e = err as PneumoError;
-    expect([e.status, e.code]).toEqual([422, 'not_a_chest_xray']);
+    expect([e.status, e.code]).toEqual([422, 'outside_intended_use']);
+    expect(e.details!.basis).toBe('gate_score');
     expect(e.details!.score).toBeGreaterThan(0.5);
-    expect(e.details!.reasons).toEqual([expect.stringMatching(/gate score .* > 0.5/)]);
-    expect(e.toJSON().error).toMatchObject({ code: 'not_a_chest_xray', score: e.details!.score, reasons: e.details!.reasons });
+    expect(e.details!.threshold).toBe(0.5);
+    expect(e.details!.reasons).toEqual([
+      expect.stringMatching(/^unlike the chest X-rays the model was trained and validated on \(gate score .* its limit\)$/),
+    ]);
+    expect(e.toJSON().error).toMatchObject({
+      code: 'outside_intended_use',
+      basis: 'gate_score',
+      score: e.details!.score,
+      reasons: e.details!.reasons,
+    });
   });
 
   it('with force: returns the result, rejected, with a warning first and the Grad-CAM', async () => {
     const r = await engine.analyse(bright, { force: true });
-    expect(r).toMatchObject({ rejected: true, reason: 'not_a_chest_xray' });
-    expect(r.warnings[0]).toMatch(/^Analysed anyway \(forced\), but this does not look like a chest X-ray/);
+    expect(r).toMatchObject({ rejected: true, reason: 'outside_intended_use', gate: { basis: 'gate_score' } });
+    expect(r.warnings[0]).toMatch(
+      /^Analysed anyway \(forced\), but this radiograph is unlike the chest X-rays the model was trained and validated on/,
+    );
     expect(r.cam).toBeDefined();
   });
 

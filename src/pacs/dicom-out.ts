@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { declineSummary, type DeclineBasis } from '../gate/gate.ts';
 import type { AnalysisResult } from '../types.ts';
 import { copyAttributes, instanceNumber } from './attributes.ts';
 import { drawText, GLYPH_H, GLYPH_W, wrap } from './font.ts';
@@ -99,7 +100,14 @@ export function resultUids(tags: SourceTags, model: { name: string; version: str
 /** What happened to one source image, as the SR reports it. */
 export type Outcome =
   | { kind: 'analysed'; result: AnalysisResult }
-  | { kind: 'refused'; code: string; message: string; model: { name: string; version: string } };
+  | {
+      kind: 'refused';
+      code: string;
+      message: string;
+      model: { name: string; version: string };
+      /** For a gate decline: which test decided it (the SR says so in words). */
+      basis?: DeclineBasis;
+    };
 
 function dicomNow(now: Date): { date: string; time: string } {
   const iso = now.toISOString(); // UTC: 2024-01-02T03:04:05.678Z
@@ -150,17 +158,33 @@ const sourceRef = (tags: SourceTags) => ({
   ReferencedSOPInstanceUID: String(tags.SOPInstanceUID ?? ''),
 });
 
-const fmt = (x: number, digits = 3) => x.toFixed(digits);
+/** A probability for people: a percentage with one decimal (99.6%), never more digits than that. */
+export const percent = (x: number): string => `${(Math.round(x * 1000) / 10).toFixed(1)}%`;
+
+/** The label with its probability and threshold in words, as the SC caption and the SR say it. */
+export function resultInWords(r: Pick<AnalysisResult, 'label' | 'probability' | 'threshold'>): string {
+  return `${r.label}: probability of pneumonia ${percent(r.probability)} (decision threshold ${percent(r.threshold)})`;
+}
+
+/** Why an image was not analysed, in words: the gate's reason and what decided it, or the error code. */
+export function notAnalysedInWords(outcome: Outcome & { kind: 'refused' }): string {
+  const gate = outcome.code === 'not_a_chest_xray' || outcome.code === 'outside_intended_use';
+  if (gate && (outcome.basis || outcome.code === 'not_a_chest_xray')) {
+    return `Not analysed: ${declineSummary({ reason: outcome.code as 'not_a_chest_xray', ...(outcome.basis ? { basis: outcome.basis } : {}) })}`;
+  }
+  if (outcome.code === 'outside_intended_use') return 'Not analysed: outside the intended use';
+  return `Not analysed: the image could not be analysed (${outcome.code})`;
+}
 
 /** The caption burned into the Secondary Capture. */
 export function caption(outcome: Outcome): string[] {
   if (outcome.kind === 'refused') {
     const m = outcome.model;
-    return [`pneumolens ${m.version}: not analysed (${outcome.code})`, 'Research tool - not a medical device'];
+    return [`pneumolens ${m.version}: ${notAnalysedInWords(outcome)}`, 'Research tool - not a medical device'];
   }
   const r = outcome.result;
   return [
-    `pneumolens ${r.model.version}: ${r.label} p=${fmt(r.probability)} (threshold ${fmt(r.threshold)})`,
+    `pneumolens ${r.model.version}: ${resultInWords(r)}`,
     ...(r.uncertain ? ['Uncertain: refer to a clinician'] : []),
     ...(r.site ? [r.site.statement] : []),
     'Research tool - not a medical device',
@@ -202,7 +226,7 @@ export function secondaryCapture(
     SeriesDescription: 'pneumolens Grad-CAM (not a medical device)',
     InstanceNumber: instanceNumber(tags.InstanceNumber),
     ImageType: ['DERIVED', 'SECONDARY'],
-    DerivationDescription: `Grad-CAM overlay of ${r.model.name} ${r.model.version}; ${r.label} p=${fmt(r.probability)} threshold ${fmt(r.threshold)}. ${NOT_A_DEVICE}`,
+    DerivationDescription: `Grad-CAM overlay of ${r.model.name} ${r.model.version}; ${resultInWords(r)}. ${NOT_A_DEVICE}`,
     SourceImageSequence: [sourceRef(tags)],
     ManufacturerModelName: r.model.name,
     SoftwareVersions: r.model.version,
@@ -238,7 +262,8 @@ function numItem(concept: ReturnType<typeof code>, value: number): Record<string
     RelationshipType: 'CONTAINS',
     ValueType: 'NUM',
     ConceptNameCodeSequence: concept,
-    MeasuredValueSequence: [{ NumericValue: Number(value.toPrecision(6)), MeasurementUnitsCodeSequence: UNITLESS }],
+    // Four significant digits: more would claim a precision a calibrated probability does not have.
+    MeasuredValueSequence: [{ NumericValue: Number(value.toPrecision(4)), MeasurementUnitsCodeSequence: UNITLESS }],
   };
 }
 
@@ -246,6 +271,8 @@ function numItem(concept: ReturnType<typeof code>, value: number): Record<string
 const C = {
   report: code('18748-4', 'LN', 'Diagnostic imaging report'),
   finding: code('121071', 'DCM', 'Finding'),
+  summary: code('SUMMARY', '99PNL', 'Result in words'),
+  reasonCode: code('REASON', '99PNL', 'Reason not analysed (code)'),
   probability: code('PROB', '99PNL', 'Calibrated probability of pneumonia'),
   threshold: code('THRESH', '99PNL', 'Decision threshold'),
   uncertainty: code('UNC', '99PNL', 'Ensemble uncertainty'),
@@ -259,10 +286,16 @@ const C = {
   site: code('SITE', '99PNL', 'Site profile'),
 } as const;
 
+/** The gate's verdict in words (scores only as "N times its limit": exp-form scores reach 1e16). */
 function gateText(r: AnalysisResult): string {
   const g = r.gate;
-  const score = g.score !== null ? ` score ${fmt(g.score)} (threshold ${g.threshold !== null ? fmt(g.threshold) : 'none'})` : '';
-  return g.rejected ? `rejected: ${g.reason ?? 'not_a_chest_xray'}${score}; ${g.reasons.join('; ')}` : `accepted${score}`;
+  if (g.rejected) return `${declineSummary(g)}: ${g.reasons.join('; ')}`;
+  const parts = ['passed the image checks'];
+  if (g.score !== null && g.threshold !== null)
+    parts.push("the model's gate score is within its limit (like the chest X-rays it was trained on)");
+  if (g.scope !== null && g.scopeThreshold !== null)
+    parts.push('its intended-use score is within its limit (like the validated population)');
+  return `Accepted: ${parts.join('; ')}`;
 }
 
 /**
@@ -277,6 +310,7 @@ export function structuredReport(tags: SourceTags, outcome: Outcome, opts: { wit
   if (outcome.kind === 'analysed') {
     const r = outcome.result;
     items.push(textItem(C.finding, r.label));
+    items.push(textItem(C.summary, resultInWords(r) + (r.uncertain ? '; uncertain: refer to a clinician' : '')));
     items.push(numItem(C.probability, r.probability));
     items.push(numItem(C.threshold, r.threshold));
     if (r.uncertainty !== null) items.push(numItem(C.uncertainty, r.uncertainty));
@@ -284,8 +318,9 @@ export function structuredReport(tags: SourceTags, outcome: Outcome, opts: { wit
     if (r.site) items.push(textItem(C.site, r.site.statement));
     for (const w of r.warnings) items.push(textItem(C.warning, w));
   } else {
-    items.push(textItem(C.finding, `not analysed: ${outcome.code}`));
-    items.push(textItem(C.gate, `${outcome.code}: ${outcome.message}`));
+    items.push(textItem(C.finding, notAnalysedInWords(outcome)));
+    items.push(textItem(C.reasonCode, outcome.code));
+    items.push(textItem(C.gate, outcome.message));
   }
   // What could not be copied from the source as it was: the result still lands, and says so.
   const head = common(tags, opts.now ?? new Date());

@@ -11,6 +11,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { isPneumoError, PneumoError } from '../errors.ts';
+import type { DeclineBasis } from '../gate/gate.ts';
 import type { Engine } from '../pipeline.ts';
 import { decodeRaster } from '../image/sharp-io.ts';
 import { DEFAULT_MAX_PIXELS } from '../image/limits.ts';
@@ -303,7 +304,8 @@ export class Watcher {
     const [analysed] = await engine.analyseAll([bytes], { cam: true });
     if (analysed.status === 'rejected') {
       const { code, message } = analysed.error;
-      return this.record(change, tags, { code, message }, true);
+      const basis = analysed.result.gate.basis;
+      return this.record(change, tags, { code, message, ...(basis ? { basis } : {}) }, true);
     }
     if (analysed.status === 'failed') {
       const e = analysed.error;
@@ -337,7 +339,12 @@ export class Watcher {
   }
 
   /** A refused or failed instance: logged, kept in the state file, and (when `sr`) reported in the study by a small SR. */
-  private async record(change: Change, tags: SourceTags, e: { code: string; message: string }, sr: boolean): Promise<Handled> {
+  private async record(
+    change: Change,
+    tags: SourceTags,
+    e: { code: string; message: string; basis?: DeclineBasis },
+    sr: boolean,
+  ): Promise<Handled> {
     const { engine, log, verbose } = this.o;
     const refused = e.code === 'not_a_chest_xray' || e.code === 'outside_intended_use';
     log(
@@ -349,7 +356,8 @@ export class Watcher {
       const model = { name: engine.card.name, version: engine.card.version };
       let file: Buffer;
       try {
-        file = structuredReport(tags, { kind: 'refused', code: e.code, message: e.message, model }, { withSc: false });
+        const outcome: Outcome = { kind: 'refused', code: e.code, message: e.message, model, ...(e.basis ? { basis: e.basis } : {}) };
+        file = structuredReport(tags, outcome, { withSc: false });
       } catch (err) {
         // Never expected (the attributes are checked first); recorded without its message, which may quote values.
         const safe = safeError(err);

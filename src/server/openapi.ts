@@ -76,7 +76,7 @@ function predictErrorProse(mb: number): Record<number, string> {
     422:
       'The image is corrupt, truncated, too large in pixels, or otherwise unusable; or (code `not_a_chest_xray`) the image checks found it is not a chest X-ray ' +
       '(colour photo, document or screenshot, blank image, extreme shape, pixel noise); ' +
-      "or (code `outside_intended_use`) it passes those checks but the model was not validated on it: its gate score says it is unlike the chest X-rays it was trained and validated on (`basis: gate_score`: another body part or view, or a chest X-ray of another population, hospital or device), or its intended-use score puts it outside the validated population (`basis: intended_use_score`). " +
+      'or (code `outside_intended_use`) it passes those checks but the model was not validated on it: its gate score says it is unlike the chest X-rays it was trained and validated on (`basis: gate_score`: another body part or view, or a chest X-ray of another population, hospital or device), or its intended-use score puts it outside the validated population (`basis: intended_use_score`). ' +
       "Both carry `basis`, `score` (the model's gate score, null when the model has none), `threshold` and `reasons` (one line each); outside_intended_use also `scope` and `scope_threshold`. " +
       'Repeat with `force=true` to analyse it anyway.',
     431: 'The request headers are too large (code `headers_too_large`).',
