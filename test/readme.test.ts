@@ -14,19 +14,16 @@ import { defaultCardPath } from '../src/model/card.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const README = readFileSync(resolve(ROOT, 'README.md'), 'utf8');
-const CARD = JSON.parse(readFileSync(defaultCardPath({}), 'utf8')) as CardInfo & {
-  metrics?: {
-    by_source?: Array<{
-      source: string;
-      n: number;
-      auc: number;
-      auc_ci?: [number, number];
-      sensitivity?: number;
-      specificity?: number;
-      ece?: number;
-    }>;
-  };
-};
+const CARD = JSON.parse(readFileSync(defaultCardPath({}), 'utf8')) as CardInfo;
+interface SourceRow {
+  source: string;
+  n: number;
+  auc: number;
+  auc_ci?: [number, number];
+  sensitivity?: number;
+  specificity?: number;
+  ece?: number;
+}
 
 /** The lines inside ```bash blocks. */
 const commandLines = (): string[] =>
@@ -59,7 +56,7 @@ describe('README', () => {
   }, 120_000);
 
   it("the shipped model's rows of the results table are the card's metrics.by_source numbers", () => {
-    const bySource = CARD.metrics?.by_source ?? [];
+    const bySource = (CARD.metrics?.by_source ?? []) as SourceRow[];
     const f3 = (x: number) => x.toFixed(3);
     const rows = README.split('\n').filter((l) => l.startsWith('|') && l.includes(`**${CARD.version}**`));
     expect(
