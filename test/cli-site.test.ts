@@ -11,8 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../src/cli/main.ts';
 import { Engine } from '../src/pipeline.ts';
 import { buildApp } from '../src/server/app.ts';
+import { caption, structuredReport } from '../src/pacs/dicom-out.ts';
+import { WorkerEngine } from '../src/server/engine-worker.ts';
 import { SITE_RULES, type SiteProfile } from '../src/site/profile.ts';
 import { siteFolder, tinySiteModel } from './fixtures/site-data.ts';
+import { texturedGrayPng } from './fixtures/non-cxr.ts';
 import { fileUpload } from './server-helpers.ts';
 
 let card: string;
@@ -155,6 +158,49 @@ describe('pneumolens site', () => {
     const bare = buildApp({ engine: plain, maxConcurrent: 1 });
     expect((await bare.inject({ method: 'GET', url: '/api/model' })).json().site).toBeNull();
     await bare.close();
+  });
+
+  it('a film unlike the site films is declined under the profile, saying so; the PACS SC and SR name the profile', async () => {
+    const engine = await Engine.load({ card, threads: 1, site: join(site, 'site.json') });
+    try {
+      const [bright] = await engine.analyseAll([texturedGrayPng(40, 48, 77, 140, 250)], { cam: false });
+      expect(bright.status).toBe('rejected');
+      expect(bright.status === 'rejected' && bright.error.code).toBe('outside_intended_use');
+      expect(bright.status === 'rejected' && bright.error.message).toMatch(
+        /unlike the films site profile "Test Hospital" was validated on/,
+      );
+      const film = await readFile(join(site, 'NORMAL', (await readdir(join(site, 'NORMAL')))[0]));
+      const result = await engine.analyse(film, { cam: false, force: true });
+      expect(caption({ kind: 'analysed', result })).toContain(engine.site!.statement);
+      const sr = structuredReport(
+        { SOPInstanceUID: '1.2.3', SOPClassUID: '1.2.840.10008.5.1.4.1.1.1.1' },
+        { kind: 'analysed', result },
+        { withSc: false },
+      );
+      expect(sr.includes(Buffer.from(engine.site!.statement))).toBe(true);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('the server worker threads load the profile, and refuse one for another model at start-up', async () => {
+    const engine = await WorkerEngine.load({ card, site: join(site, 'site.json'), threads: 1, workers: 1 });
+    try {
+      expect(engine.site?.name).toBe('Test Hospital');
+      const film = await readFile(join(site, 'PNEUMONIA', (await readdir(join(site, 'PNEUMONIA')))[0]));
+      const viaThread = await engine.analyse(film, { cam: false, force: true });
+      const local = await Engine.load({ card, threads: 1, site: join(site, 'site.json') });
+      const here = await local.analyse(film, { cam: false, force: true });
+      await local.dispose();
+      expect(viaThread.site).toEqual(here.site);
+      expect(viaThread.probability).toBeCloseTo(here.probability, 10);
+    } finally {
+      await engine.dispose();
+    }
+    const other = tinySiteModel(false);
+    await expect(WorkerEngine.load({ card: other, site: join(site, 'site.json'), threads: 1, workers: 1 })).rejects.toThrow(
+      /never applies to another model|does not have/,
+    );
   });
 
   it('refuses a profile made with another model, at start-up', async () => {
