@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,12 @@ class AugmentConfig:
     downup_p: float = 0.0        # probability of down- then up-sampling (lost resolution)
     marker_p: float = 0.0        # probability of a burned-in marker (bright glyph-like block) near a border
     border_p: float = 0.0        # probability of a black or white frame of random width
+    collimation_p: float = 0.0   # probability of a collimator edge: one or two sides shaded dark or bright
+    grid_p: float = 0.0          # probability of anti-scatter grid lines (fine periodic stripes)
+    downup_min: float = 0.25     # smallest down-sampling factor of downup
 
 
-def affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+def affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, masks: Optional[torch.Tensor] = None):
     n = x.shape[0]
     u = lambda: torch.rand(n, generator=g) * 2 - 1  # noqa: E731
     ang = u() * math.radians(cfg.rotate_deg)
@@ -51,7 +55,12 @@ def affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Ten
         theta[:, 0, 0] *= flip
         theta[:, 1, 0] *= flip
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if masks is None:
+        return out
+    # the same geometric transform for the lung-field masks (normalised coordinates: any resolution)
+    mgrid = F.affine_grid(theta, list(masks.shape), align_corners=False)
+    return out, F.grid_sample(masks, mgrid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
@@ -76,7 +85,7 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torc
         x = x + m * amount * (x - blurred)
     if cfg.downup_p > 0:
         h, w = x.shape[2], x.shape[3]
-        f = 0.25 + 0.5 * torch.rand(1, generator=g).item()
+        f = cfg.downup_min + (0.75 - cfg.downup_min) * torch.rand(1, generator=g).item()
         small = F.interpolate(x, size=(max(8, int(h * f)), max(8, int(w * f))), mode="bilinear", align_corners=False)
         up = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
         m = (torch.rand(shape, generator=g) < cfg.downup_p).float()
@@ -95,6 +104,8 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torc
                 x[i, :, y0:y0 + eh, x0:x0 + ew] = torch.rand(1, generator=g).item()
     if cfg.marker_p > 0 or cfg.border_p > 0:
         x = markers_and_borders(x, cfg, g)
+    if cfg.collimation_p > 0 or cfg.grid_p > 0:
+        x = collimation_and_grid(x, cfg, g)
     return x.clamp(0, 1)
 
 
@@ -119,6 +130,39 @@ def markers_and_borders(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator)
     return x
 
 
-def augment(x01: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """x01: [N,1,H,W] float in 0..1 -> augmented, same range."""
-    return photometric(affine(x01, cfg, g), cfg, g)
+def collimation_and_grid(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """Collimator edges (a side of the film shaded, with a soft or hard edge, as when the field is
+    narrowed) and anti-scatter grid lines (faint periodic stripes): other devices, same lungs."""
+    n, _, h, w = x.shape
+    r = lambda: torch.rand(1, generator=g).item()  # noqa: E731
+    for i in range(n):
+        if r() < cfg.collimation_p:
+            for _ in range(1 + int(r() < 0.4)):
+                depth = 0.03 + 0.12 * r()
+                side = int(r() * 4)
+                v = 0.0 if r() < 0.6 else 0.85 + 0.15 * r()
+                k = max(1, int(depth * (h if side < 2 else w)))
+                if side == 0:
+                    x[i, :, :k, :] = v
+                elif side == 1:
+                    x[i, :, -k:, :] = v
+                elif side == 2:
+                    x[i, :, :, :k] = v
+                else:
+                    x[i, :, :, -k:] = v
+        if r() < cfg.grid_p:
+            period = 2 + int(r() * 4)
+            amp = 0.02 + 0.05 * r()
+            idx = torch.arange(w if r() < 0.5 else h, dtype=torch.float32)
+            stripes = amp * torch.sin(2 * math.pi * idx / period)
+            x[i, 0] = x[i, 0] + (stripes[None, :] if len(idx) == w else stripes[:, None])
+    return x
+
+
+def augment(x01: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, masks: Optional[torch.Tensor] = None):
+    """x01: [N,1,H,W] float in 0..1 -> augmented, same range. With `masks` [N,1,h,w] (lung fields):
+    (image, masks moved by the same geometric transform)."""
+    if masks is None:
+        return photometric(affine(x01, cfg, g), cfg, g)
+    x, m = affine(x01, cfg, g, masks)
+    return photometric(x, cfg, g), m

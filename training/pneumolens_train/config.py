@@ -14,6 +14,8 @@ class TrainConfig:
     data: str = "../shared/data/chest_xray_train"
     extra_data: List[str] = field(default_factory=list)  # more sources (one folder per hospital/collection)
     source_mix: float = 0.35                            # share of training draws from extra_data sources
+    hospital_of: Dict[str, str] = field(default_factory=dict)  # source folder -> hospital (one source)
+    holdout_children: bool = True                       # other sources' films aged < 18 never trained on
     select: str = "auc"                                 # auc | worst_source_auc (best checkpoint rule)
     out: str = "runs/default"
     arch: str = "cbam_cnn"
@@ -33,6 +35,7 @@ class TrainConfig:
     loss: str = "bce"                                   # bce | focal
     focal_gamma: float = 2.0
     balance: str = "sampler"                            # none | weighted | sampler | source_class
+    lung_focus: float = 0.0                             # weight of the Grad-CAM-outside-the-lung-fields loss
     label_smoothing: float = 0.05
     mixup: float = 0.2
     dropout: float = 0.2
@@ -59,8 +62,9 @@ class TrainConfig:
         need(self.balance in ("none", "weighted", "sampler", "source_class"),
              "balance must be none|weighted|sampler|source_class")
         need(self.select in ("auc", "worst_source_auc"), "select must be auc|worst_source_auc")
+        need(self.lung_focus >= 0, "lung_focus >= 0")
         need(0 <= self.source_mix < 1, "source_mix in [0,1)")
-        need(self.augment in ("none", "light", "strong", "shift"), "augment must be none|light|strong|shift")
+        need(self.augment in ("none", "light", "strong", "shift", "shift2"), "augment must be none|light|strong|shift|shift2")
         need(32 <= self.size <= 1024 and self.size % 32 == 0, "size must be a multiple of 32 in 32..1024")
         need(self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2")
         need(0 < self.lr < 1 and self.weight_decay >= 0, "lr in (0,1), weight_decay >= 0")
@@ -83,7 +87,10 @@ class TrainConfig:
         defaults = cls()
         for k, v in list(values.items()):
             ref = getattr(defaults, k)
-            if isinstance(ref, bool) or ref is None or isinstance(ref, list):
+            if isinstance(ref, bool):
+                values[k] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+                continue
+            if ref is None or isinstance(ref, (list, dict)):
                 continue
             try:
                 values[k] = type(ref)(v)

@@ -46,6 +46,7 @@ class Sample:
     source: str = ""    # the dataset folder's name (one hospital / collection)
     view: str = ""      # AP / PA when the source's labels.csv says so
     age: float = -1.0   # years, when labels.csv says so
+    folder: str = ""    # the dataset folder's name (source before assign_hospitals)
 
 
 def _class_dirs(root: str) -> Dict[int, str]:
@@ -81,7 +82,8 @@ def scan(root: str) -> List[Sample]:
                     pid = m.get("patient_id") or patient_id(f)
                     age = m.get("age", "")
                     samples.append(Sample(os.path.join(d, f), label, f"{source}:{pid}".upper() if m else pid.upper(),
-                                          subset=subset, source=source, view=(m.get("view") or "").upper(),
+                                          subset=subset, source=source, folder=source,
+                                          view=(m.get("view") or "").upper(),
                                           age=float(age) if age not in ("", None) else -1.0))
     return samples
 
@@ -113,6 +115,25 @@ def scan_sources(roots: Sequence[str]) -> List[Sample]:
     for r in roots:
         out.extend(scan(r))
     return out
+
+
+def assign_hospitals(samples: Sequence[Sample], hospital_of: Dict[str, str]) -> None:
+    """Several folders can be one hospital (nih_dev + nih_extra: NIH Clinical Center): `source` becomes
+    the hospital, so sampling, per-source validation and model selection count hospitals, not folders.
+    Patient ids keep their folder prefix (the folders hold different patients)."""
+    for s in samples:
+        s.source = hospital_of.get(s.source, s.source)
+
+
+def split_off_children(samples: Sequence[Sample], primary: str) -> Tuple[List[Sample], List[Sample]]:
+    """(kept, children of other hospitals): films of another source whose labels.csv gives an age under
+    18. They are the scarce check that a child is not declined for its hospital, so they are never
+    trained, calibrated or selected on."""
+    kept: List[Sample] = []
+    children: List[Sample] = []
+    for s in samples:
+        (children if s.source != primary and 0 <= s.age < 18 else kept).append(s)
+    return kept, children
 
 
 def patient_split_by_source(samples: Sequence[Sample], val_fraction: float = 0.15, seed: int = 0
@@ -187,6 +208,12 @@ def load_images(samples: Sequence[Sample], size: Tuple[int, int], spec=DEFAULT_S
     reported and skipped."""
     from .progress import Progress
 
+    cache = _image_cache(samples, size, spec)
+    if cache and os.path.exists(cache):
+        z = np.load(cache)
+        keep = set(z["kept"].tolist())
+        kept_s = [s for i, s in enumerate(samples) if i in keep]
+        return z["x"], z["y"], kept_s
     h, w = size
     out = np.zeros((len(samples), h, w), dtype=np.uint8)
     labels = np.zeros(len(samples), dtype=np.float32)
@@ -207,4 +234,23 @@ def load_images(samples: Sequence[Sample], size: Tuple[int, int], spec=DEFAULT_S
             bar.update()
     if bar:
         bar.close()
+    if cache:
+        ids = {id(s): i for i, s in enumerate(samples)}
+        tmp = cache + ".tmp.npz"
+        np.savez(tmp, x=out[:len(kept)], y=labels[:len(kept)], kept=np.array([ids[id(s)] for s in kept], dtype=np.int64))
+        os.replace(tmp, cache)
     return out[:len(kept)], labels[:len(kept)], kept
+
+
+def _image_cache(samples: Sequence[Sample], size: Tuple[int, int], spec) -> str:
+    """A cache file for this exact list of files (path, size, mtime), size and spec under
+    $PNEUMOLENS_IMAGE_CACHE (unset: no cache). Decoding 6k films takes minutes on 2 cores."""
+    root = os.environ.get("PNEUMOLENS_IMAGE_CACHE")
+    if not root or not samples:
+        return ""
+    key = hashlib.sha1(repr((size, sorted(spec.items()) if isinstance(spec, dict) else spec)).encode())
+    for s in samples:
+        st = os.stat(s.path)
+        key.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    os.makedirs(root, exist_ok=True)
+    return os.path.join(root, f"images_{key.hexdigest()[:16]}.npz")

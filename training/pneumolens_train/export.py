@@ -15,6 +15,7 @@ GAP + Linear, so the Grad-CAM of the logit is exact in closed form (docs/model-c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -32,8 +33,9 @@ from .preprocess import model_input
 
 def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir: Optional[str],
            fixture_images: Sequence[str], data: Optional[str], gate_train_limit: int = 0,
-           threshold_policy: Optional[str] = None, outlier_exposure: int = 1200) -> Dict:
-    f = fit(read_runs(runs), data, gate_train_limit, threshold_policy, outlier_exposure)
+           threshold_policy: Optional[str] = None, outlier_exposure: int = 1200, intended_use: bool = False,
+           gate_extra: Sequence[str] = (), loso: Optional[str] = None) -> Dict:
+    f = fit(read_runs(runs), data, gate_train_limit, threshold_policy, outlier_exposure, intended_use, gate_extra)
 
     graph = GatedModel(f.model, f.gate, f.members, f.scope).eval()
     out_names = output_names(f.scope is not None, bool(f.members))
@@ -47,6 +49,10 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
     write_split_records(f, out_dir)
 
     card = build_card(f, name, version, onnx_path)
+    if loso:
+        with open(loso) as fh:
+            t = json.load(fh)
+        card["metrics"]["leave_one_source_out"] = {"method": t["method"], "rows": t["rows"]}
     card_path = write_card(card, out_dir, name)
     print(f"wrote {onnx_path} ({os.path.getsize(onnx_path) / 1e6:.1f} MB) and {card_path}", file=sys.stderr)
     if fixtures_dir:
@@ -68,6 +74,11 @@ def main(argv=None) -> int:
                     help="youden | youden_high:E | sensitivity:X | fixed:X (default: the run's config)")
     ap.add_argument("--outlier-exposure", type=int, default=1200,
                     help="synthetic outliers for the gate's outlier-exposure head (0 disables it)")
+    ap.add_argument("--intended-use", action="store_true",
+                    help="fit the intended-use head (declines films unlike the primary source; 2.0.0 had it)")
+    ap.add_argument("--gate-extra", nargs="*", default=[],
+                    help="folders of real chest X-rays of other sites: inside the gate's fit, never the classifier's")
+    ap.add_argument("--loso", help="levers / leave-one-source-out table (probe.py --table) for the card")
     ap.add_argument("--gate-train-limit", type=int, default=0,
                     help="fit the input gate on at most N training images (default: all)")
     a = ap.parse_args(argv)
@@ -76,7 +87,7 @@ def main(argv=None) -> int:
         imgs = sorted(os.path.join(a.fixtures, f) for f in os.listdir(a.fixtures) if f.endswith(".png")) \
             if os.path.isdir(a.fixtures) else []
     export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data, a.gate_train_limit, a.threshold_policy,
-           a.outlier_exposure)
+           a.outlier_exposure, a.intended_use, a.gate_extra, a.loso)
     return 0
 
 

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from . import calibrate as cal
 from .checkpoint import Run
 from .config import TrainConfig
-from .data import Sample, load_images, scan_sources, source_name
+from .data import Sample, assign_hospitals, load_images, scan_sources, source_name
 from .gate import (NEGATIVE_KINDS, GateParams, collect, fit_outlier_head, make_negatives, uncertainty_block,
                    uncertainty_from_members)
 from .models import Classifier, combine
+from .preprocess import model_input
 from .progress import Progress
 from .scope import ScopeHead
 
@@ -52,6 +54,10 @@ class Fit:
     scope_val: Optional[Dict]
     declined_val: Optional[np.ndarray]
     uncertainty: Optional[Dict]       # the card's uncertainty block (ensembles only)
+    checks: Dict = None               # gate acceptance of real films it was not fitted on, and the shift suite
+    display_scale: Optional[float] = None  # Grad-CAM scale comparable across films (card gradcam.display_scale)
+    cam_report: Optional[Dict] = None  # Grad-CAM on validation films: mass in the lung fields, peak spread
+    extra_rows: List[Dict] = None     # metrics rows of the check sets (children of other hospitals, other sites)
 
     @property
     def config(self) -> Dict:
@@ -59,7 +65,8 @@ class Fit:
 
 
 def fit(runs: Sequence[Run], data: Optional[str] = None, gate_train_limit: int = 0,
-        threshold_policy: Optional[str] = None, outlier_exposure: int = 1200) -> Fit:
+        threshold_policy: Optional[str] = None, outlier_exposure: int = 1200, intended_use: bool = False,
+        gate_extra: Sequence[str] = ()) -> Fit:
     c0 = runs[0].config
     model, members = combine([r.model for r in runs])
     size = int(c0["size"])
@@ -72,6 +79,9 @@ def fit(runs: Sequence[Run], data: Optional[str] = None, gate_train_limit: int =
     roots = [data] + list(c0.get("extra_data") or [])
     primary = source_name(data)
     all_s = scan_sources(roots)
+    assign_hospitals(all_s, c0.get("hospital_of") or {})
+    kids = set(split.get("held_out_children") or [])
+    kid_s = [x for x in all_s if os.path.basename(x.path) in kids]
     val_s = [x for x in all_s if os.path.basename(x.path) in vf]
     tr_s = [x for x in all_s if x.patient in tp and os.path.basename(x.path) not in vf]
     if gate_train_limit and len(tr_s) > gate_train_limit:
@@ -84,23 +94,137 @@ def fit(runs: Sequence[Run], data: Optional[str] = None, gate_train_limit: int =
 
     calib, p_val = fit_calibration(vl, yva, val_primary, threshold_policy or c0.get("threshold_policy", "youden"))
     calib["val_split"] = runs[0].calibration["val_split"]
-    gate = GateParams(ftr, ttr)
+    # the gate models "a real chest X-ray", any hospital, any device: training films of every source, real
+    # films of other sites (gate_extra, never used by the classifier) and training films through the
+    # acquisition-shift augmentation are all inside
+    fin, tin = [ftr], [ttr]
+    extra_s: List[Sample] = []
+    if gate_extra:
+        extra_s = scan_sources(list(gate_extra))
+        xex, _, extra_s = load_images(extra_s, (size, size), spec)
+        fex, tex, _ = collect(model, xex, spec)
+        fin.append(fex)
+        tin.append(tex)
+    fsh, tsh = shifted_features(cache, model, spec, xtr, int(c0["seed"]))
+    fin.append(fsh)
+    tin.append(tsh)
+    fin_all, tin_all = np.concatenate(fin), np.concatenate(tin)
+    gate = GateParams(fin_all, tin_all)
     gate.calibrate(fva, tva)
     oe_info = None
     if outlier_exposure:
         oe_info = fit_outlier_exposure(gate, cache, model, spec, xtr, outlier_exposure, int(c0["seed"]),
-                                       ftr, ttr, fva, tva)
+                                       fin_all, tin_all, fva, tva)
     scope = scope_info = declined_val = None
-    if not val_primary.all():
+    if intended_use and not val_primary.all():
         scope, scope_info, declined_val = fit_intended_use(tr_s, val_s, primary, ftr, ttr, fva, tva)
     gate_val = gate.report(fva, tva)
     print(f"gate: validation false rejections {gate_val['false_rejection_rate']:.2%}", file=sys.stderr)
+    checks, extra_rows = gate_checks(gate, model, spec, size, xva, yva, val_primary, kid_s, extra_s, calib, scope)
+    display_scale, cam_report = cam_scale_and_report(model, spec, xva, yva, val_s, runs[0].path)
     unc = None
     if members:
         ml = np.stack([fva[:, a:b] @ w.numpy() + bb for a, b, w, bb in members], axis=1)
         unc = choose_uncertainty(ml, yva, p_val, calib, [x.source for x in val_s])
     return Fit(list(runs), model, members, spec, size, primary, roots, val_s, xva, yva, p_val, calib, gate, gate_val,
-               oe_info, scope, scope_info, declined_val, unc)
+               oe_info, scope, scope_info, declined_val, unc, checks, display_scale, cam_report, extra_rows)
+
+
+def shifted_features(cache: str, model: Classifier, spec: Dict, xtr: np.ndarray, seed: int, n: int = 1500):
+    """Features and thumbnails of `n` training films through the acquisition-shift augmentation (shift2)."""
+    path = cache.replace(".npz", "_shift.npz")
+    if os.path.exists(path):
+        z = np.load(path)
+        return z["f"], z["t"]
+    from .augment import augment
+    from .train import aug_config
+    g = torch.Generator().manual_seed(seed + 7)
+    idx = torch.randperm(len(xtr), generator=g)[:n].numpy()
+    acfg = aug_config(TrainConfig(augment="shift2"))
+    x = torch.from_numpy(xtr[idx]).float()[:, None] / 255.0
+    xs = torch.cat([augment(x[i:i + 64], acfg, g) for i in range(0, len(x), 64)])
+    u8 = (xs[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    f, t, _ = collect(model, u8, spec)
+    np.savez(path, f=f, t=t)
+    return f, t
+
+
+def _gate_scores(gate: GateParams, model: Classifier, spec: Dict, x_u8: np.ndarray):
+    f, t, lg = collect(model, x_u8, spec)
+    return gate.score(f, t), lg, f, t
+
+
+def gate_checks(gate: GateParams, model: Classifier, spec: Dict, size: int, xva: np.ndarray, yva: np.ndarray,
+                val_primary: np.ndarray, kid_s: Sequence[Sample], extra_s: Sequence[Sample], calib: Dict,
+                scope) -> Tuple[Dict, List[Dict]]:
+    """What the gate accepts of real films it was not fitted on (children of other hospitals), of the other
+    sites' films (in its fit), and of the primary source's validation films under each shift of the
+    "other hospital" suite (probe.shift_suite, not the training augmentation); plus metrics rows of the
+    check sets."""
+    from .probe import shift_suite
+    from .scope import metrics_row
+    T, b, thr = calib["temperature"], calib.get("bias", 0.0), calib["threshold"]
+    out: Dict = {"shift_suite_accepted": {}}
+    rows: List[Dict] = []
+    x01 = torch.from_numpy(xva[val_primary]).float()[:, None] / 255.0
+    for name, xs in shift_suite(x01).items():
+        u8 = (xs[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        sc, lg, f, t = _gate_scores(gate, model, spec, u8)
+        ok = sc <= 1
+        if scope is not None:
+            ok &= ~scope.declined(np.concatenate([f, t], 1))
+        out["shift_suite_accepted"][name] = float(ok.mean())
+    out["shift_suite_accepted_min"] = float(min(out["shift_suite_accepted"].values()))
+    for label, ss, note in (("children_other_hospital", kid_s, "not used to fit anything"),
+                            ("other_sites", extra_s, "in the gate's fit (as real chest X-rays), never in the classifier's")):
+        if not ss:
+            continue
+        xs, ys, ss = load_images(list(ss), (size, size), spec, progress=False)
+        sc, lg, f, t = _gate_scores(gate, model, spec, xs)
+        ok = sc <= 1
+        if scope is not None:
+            ok &= ~scope.declined(np.concatenate([f, t], 1))
+        out[label] = {"n": int(len(ys)), "accepted": float(ok.mean()), "note": note}
+        p = cal.sigmoid(lg / T + b)
+        if len(set(ys.tolist())) == 2:
+            rows.append(metrics_row(label, ys, p, thr, ~ok, note))
+        else:
+            out[label]["sensitivity"] = float(np.mean(p[ys > 0.5] >= thr))
+    print(f"gate checks: {json.dumps(out)}", file=sys.stderr)
+    return out, rows
+
+
+@torch.no_grad()
+def cam_scale_and_report(model: Classifier, spec: Dict, xva: np.ndarray, yva: np.ndarray, val_s: Sequence[Sample],
+                         run_path: str) -> Tuple[float, Dict]:
+    """display_scale: the 95% quantile over pneumonia validation films of the largest Grad-CAM cell value
+    acc(i,j) = sum_k (w_k / (h*w)) A_k(i,j) (the renderer's units), so a clear pneumonia film reaches the top
+    of the colour scale and a normal film stays low. Report: per source, the share of positive Grad-CAM
+    mass inside the lung fields (lungs.py) and the largest share of films whose peak is one cell."""
+    from .lungs import lung_masks
+    from .probe import cam_stats
+    w = model.fc.weight[0]
+    cams = []
+    for i in range(0, len(xva), 64):
+        _, f = model(model_input(xva[i:i + 64, None], spec))
+        cams.append(torch.einsum("nchw,c->nhw", f, w) / (f.shape[2] * f.shape[3]))
+    cams = torch.cat(cams)
+    peak = cams.flatten(1).amax(1).numpy()
+    pos = yva > 0.5
+    scale = float(np.quantile(peak[pos], 0.95)) if pos.any() else float(np.quantile(peak, 0.95))
+    prior_path = os.path.join(run_path, "lung_prior.pt")
+    prior = torch.load(prior_path) if os.path.exists(prior_path) else None
+    fields_u8, _, _ = lung_masks(xva, prior)
+    fields = torch.from_numpy(fields_u8).float() / 255.0
+    src = np.array([x.source for x in val_s])
+    report = {}
+    for s_ in sorted(set(src.tolist())):
+        m = src == s_
+        r = cam_stats(cams[m], fields[m], yva[m])
+        r["normal_films_reaching_half_scale"] = float(np.mean(peak[m & ~pos] >= 0.5 * scale)) if (m & ~pos).any() else None
+        report[s_] = r
+    print(f"grad-cam: display_scale {scale:.4g}; {json.dumps(report)}", file=sys.stderr)
+    return scale, report
 
 
 def _cache_path(run_paths: Sequence[str], gate_train_limit: int) -> str:
@@ -232,6 +356,6 @@ def write_split_records(f: Fit, out_dir: str) -> None:
                            f"stratified by class, seed {c0['seed']}, {c0['val_fraction']:.0%} of images; the images stay "
                            "in ../shared/data and are never committed",
                    "sources": {source_name(r): {"files": sorted(os.path.relpath(x.path, r) for x in f.val
-                                                                if x.source == source_name(r)),
-                                                "n_patients": len({x.patient for x in f.val if x.source == source_name(r)})}
+                                                                if x.folder == source_name(r)),
+                                                "n_patients": len({x.patient for x in f.val if x.folder == source_name(r)})}
                                for r in f.roots}}, fh, indent=0)

@@ -32,11 +32,14 @@ def focal_loss(logit: torch.Tensor, y: torch.Tensor, gamma: float = 2.0, alpha: 
     return loss.mean()
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator
-          ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Zhang et al. 2018: convex combinations of pairs of inputs and of their targets."""
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator, extra: Optional[torch.Tensor] = None):
+    """Zhang et al. 2018: convex combinations of pairs of inputs and of their targets (and of `extra`,
+    e.g. the lung-field masks, which are then returned third)."""
     if alpha <= 0:
-        return x, y
+        return (x, y) if extra is None else (x, y, extra)
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(x.shape[0], generator=g)
-    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+    out = (lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm])
+    if extra is None:
+        return out
+    return out + (lam * extra + (1 - lam) * extra[perm],)

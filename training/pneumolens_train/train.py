@@ -27,7 +27,9 @@ from . import calibrate as cal
 from .augment import AugmentConfig, augment
 from .checkpoint import load_checkpoint, machine
 from .config import TrainConfig
-from .data import Sample, add_digests, load_images, patient_split_by_source, scan_sources
+from .data import (Sample, add_digests, assign_hospitals, load_images, patient_split_by_source, scan_sources,
+                   source_name, split_off_children)
+from .lungs import lung_masks
 from .losses import focal_loss, mixup, smooth, weighted_bce
 from .models import build_model, count_params, gflops
 from .preprocess import model_input
@@ -51,6 +53,11 @@ def aug_config(cfg: TrainConfig) -> Optional[AugmentConfig]:
     if cfg.augment == "shift":
         a = AugmentConfig(hflip_p=cfg.hflip, gamma=0.4, contrast=0.35, sharpen_p=0.15, downup_p=0.2, marker_p=0.3,
                           border_p=0.15)
+    if cfg.augment == "shift2":
+        # another hospital, imitated harder: exposure, resolution, noise, grids, markers, collimation, crops
+        a = AugmentConfig(hflip_p=cfg.hflip, rotate_deg=12, shift=0.10, scale_min=0.80, scale_max=1.30,
+                          gamma=0.5, contrast=0.45, brightness=0.15, noise=0.04, blur_p=0.3, sharpen_p=0.2,
+                          downup_p=0.3, downup_min=0.2, marker_p=0.4, border_p=0.2, collimation_p=0.25, grid_p=0.15)
     return a
 
 
@@ -62,6 +69,19 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, spec: Dict, batch
     for i in range(0, len(images), batch):
         out.append(model(model_input(images[i:i + batch, None], spec))[0].float().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def lung_focus_loss(model: torch.nn.Module, feats: torch.Tensor, fields: torch.Tensor, y: torch.Tensor
+                    ) -> torch.Tensor:
+    """Share of the positive Grad-CAM mass (of the pneumonia logit) that lies outside the lung fields,
+    weighted by the (soft) pneumonia target: evidence for pneumonia belongs in the lungs. The head is
+    GAP + Linear, so Grad-CAM is the weighted channel sum of the features (docs/model-contract.md)."""
+    w = model.fc.weight[0]
+    cam = torch.relu(torch.einsum("nchw,c->nhw", feats, w))
+    m = torch.nn.functional.interpolate(fields, size=cam.shape[-2:], mode="area")[:, 0]
+    total = cam.flatten(1).sum(1) + 1e-6
+    outside = (cam * (1 - m)).flatten(1).sum(1) / total
+    return (outside * y).sum() / y.sum().clamp(min=1.0)
 
 
 class EMA:
@@ -103,6 +123,12 @@ def plot_history(history: List[Dict], path: str) -> None:
 
 def prepare_data(cfg: TrainConfig, log=sys.stderr):
     samples = scan_sources([cfg.data] + list(cfg.extra_data))
+    assign_hospitals(samples, cfg.hospital_of)
+    children: List[Sample] = []
+    if cfg.holdout_children:
+        samples, children = split_off_children(samples, source_name(cfg.data))
+        if children:
+            print(f"holding out {len(children)} films of children from other hospitals (never trained on)", file=log)
     held_out = [s for s in samples if s.subset == "test"]
     if held_out:
         # a DIR/{train,val,test} layout: the test images stay untouched for final evaluation
@@ -116,7 +142,7 @@ def prepare_data(cfg: TrainConfig, log=sys.stderr):
     spec = cfg.preprocessing_spec()
     xtr, ytr, train_s = load_images(train_s, (cfg.size, cfg.size), spec, log)
     xva, yva, val_s = load_images(val_s, (cfg.size, cfg.size), spec, log)
-    return xtr, ytr, train_s, xva, yva, val_s
+    return xtr, ytr, train_s, xva, yva, val_s, children
 
 
 def sampling_weights(samples: List[Sample], y: np.ndarray, cfg: TrainConfig) -> np.ndarray:
@@ -156,13 +182,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
     torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     t_start = time.time()
-    xtr, ytr, train_s, xva, yva, val_s = prepare_data(cfg)
+    xtr, ytr, train_s, xva, yva, val_s, children = prepare_data(cfg)
+    masks = None
+    if cfg.lung_focus > 0:
+        m, prior, fallback = lung_masks(xtr)
+        masks = torch.from_numpy(m)
+        torch.save(prior, os.path.join(cfg.out, "lung_prior.pt"))
+        print(f"lung fields: {fallback:.1%} of training films fell back to the population prior", file=sys.stderr)
     if len(set(ytr.tolist())) < 2 or len(set(yva.tolist())) < 2:
         raise ValueError("both classes are needed in the training and the validation split")
     with open(os.path.join(cfg.out, "split.json"), "w") as fh:
         json.dump({"train_patients": sorted({s.patient for s in train_s}),
                    "val_patients": sorted({s.patient for s in val_s}),
-                   "val_files": [os.path.basename(s.path) for s in val_s]}, fh)
+                   "val_files": [os.path.basename(s.path) for s in val_s],
+                   "held_out_children": [os.path.basename(s.path) for s in children]}, fh)
     with open(os.path.join(cfg.out, "config.json"), "w") as fh:
         json.dump(cfg.to_dict(), fh, indent=2)
     n_pos, n_neg = float(ytr.sum()), float(len(ytr) - ytr.sum())
@@ -218,12 +251,28 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
         t_ep, run_loss = time.time(), 0.0
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x = model_input(xtr[idx, None], spec, (lambda x01: augment(x01, acfg, gen)) if acfg else None)
+            mb = masks[idx][:, None].float() / 255.0 if masks is not None else None
+            held: Dict[str, torch.Tensor] = {}
+
+            def aug(x01: torch.Tensor) -> torch.Tensor:
+                if mb is None:
+                    return augment(x01, acfg, gen)
+                out, held["m"] = augment(x01, acfg, gen, mb)
+                return out
+
+            x = model_input(xtr[idx, None], spec, aug if acfg else None)
+            if mb is not None and "m" not in held:
+                held["m"] = mb
             y = torch.from_numpy(ytr[idx])
             y = smooth(y, cfg.label_smoothing)
-            x, y = mixup(x, y, cfg.mixup, gen)
-            logit, _ = model(x)
+            if mb is not None:
+                x, y, mmix = mixup(x, y, cfg.mixup, gen, held["m"])
+            else:
+                x, y = mixup(x, y, cfg.mixup, gen)
+            logit, feats = model(x)
             loss = focal_loss(logit, y, cfg.focal_gamma) if cfg.loss == "focal" else weighted_bce(logit, y, pos_w)
+            if mb is not None:
+                loss = loss + cfg.lung_focus * lung_focus_loss(model, feats, mmix, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -325,6 +374,8 @@ def main(argv=None) -> int:
             ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
     a = vars(ap.parse_args(argv))
     resume = a.pop("resume")
+    if a.get("hospital_of"):
+        a["hospital_of"] = json.loads(a["hospital_of"])
     path = a.pop("config")
     try:
         cfg = TrainConfig.from_sources(path, a)
