@@ -18,6 +18,8 @@ import { Orthanc } from '../src/pacs/orthanc.ts';
 import { Watcher } from '../src/pacs/watcher.ts';
 import { decodeImage } from '../src/image/decode.ts';
 import { MALFORMED_PATIENT, radiographDicom, type DicomElement } from './fixtures/make-dicom.ts';
+import { writeTinyModel } from './fixtures/make-onnx.ts';
+import { texturedGrayPng } from './fixtures/non-cxr.ts';
 
 const GOLDEN = join(import.meta.dirname, 'fixtures', 'golden');
 const PATIENT = 'DOE^JANE';
@@ -491,6 +493,73 @@ describe.skipIf(!ORTHANC_BIN)('PACS round trip with a real Orthanc', () => {
     expect(study2.ID).toBe(studyId);
   });
 
+  it('issue 19 item 3: the SR says which reason and what decided it (tiny model with a gate and no intended-use head)', async () => {
+    // A model whose gate score is the mean of its input: a bright film that passes the image checks
+    // scores above the threshold. Its card has gate and no gate.intended_use (like model 3.0.0 may).
+    const tiny = writeTinyModel({ size: 32, channels: 4, stride: 4, ood: true }, (c) => (c.gate = { output: 'ood', threshold: 0.5 }));
+    const tinyEngine = await Engine.load({ card: tiny.cardPath, threads: 1 });
+    try {
+      expect(tinyEngine.card.gate?.intended_use).toBeUndefined();
+      const study = derivedUid('e2e-reasons');
+      const gray = async (png: Buffer) => {
+        const { data, info } = await sharp(png).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true });
+        return { data: new Uint8Array(data), width: info.width, height: info.height };
+      };
+      // An identity window keeps the gray levels (without VOI, min-max would stretch the bright film to 0..255).
+      const identity: DicomElement[] = [
+        { tag: [0x0028, 0x1050], vr: 'DS', value: '128' },
+        { tag: [0x0028, 0x1051], vr: 'DS', value: '256' },
+      ];
+      const bright = await rawSource(study, identity, await gray(texturedGrayPng(240, 280, 6, 140, 250)));
+      const dark = await rawSource(study, identity, await gray(texturedGrayPng(240, 280, 5, 0, 120)));
+      const noise = new Uint8Array(200 * 200);
+      let r = 7;
+      for (let i = 0; i < noise.length; i++) noise[i] = (r = (r * 1103515245 + 12345) >>> 0) >>> 24;
+      const junk = await rawSource(study, [], { data: noise, width: 200, height: 200 });
+      const state = join(dir, 'reasons.json');
+      const watch = () =>
+        new Watcher({
+          orthanc: client,
+          engine: tinyEngine,
+          statePath: state,
+          batch: 50,
+          intervalMs: 100,
+          once: true,
+          start: 'now',
+          log: () => {},
+        }).run();
+      await watch();
+      const studyId = (await upload(bright.file)).ParentStudy;
+      await upload(dark.file);
+      await upload(junk.file);
+      const summary = await watch();
+      expect(summary.counts).toMatchObject({ analysed: 1, refused: 2, failed: 0 });
+      const inStudy = new Map((await studyInstances(studyId)).map((i) => [i.MainDicomTags.SOPInstanceUID, i.ID]));
+      const srOf = async (sop: string) =>
+        readDicom(await instanceFile(inStudy.get(resultUids({ StudyInstanceUID: study, SOPInstanceUID: sop }, tinyEngine.card).sr)!));
+      const b = await srOf(bright.sop);
+      expect(srValue(b, 'Finding')).toBe(
+        'Not analysed: outside the intended use (unlike the chest X-rays the model was trained and validated on)',
+      );
+      expect(srValue(b, 'Reason not analysed (code)')).toBe('outside_intended_use');
+      expect(srValue(b, 'Input gate result')).toMatch(/^This radiograph is unlike the chest X-rays the model was trained and validated on/);
+      expect(String(srValue(b, 'Finding'))).not.toMatch(/not a chest X-ray/i);
+      const j = await srOf(junk.sop);
+      expect(srValue(j, 'Finding')).toBe('Not analysed: not a chest X-ray (failed the image checks)');
+      expect(srValue(j, 'Reason not analysed (code)')).toBe('not_a_chest_xray');
+      const d = await srOf(dark.sop);
+      expect(srValue(d, 'Input gate result')).toMatch(/^Accepted: passed the image checks; the model's gate score is within its limit/);
+      expect(
+        seq(d.ContentSequence)
+          .map((i) => i.TextValue ?? '')
+          .join(' '),
+      ).not.toMatch(/\d\.\d{5,}|e\+\d/);
+    } finally {
+      await tinyEngine.dispose();
+      rmSync(tiny.dir, { recursive: true, force: true });
+    }
+  });
+
   it('issue 19 item 2: canary patient attributes appear in no output and no file pneumolens writes, except the DICOM results', async () => {
     const study = derivedUid('e2e-canary');
     const root = mkdtempSync(join(tmpdir(), 'pneumolens-canary-'));
@@ -550,6 +619,8 @@ describe.skipIf(!ORTHANC_BIN)('PACS round trip with a real Orthanc', () => {
       walk(root);
       const state = files.find((f) => /\/\.local\/state\/pneumolens\/pacs-127\.0\.0\.1_\d+\.json$/.test(f));
       expect(state, `the default state file, among ${files.join(', ')}`).toBeDefined();
+      expect(readdirSync(cwd), 'nothing is written into the current folder').toEqual([]);
+      expect(first.stderr).toContain(`new state file ${state}`);
       expect(JSON.parse(readFileSync(state!, 'utf8')).failures.map((f: { code: string }) => f.code)).toEqual(['not_a_chest_xray']);
       for (const f of files) {
         const body = readFileSync(f).toString('latin1');
