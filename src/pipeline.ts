@@ -236,7 +236,7 @@ export class Engine {
       this.applied.gate,
       inferred.scope ? inferred.scope[k] : null,
     );
-    if (this.site && gate.reason === 'outside_intended_use' && this.applied.gate !== this.card.gate)
+    if (this.site && gate.basis === 'intended_use_score' && this.applied.gate !== this.card.gate)
       gate.message = outsideSiteMessage(this.site);
     const M = inferred.memberCount;
     const members = inferred.members?.subarray(k * M, (k + 1) * M);
