@@ -91,12 +91,12 @@ describe('pneumolens site', () => {
     const r = await cli(['predict', 'NORMAL', 'PNEUMONIA', '--site', 'site.json', '--json', '--quiet']);
     const out = JSON.parse(r.stdout);
     expect(out.site.statement).toMatch(/^Site profile Test Hospital: validated on/);
-    const results = out.results as Array<{ file: string; probability: number; threshold: number; label: string; logit?: number }>;
+    const results = out.results as Array<{ file: string; probability: number; threshold: number; label: string; rejected?: boolean }>;
     expect(results.length).toBe(2 * n);
     const withoutSite = JSON.parse((await cli(['predict', 'NORMAL', 'PNEUMONIA', '--json', '--quiet'])).stdout);
     expect(withoutSite.site).toBeUndefined();
-    const declinedByCard = withoutSite.results.filter((x: { status?: string; rejected?: boolean }) => x.rejected).length;
-    const declinedBySite = results.filter((x: { rejected?: boolean }) => (x as { rejected?: boolean }).rejected).length;
+    const declinedByCard = (withoutSite.results as Array<{ rejected?: boolean }>).filter((x) => x.rejected).length;
+    const declinedBySite = results.filter((x) => x.rejected).length;
     expect(declinedByCard).toBeGreaterThan(declinedBySite); // the card declines bright films the site validated
     // Every analysed result: sigmoid(logit / T + b) at the profile's threshold
     const analysed = await plain.analyseAll(await Promise.all(results.map((x) => readFile(resolve(site, x.file)))), {
