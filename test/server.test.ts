@@ -79,10 +79,27 @@ describe('GET routes', () => {
   });
 
   it('404 for unknown routes, as JSON', async () => {
-    for (const url of ['/api/nope', '/nope.html', '/api/predict']) {
+    for (const url of ['/api/nope', '/nope.html']) {
       const res = await a.inject(url);
       expect(res.statusCode, url).toBe(404);
       expect(errorOf(res).code).toBe('not_found');
+    }
+  });
+
+  it('405 with Allow for a wrong method on an API address (GET /api/predict, PUT, OPTIONS, DELETE)', async () => {
+    const cases: Array<[string, string, string]> = [
+      ['GET', '/api/predict', 'POST'],
+      ['PUT', '/api/predict?cam=false', 'POST'],
+      ['OPTIONS', '/api/predict', 'POST'],
+      ['DELETE', '/api/health', 'GET, HEAD'],
+      ['POST', '/api/model', 'GET, HEAD'],
+      ['PATCH', '/api/openapi.json', 'GET, HEAD'],
+    ];
+    for (const [method, url, allow] of cases) {
+      const res = await a.inject({ method: method as 'GET', url });
+      expect(res.statusCode, `${method} ${url}`).toBe(405);
+      expect(res.headers.allow).toBe(allow);
+      expect(errorOf(res).code).toBe('method_not_allowed');
     }
   });
 });

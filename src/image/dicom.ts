@@ -371,26 +371,35 @@ export const DICOM_WARNING = 'DICOM warning: ';
  * typed by people, often empty, free text or wrong: a lateral view or a non-chest body part is a
  * warning, and the image-based input gate decides.
  */
+/**
+ * A DICOM string as it may be echoed back to the user (an error or a warning): letters, digits,
+ * space, '_' and '-' only, at most 16 characters (the CS length), so no markup, control characters
+ * or long text from a file reach an answer.
+ */
+export function safeDicomText(s: string): string {
+  return s.replace(/[^A-Z0-9_ -]/gi, '').slice(0, 16);
+}
+
 function checkScope(ds: DataSet, notes: string[]): void {
   const modality = (ds.string('x00080060') ?? '').toUpperCase().trim();
   if (modality && !RADIOGRAPH_MODALITIES.has(modality)) {
     if (!ANY_IMAGE_MODALITIES.has(modality)) {
       throw new PneumoError(
         'outside_intended_use',
-        `The DICOM Modality is ${modality.replace(/[^A-Z0-9_ ]/g, '').slice(0, 16)}, not a radiograph; pneumolens reads frontal chest radiographs (CR, DX).`,
+        `The DICOM Modality is ${safeDicomText(modality)}, not a radiograph; pneumolens reads frontal chest radiographs (CR, DX).`,
       );
     }
-    notes.push(`${DICOM_WARNING}Modality ${modality} (not CR/DX): the image may not be a chest radiograph.`);
+    notes.push(`${DICOM_WARNING}Modality ${safeDicomText(modality)} (not CR/DX): the image may not be a chest radiograph.`);
   }
   const view = (ds.string('x00185101') ?? '').toUpperCase().trim();
   if (view && LATERAL_VIEW.test(view)) {
     notes.push(
-      `${DICOM_WARNING}View Position ${view.slice(0, 16)} is a lateral view; the model was trained on frontal (PA/AP) views only.`,
+      `${DICOM_WARNING}View Position ${safeDicomText(view)} is a lateral view; the model was trained on frontal (PA/AP) views only.`,
     );
   }
   const bodyPart = (ds.string('x00180015') ?? '').toUpperCase().trim();
   if (bodyPart && !CHEST_BODY_PART.test(bodyPart)) {
-    notes.push(`${DICOM_WARNING}Body Part Examined is ${bodyPart.replace(/[^A-Z0-9_ ]/g, '').slice(0, 16)}, not chest.`);
+    notes.push(`${DICOM_WARNING}Body Part Examined is ${safeDicomText(bodyPart)}, not chest.`);
   }
 }
 

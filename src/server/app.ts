@@ -27,7 +27,10 @@ export interface PredictEngine {
   readonly card: { readonly name: string; readonly version: string };
   /** The site profile the engine decides with (src/site), if any: named in every answer and in /api/model. */
   readonly site?: SiteSummary;
-  analyse(bytes: Uint8Array, opts?: AnalyseOptions): Promise<AnalysisResult>;
+  /** `signal` aborts at the request's deadline: an engine that can stop the work (WorkerEngine) does. */
+  analyse(bytes: Uint8Array, opts?: AnalyseOptions, signal?: AbortSignal): Promise<AnalysisResult>;
+  /** Workers running out of those started, and recycled after a deadline (WorkerEngine); shown by /api/health. */
+  health?(): { workers: number; expected: number; recycled: number };
 }
 
 export interface LogDestination {
@@ -380,8 +383,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       const u = uploads.stats();
       reply.code(engine ? 200 : 503).header('cache-control', 'no-store');
       if (!engine) reply.header('retry-after', state.status === 'loading' ? '2' : '10');
+      // Degraded: a worker was stopped at a deadline (or died) and its replacement is not running yet.
+      const workers = engine?.health?.();
+      const degraded = workers !== undefined && workers.workers < workers.expected;
       return {
-        status: state.status,
+        status: degraded ? 'degraded' : state.status,
         ready: !!engine,
         model: engine ? { name: engine.card.name, version: engine.card.version } : null,
         uptime_s: round((Date.now() - startedAt) / 1000, 1),
@@ -392,6 +398,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
           max_queue: s.maxQueue,
           uploads_in_flight: u.inFlight,
           upload_bytes_in_flight: u.bytes,
+          connections: openConnections,
+          ...(workers
+            ? { engine_workers: workers.workers, engine_workers_expected: workers.expected, recycled_after_deadline: workers.recycled }
+            : {}),
         },
       };
     },
@@ -541,7 +551,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         const result = await abortable(
           ticket.run(() => {
             started = performance.now();
-            return engine.analyse(input.bytes, options);
+            return engine.analyse(input.bytes, options, ctrl.signal);
           }, ctrl.signal),
           ctrl.signal,
         );

@@ -86,6 +86,10 @@ export class WorkerEngine implements PredictEngine {
   private readonly waiting: Job[] = [];
   private nextId = 1;
   private disposed = false;
+  private recycled = 0;
+  private expected = 0;
+  /** Replacement workers being started. */
+  private starting = 0;
 
   private constructor(
     readonly card: PredictEngine['card'] & Record<string, unknown>,
@@ -105,6 +109,7 @@ export class WorkerEngine implements PredictEngine {
       throw failed.reason;
     }
     const engine = new WorkerEngine(ok[0].card as WorkerEngine['card'], ok[0].threads, opts, ok[0].site);
+    engine.expected = ok.length;
     for (const s of ok) engine.adopt(s.worker);
     return engine;
   }
@@ -114,17 +119,45 @@ export class WorkerEngine implements PredictEngine {
   }
 
   /** The result of an analysed image; the outcome's error otherwise (as Engine.analyse, from the same Outcome). */
-  async analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
-    return unwrap(await this.outcome(bytes, opts));
+  async analyse(bytes: Uint8Array, opts: AnalyseOptions = {}, signal?: AbortSignal): Promise<AnalysisResult> {
+    return unwrap(await this.outcome(bytes, opts, signal));
   }
 
-  /** The engine's outcome of one image, computed in a worker thread. */
-  outcome(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<Outcome> {
+  /**
+   * The engine's outcome of one image, computed in a worker thread. When `signal` aborts (the
+   * request's deadline), the analysis is stopped: a waiting job is dropped, a running one ends with
+   * its worker, which is terminated (its memory returned, its codecs with it) and replaced; the
+   * promise rejects with the signal's reason at once, so the compute slot is free.
+   */
+  outcome(bytes: Uint8Array, opts: AnalyseOptions = {}, signal?: AbortSignal): Promise<Outcome> {
     if (this.disposed) return Promise.reject(new PneumoError('busy', 'The server is shutting down.'));
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
-      this.waiting.push({ id: this.nextId++, bytes, opts, resolve, reject });
+      const job: Job = { id: this.nextId++, bytes, opts, resolve, reject };
+      const onAbort = () => {
+        const w = this.waiting.indexOf(job);
+        if (w >= 0) this.waiting.splice(w, 1);
+        const slot = this.slots.find((s) => s.job === job);
+        if (slot) {
+          slot.job = undefined;
+          this.recycled++;
+          this.slots.splice(this.slots.indexOf(slot), 1); // takes no job from now on
+          void slot.worker.terminate(); // 'exit' starts its replacement
+        }
+        reject(signal!.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const done = () => signal?.removeEventListener('abort', onAbort);
+      job.resolve = (o) => (done(), resolve(o));
+      job.reject = (e) => (done(), reject(e));
+      this.waiting.push(job);
       this.pump();
     });
+  }
+
+  /** Workers running now out of those started, and how many were recycled after a deadline (for /api/health). */
+  health(): { workers: number; expected: number; recycled: number } {
+    return { workers: this.slots.length, expected: this.expected, recycled: this.recycled };
   }
 
   async dispose(): Promise<void> {
@@ -162,23 +195,27 @@ export class WorkerEngine implements PredictEngine {
       slot.job?.reject(new Error('the engine worker stopped during the analysis'));
       slot.job = undefined;
       if (this.disposed) return;
-      // Replace it; until then the other workers take the jobs.
+      // Replace it; until then the other workers take the jobs (waiting jobs wait for the replacement).
+      this.starting++;
       startWorker(this.opts).then(
         (s) => {
+          this.starting--;
           if (this.disposed) void s.worker.terminate();
           else {
             this.adopt(s.worker);
             this.pump();
           }
         },
-        () => this.failWaitingIfNoWorker(),
+        () => {
+          this.starting--;
+          this.failWaitingIfNoWorker();
+        },
       );
-      this.failWaitingIfNoWorker();
     });
   }
 
   private failWaitingIfNoWorker(): void {
-    if (this.slots.length > 0) return;
+    if (this.slots.length > 0 || this.starting > 0) return;
     for (const job of this.waiting.splice(0)) job.reject(new Error('no engine worker is running'));
   }
 

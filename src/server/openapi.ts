@@ -411,7 +411,11 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
         Health: {
           type: 'object',
           properties: {
-            status: { type: 'string', enum: ['ok', 'loading', 'failed', 'shutting_down'] },
+            status: {
+              type: 'string',
+              enum: ['ok', 'degraded', 'loading', 'failed', 'shutting_down'],
+              description: 'degraded: an engine worker was stopped at a deadline (or died) and its replacement is starting.',
+            },
             ready: { type: 'boolean' },
             model: { type: 'object', nullable: true, properties: { name: { type: 'string' }, version: { type: 'string' } } },
             uptime_s: { type: 'number' },
@@ -423,6 +427,10 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
                 max_concurrent: { type: 'integer' },
                 max_queue: { type: 'integer' },
                 uploads_in_flight: { type: 'integer', description: 'Request bodies (uploads and URL fetches) being received.' },
+                connections: { type: 'integer', description: 'Open connections (at most PNEUMOLENS_MAX_CONNECTIONS; 503 beyond).' },
+                engine_workers: { type: 'integer', description: 'Engine worker threads running.' },
+                engine_workers_expected: { type: 'integer' },
+                recycled_after_deadline: { type: 'integer', description: 'Workers stopped because an analysis passed its deadline.' },
                 upload_bytes_in_flight: { type: 'integer', description: 'Bytes of those bodies received so far.' },
               },
             },

@@ -117,6 +117,8 @@ export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: nu
     maxUploads: envNumber('PNEUMOLENS_MAX_UPLOADS', 1, true),
     urlAllowList: list(process.env.PNEUMOLENS_URL_ALLOW),
     allowedOrigins: list(process.env.PNEUMOLENS_ALLOWED_ORIGINS),
+    allowedHosts: list(process.env.PNEUMOLENS_ALLOWED_HOSTS),
+    maxConnections: envNumber('PNEUMOLENS_MAX_CONNECTIONS', 1, true),
   };
 }
 

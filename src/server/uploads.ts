@@ -125,3 +125,55 @@ export function collectBody(
     stream.on('error', (err) => settle(err));
   });
 }
+
+/**
+ * Watches a multipart body as it arrives and reports a part whose header block (after its boundary
+ * line, up to the blank line) is longer than `maxBytes`: busboy only truncates such a header (at
+ * 80 KB) and reads on, so a 100 KB part header was accepted. Boundaries split across chunks are
+ * found (a few bytes of each chunk are kept for the next).
+ */
+export class PartHeaderScanner {
+  private readonly delimiter: Buffer | undefined;
+  private state: 'body' | 'header' = 'body';
+  private headerBytes = 0;
+  private tail: Buffer = Buffer.alloc(0);
+
+  constructor(
+    contentType: string,
+    private readonly maxBytes = 8 * 1024,
+  ) {
+    const m = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType);
+    this.delimiter = m ? Buffer.from(`--${m[1] ?? m[2]}`, 'latin1') : undefined;
+  }
+
+  /** Feeds the next chunk of the body; false once a part header is too long. */
+  push(chunk: Buffer): boolean {
+    if (!this.delimiter) return true;
+    const seen = this.tail.length; // bytes of `data` already fed (and counted)
+    const data = seen ? Buffer.concat([this.tail, chunk]) : chunk;
+    let pos = 0;
+    for (;;) {
+      if (this.state === 'body') {
+        const i = data.indexOf(this.delimiter, pos);
+        if (i < 0) {
+          this.tail = Buffer.from(data.subarray(Math.max(pos, data.length - (this.delimiter.length - 1))));
+          return true;
+        }
+        this.state = 'header';
+        this.headerBytes = 0;
+        pos = i + this.delimiter.length;
+        continue;
+      }
+      const j = data.indexOf('\r\n\r\n', pos, 'latin1');
+      const end = j < 0 ? data.length : j;
+      this.headerBytes += Math.max(0, end - Math.max(pos, seen));
+      if (this.headerBytes > this.maxBytes) return false;
+      if (j < 0) {
+        this.tail = Buffer.from(data.subarray(Math.max(pos, data.length - 3)));
+        return true;
+      }
+      this.state = 'body';
+      pos = j + 4;
+    }
+  }
+}
