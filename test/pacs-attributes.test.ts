@@ -19,6 +19,7 @@ import {
   structuredReport,
   type Outcome,
 } from '../src/pacs/dicom-out.ts';
+import { safeError } from '../src/pacs/watcher.ts';
 
 /** Orthanc's simplified tags of a source whose every patient and study attribute is malformed. */
 const MALFORMED = {
@@ -164,6 +165,26 @@ describe("dcmjs's log goes through ours, without values (issue 19 item 2)", () =
     } finally {
       routeDicomWriterLog((l) => process.stderr.write(l + '\n'));
     }
+  });
+
+  it("an unexpected error is logged and stored by its kind and place, never by its message (dcmjs's quote values)", () => {
+    let thrown: unknown;
+    try {
+      // dcmjs's own error for an over-long DA, quoting the value, as the watcher met it before issue 19.
+      const dcmjs = createRequire(import.meta.url)('dcmjs') as {
+        data: { DicomDict: new (m: Record<string, unknown>) => { dict: Record<string, unknown>; write(): ArrayBuffer } };
+      };
+      const d = new dcmjs.data.DicomDict({});
+      d.dict = { '00100030': { vr: 'DA', Value: ['19650304CANARY'] } };
+      d.write();
+    } catch (e) {
+      thrown = e;
+    }
+    expect(String((thrown as Error).message)).toContain('19650304CANARY');
+    const safe = safeError(thrown);
+    expect(safe.code).toBe('internal_error');
+    expect(safe.message).not.toContain('CANARY');
+    expect(safe.message).toMatch(/^Internal error \(Error in dcmjs, called from src\/|^Internal error \(Error in dcmjs\)/);
   });
 
   it('unknown messages are withheld', () => {

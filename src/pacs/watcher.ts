@@ -154,14 +154,17 @@ const str = (v: unknown): string => (typeof v === 'string' ? v.trim() : '');
  * failed in our words; any other error's message may quote the data set (dcmjs's do), so only its
  * kind and where it was thrown are kept.
  */
-function safeError(e: unknown): { code: string; message: string } {
+export function safeError(e: unknown): { code: string; message: string } {
   if (isPneumoError(e)) return { code: e.code, message: e.message };
   if (e instanceof OrthancError) return { code: 'orthanc_error', message: e.message };
   const name = e instanceof Error ? e.name.replace(/[^A-Za-z]/g, '').slice(0, 40) : typeof e;
-  const at = e instanceof Error ? /\(?(?:file:\/\/)?[^()\s]*\/(src\/[\w/.-]+:\d+):\d+\)?/.exec(e.stack ?? '')?.[1] : undefined;
+  const frames = e instanceof Error ? (e.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l)) : [];
+  const lib = /node_modules\/((?:@[\w.-]+\/)?[\w.-]+)\//.exec(frames[0] ?? '')?.[1];
+  const ours = frames.map((l) => (l.includes('node_modules') ? undefined : /\/(src\/[\w/.-]+:\d+):\d+\)?$/.exec(l)?.[1])).find(Boolean);
+  const where = `${lib ? ` in ${lib}` : ''}${ours ? `${lib ? ', called from' : ' at'} ${ours}` : ''}`;
   return {
     code: 'internal_error',
-    message: `Internal error (${name}${at ? ` at ${at}` : ''}); its message is not logged, as it may quote patient data.`,
+    message: `Internal error (${name}${where}); its message is not logged, as it may quote patient data.`,
   };
 }
 
