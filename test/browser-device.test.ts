@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import type { Browser, BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWeb } from '../scripts/build-web.ts';
+import { intendedPopulation } from '../src/eval/card.ts';
 import { Engine } from '../src/pipeline.ts';
 import type { Outcome } from '../src/types.ts';
 import { launchChromium, SCREENSHOTS } from './browser.ts';
@@ -192,6 +193,14 @@ describe('on-device analysis in Chromium (static build, no server)', () => {
     const page = await context.newPage();
     await page.goto(`${site.url}/`);
     await page.waitForFunction(() => document.body.dataset.device === 'ready', undefined, { timeout: 120_000 });
+    // who the model is for, from the card the device loaded (issue 19 item 8), as the server's page says it
+    const population = intendedPopulation(engine.card);
+    await page.locator('#population').waitFor();
+    await expect(page.locator('#population').textContent()).resolves.toBe(
+      population
+        ? `Validated only for ${population}. Not for other patients.`
+        : 'The model card does not say which population this model is validated for: treat every result as unvalidated.',
+    );
     const before = traffic.allowed.length;
     const xray = fixtures.find((f) => f.name === 'normal_gray_200x240.png')!;
     await page.setInputFiles('#file', { name: 'chest.png', mimeType: 'image/png', buffer: xray.bytes });

@@ -182,7 +182,7 @@ async function analyse() {
   }
   const t = $('threshold').value.trim();
   if (t !== '' && !(Number(t) >= 0 && Number(t) <= 1)) {
-    showError('The decision threshold must be a number between 0 and 1.');
+    showError('The decision threshold must be a probability from 0 to 1 (0.8 = 80 %).');
     return;
   }
   state.busy = true;

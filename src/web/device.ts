@@ -10,6 +10,7 @@
  * image is read from the user's file into memory and analysed here.
  */
 import { PneumoError } from '../errors.ts';
+import { intendedPopulation } from '../eval/card.ts';
 import { validateCard, type LoadedCard } from '../model/card.ts';
 import { ModelSession } from '../model/session.ts';
 import { configureWasm, runtime, threadsAvailable } from '../model/runtime.web.ts';
@@ -94,10 +95,10 @@ export class DeviceEngine {
     }
   }
 
-  /** The card as the page shows it (like GET /api/model: no local paths, long numeric arrays summarised). */
+  /** The card as the page shows it (like GET /api/model: no local paths, long numeric arrays summarised, `population`). */
   publicCard(): Record<string, unknown> {
     const { cardPath: _c, modelPath: _m, ...card } = this.card;
-    return compactArrays(card) as Record<string, unknown>;
+    return { ...(compactArrays(card) as Record<string, unknown>), population: intendedPopulation(this.card) };
   }
 }
 
