@@ -250,6 +250,7 @@ describe('web page, end to end', () => {
   it('About the model: results outside the training hospital beside validation, or one line saying there are none', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(server.url);
+    await page.locator('#model-card .model-name').waitFor(); // the card has loaded (slow on a busy machine)
     const outside = page.getByRole('region', { name: 'Other hospitals and sources' });
     await expect(page.getByRole('region', { name: 'Training hospital: validation patients' }).isVisible()).resolves.toBe(true);
     // The shipped card's own per-source table and the independent grading of the previous version.
