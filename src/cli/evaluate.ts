@@ -1,5 +1,5 @@
 /** `pneumolens evaluate`: metrics, JSON and HTML report on a labelled folder DIR/{NORMAL,PNEUMONIA}. */
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import {
   ciText,
@@ -23,9 +23,12 @@ import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
 import { listImages } from './files.js';
 import { EXIT_OK, UsageError, type Io } from './io.js';
+import { checkShardFile, mergeShards, type ShardEvaluation, type ShardRecord } from './merge.js';
 import { Progress } from './progress.js';
+import { resolveShard, shardKey, shardLine, shardPositions } from './shard.js';
 
 export const help = `Usage: pneumolens evaluate [options] <dir>
+       pneumolens evaluate --merge [--json FILE] <shard.json>...
 
 Evaluates the model on a labelled folder: <dir>/NORMAL and <dir>/PNEUMONIA (folder names
 matched case-insensitively against the model's labels), searched recursively for images.
@@ -44,6 +47,12 @@ Options:
   --seed S           bootstrap seed (default 42)
   --force            count the images the input gate rejects (either reason) in the metrics
   --batch N          images per inference batch (default 8)
+  --shard K/N        evaluate only shard K (0-based) of N (by a hash of each image's path under
+                     <dir>; in a Kubernetes Indexed Job from JOB_COMPLETION_INDEX and
+                     JOB_COMPLETIONS); with --json, the file carries what --merge needs
+  --merge            combine the --json files of every shard of one run into the evaluation of
+                     the whole (exact: the metrics are recomputed from the per-image scores);
+                     no model is loaded, --json and the summary as for a whole run
   --quiet            no progress bar
 ${ENGINE_HELP}
   -h, --help         this help
@@ -81,6 +90,74 @@ export interface EvaluationJson extends MetricsSummary {
   /** With --force: the same, for each reason. */
   forced_by_reason: Record<RejectionCode, number>;
   predictions: ReportItem[];
+  /** With --shard: what `--merge` needs (src/cli/merge.ts). */
+  shard?: ShardRecord;
+}
+
+/** The evaluation JSON from the per-image outcomes: the one builder of a whole run, a shard and a merge. */
+export function evaluationJson(e: {
+  model: { name: string; version: string };
+  site?: SiteSummary;
+  dataset: string;
+  threshold: number;
+  labels: readonly [string, string];
+  bootstrap: { resamples: number; seed: number };
+  items: ReportItem[];
+  failures: FailedItem[];
+  rejected: FailedItem[];
+  forcedCount: number;
+  forcedByReason: Record<RejectionCode, number>;
+}): EvaluationJson {
+  const summary = summarize(
+    e.items.map((i) => i.truth),
+    e.items.map((i) => i.probability),
+    e.threshold,
+    { bootstrap: e.bootstrap, labels: e.labels },
+  );
+  return {
+    model: e.model,
+    ...(e.site ? { site: e.site } : {}),
+    dataset: e.dataset,
+    ...summary,
+    errors: e.failures,
+    rejected: e.rejected,
+    rejected_by_reason: countByReason(e.rejected),
+    forced_rejected: e.forcedCount,
+    forced_by_reason: e.forcedByReason,
+    predictions: e.items,
+  };
+}
+
+/** `evaluate --merge`: no model, no images; the shards' JSON files in, the whole's summary and JSON out. */
+async function runMerge(files: string[], jsonOut: string | undefined, io: Io): Promise<number> {
+  if (files.length === 0) throw new UsageError('--merge needs the JSON files of the shards');
+  const docs: Array<{ name: string; json: ShardEvaluation }> = [];
+  for (const name of files) {
+    let json: unknown;
+    try {
+      json = JSON.parse(await readFile(resolve(io.cwd, name), 'utf8'));
+    } catch (e) {
+      throw new UsageError(`${name}: ${(e as Error).message}`);
+    }
+    docs.push({ name, json: checkShardFile(json, name) });
+  }
+  const m = mergeShards(docs);
+  if (m.items.length === 0) {
+    io.stderr.write(`pneumolens: none of the ${m.of} images of the ${m.count} shards was analysed\n`);
+    return 1;
+  }
+  const result = evaluationJson({
+    ...m,
+    site: m.site as SiteSummary | undefined,
+    forcedByReason: { ...countByReason([]), ...m.forcedByReason } as Record<RejectionCode, number>,
+  });
+  if (jsonOut !== undefined) {
+    const text = JSON.stringify(result, null, 2) + '\n';
+    if (jsonOut === '-') io.stdout.write(text);
+    else await writeFile(resolve(io.cwd, jsonOut), text);
+  }
+  if (jsonOut !== '-') io.stdout.write(`Merged       ${m.count} shards, ${m.of} images\n` + summaryText(result, m.labels));
+  return EXIT_OK;
 }
 
 function fmtPct(v: number | null): string {
@@ -133,7 +210,7 @@ async function galleryWithOverlays(
   const files = gallery.map((g) => join(root, g.file));
   const out: GalleryItem[] = [];
   let k = 0;
-  for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: true, threshold, force }, 4)) {
+  for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: true, heatmap: false, threshold, force }, 4)) {
     for (const o of outcomes) {
       const g = gallery[k++];
       out.push(o.result?.cam ? { ...g, overlayPng: o.result.cam.overlayPng } : g);
@@ -155,10 +232,23 @@ export async function run(args: string[], io: Io): Promise<number> {
     batch: { type: 'string' },
     force: { type: 'boolean' },
     quiet: { type: 'boolean' },
+    shard: { type: 'string' },
+    merge: { type: 'boolean' },
   });
   if (flag(p, 'help')) {
     io.stdout.write(help);
     return EXIT_OK;
+  }
+  if (flag(p, 'merge')) {
+    const alone = ['report', 'threshold', 'limit', 'gallery', 'bootstrap', 'seed', 'batch', 'force', 'shard'].filter(
+      (k) => p.values[k] !== undefined,
+    );
+    if (alone.length > 0) {
+      throw new UsageError(`--merge takes the shards' settings; it cannot be combined with ${alone.map((k) => `--${k}`).join(', ')}`);
+    }
+    const jsonOut = str(p, 'json');
+    if (jsonOut === '') throw new UsageError('--json needs a file name');
+    return runMerge(p.positionals, jsonOut, io);
   }
   if (p.positionals.length !== 1)
     throw new UsageError(p.positionals.length === 0 ? 'no data directory given' : 'give exactly one data directory');
@@ -173,6 +263,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   const batch = num(p, 'batch', 1, 256, true) ?? 8;
   const force = flag(p, 'force');
   const engineOpts = engineOptions(p);
+  const shard = resolveShard(str(p, 'shard'), io.env);
   const dataDir = p.positionals[0];
   const root = resolve(io.cwd, dataDir);
 
@@ -180,20 +271,26 @@ export async function run(args: string[], io: Io): Promise<number> {
     const labels = engine.card.labels;
     const threshold = thresholdArg ?? engine.applied.postprocessing.threshold; // a site profile's when --site
     const folders = await classFolders(root, labels);
-    const files: string[] = [];
-    const truths: Array<0 | 1> = [];
+    const listed: string[] = [];
+    const listedTruths: Array<0 | 1> = [];
     for (const [cls, folder] of folders.entries()) {
       let found = await listImages(folder);
       if (limit !== undefined) found = found.slice(0, limit);
       for (const f of found) {
-        files.push(f);
-        truths.push(cls as 0 | 1);
+        listed.push(f);
+        listedTruths.push(cls as 0 | 1);
       }
     }
-    if (files.length === 0) {
+    if (listed.length === 0) {
       io.stderr.write(`pneumolens: no images found under ${dataDir}\n`);
       return 1;
     }
+    // --shard: this machine's part, by the path under <dir>; `at` = each file's position in the whole listing
+    const at = shardPositions(listed, (f) => shardKey(relative(root, f)), shard);
+    const files = at.map((i) => listed[i]);
+    const truths = at.map((i) => listedTruths[i]);
+    if (shard) io.stderr.write(`pneumolens: ${shardLine(shard, files.length, listed.length)}\n`);
+    const positions = { predictions: [] as number[], errors: [] as number[], rejected: [] as number[] };
 
     const progress = new Progress(files.length, io.stderr, 'evaluate ', flag(p, 'quiet') ? false : undefined);
     const items: ReportItem[] = [];
@@ -204,7 +301,9 @@ export async function run(args: string[], io: Io): Promise<number> {
     for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: false, threshold, ...(force ? { force } : {}) }, batch)) {
       for (const o of outcomes) {
         const file = relative(root, o.file);
+        const position = at[k];
         const truth = truths[k++];
+        positions[o.status === 'rejected' ? 'rejected' : o.status === 'analysed' ? 'predictions' : 'errors'].push(position);
         if (o.status === 'rejected') {
           rejected.push({ file, code: o.result!.reason ?? 'not_a_chest_xray', message: o.result!.gate.reasons.join('; ') });
         } else if (o.status === 'analysed') {
@@ -218,7 +317,8 @@ export async function run(args: string[], io: Io): Promise<number> {
     for (const f of failures) io.stderr.write(`pneumolens: ${f.file}: ${f.code}: ${f.message}\n`);
     for (const f of rejected) io.stderr.write(`pneumolens: ${f.file}: ${REJECTION_REASONS[rejectionCode(f.code)].short}: ${f.message}\n`);
     const byReason = countByReason(rejected);
-    if (items.length === 0) {
+    // A shard's JSON is written even when none of its images was analysed: the merge needs every shard.
+    if (items.length === 0 && !(shard && jsonOut !== undefined)) {
       const why = REJECTION_CODES.filter((r) => byReason[r] > 0).map((r) => `${byReason[r]} ${REJECTION_REASONS[r].counted}`);
       io.stderr.write(
         `pneumolens: none of the ${files.length} images could be analysed${why.length ? ` (${why.join('; ')}; --force counts them)` : ''}\n`,
@@ -228,19 +328,31 @@ export async function run(args: string[], io: Io): Promise<number> {
 
     const y = items.map((i) => i.truth);
     const prob = items.map((i) => i.probability);
-    const summary = summarize(y, prob, threshold, { bootstrap: { resamples, seed }, labels });
-    const result: EvaluationJson = {
+    const result: EvaluationJson = evaluationJson({
       model: { name: engine.card.name, version: engine.card.version },
       ...(engine.site ? { site: engine.site } : {}),
       dataset: dataDir,
-      ...summary,
-      errors: failures,
+      threshold,
+      labels,
+      bootstrap: { resamples, seed },
+      items,
+      failures,
       rejected,
-      rejected_by_reason: byReason,
-      forced_rejected: forced.length,
-      forced_by_reason: countByReason(forced),
-      predictions: items,
-    };
+      forcedCount: forced.length,
+      forcedByReason: countByReason(forced),
+    });
+    if (shard) {
+      result.shard = {
+        index: shard.index,
+        count: shard.count,
+        of: listed.length,
+        files: files.length,
+        labels: [labels[0], labels[1]],
+        bootstrap: { resamples, seed },
+        force,
+        positions,
+      };
+    }
 
     if (jsonOut !== undefined) {
       const text = JSON.stringify(result, null, 2) + '\n';
@@ -253,7 +365,7 @@ export async function run(args: string[], io: Io): Promise<number> {
       const html = renderReport({
         dataset: dataDir,
         card: engine.card,
-        summary,
+        summary: result,
         curves: curves(y, prob),
         items,
         failures,

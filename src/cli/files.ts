@@ -11,6 +11,12 @@ export const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.tif
 
 export interface Expansion {
   files: string[];
+  /**
+   * For each file, its path relative to the input root it was found under ('/'-separated): the
+   * directory or the glob's fixed part; a file named directly is its own key, as written. The key
+   * of `--shard` (src/cli/shard.ts): the same on every machine whatever the mount point.
+   */
+  keys: string[];
   /** Inputs that matched nothing (missing paths, empty globs, directories without images). */
   missing: string[];
 }
@@ -91,7 +97,7 @@ export async function listImages(dir: string): Promise<string[]> {
   return out;
 }
 
-async function expandGlob(pattern: string, cwd: string): Promise<string[]> {
+async function expandGlob(pattern: string, cwd: string): Promise<Array<{ file: string; key: string }>> {
   const norm = pattern.split(sep).join('/');
   const parts = norm.split('/');
   const firstWild = parts.findIndex(hasGlob);
@@ -107,11 +113,11 @@ async function expandGlob(pattern: string, cwd: string): Promise<string[]> {
   } catch {
     return [];
   }
-  const out: string[] = [];
+  const out: Array<{ file: string; key: string }> = [];
   for (const f of all) {
     const rel = relative(base, f).split(sep).join('/');
     if (rest.test(rel) && (await isImageFile(f))) {
-      out.push(isAbsolute(pattern) ? f : relative(cwd, f) || f);
+      out.push({ file: isAbsolute(pattern) ? f : relative(cwd, f) || f, key: rel });
     }
   }
   return out;
@@ -120,24 +126,29 @@ async function expandGlob(pattern: string, cwd: string): Promise<string[]> {
 /** Expands inputs in order; a file reached twice is listed once. */
 export async function expandInputs(inputs: string[], cwd: string): Promise<Expansion> {
   const files: string[] = [];
+  const keys: string[] = [];
   const seen = new Set<string>();
   const missing: string[] = [];
-  const add = (f: string): void => {
-    const key = resolve(cwd, f);
-    if (!seen.has(key)) {
-      seen.add(key);
-      files.push(f);
+  const add = ({ file, key }: { file: string; key: string }): void => {
+    const abs = resolve(cwd, file);
+    if (!seen.has(abs)) {
+      seen.add(abs);
+      files.push(file);
+      keys.push(key);
     }
   };
+  const slashes = (p: string) => p.split(sep).join('/');
   for (const input of inputs) {
     const st = await stat(resolve(cwd, input)).catch(() => null);
-    let found: string[];
-    if (st?.isFile()) found = [input];
-    else if (st?.isDirectory()) found = (await listImages(resolve(cwd, input))).map((f) => (isAbsolute(input) ? f : relative(cwd, f)));
-    else if (hasGlob(input)) found = await expandGlob(input, cwd);
+    let found: Array<{ file: string; key: string }>;
+    if (st?.isFile()) found = [{ file: input, key: slashes(input) }];
+    else if (st?.isDirectory()) {
+      const root = resolve(cwd, input);
+      found = (await listImages(root)).map((f) => ({ file: isAbsolute(input) ? f : relative(cwd, f), key: slashes(relative(root, f)) }));
+    } else if (hasGlob(input)) found = await expandGlob(input, cwd);
     else found = [];
     if (found.length === 0) missing.push(input);
     found.forEach(add);
   }
-  return { files, missing };
+  return { files, keys, missing };
 }

@@ -6,6 +6,7 @@ import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, s
 import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
 import { expandInputs } from './files.js';
+import { resolveShard, shardLine, shardPositions } from './shard.js';
 import { csvHeader, csvRow, jsonRow, table, type PredictRow } from './format.js';
 import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
 import { Progress } from './progress.js';
@@ -30,6 +31,9 @@ Options:
                      lists too long for a command line
   --force            analyse images the input gate rejects as not chest X-rays (with a warning)
   --batch N          images per inference batch (default 8)
+  --shard K/N        analyse only shard K (0-based) of N: a partition by a hash of each file's
+                     path relative to its input folder, the same on every machine; in a
+                     Kubernetes Indexed Job taken from JOB_COMPLETION_INDEX and JOB_COMPLETIONS
   --quiet            no progress bar
 ${ENGINE_HELP}
   -h, --help         this help
@@ -100,6 +104,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     force: { type: 'boolean' },
     quiet: { type: 'boolean' },
     'files-from': { type: 'string' },
+    shard: { type: 'string' },
   });
   if (flag(p, 'help')) {
     io.stdout.write(help);
@@ -116,14 +121,19 @@ export async function run(args: string[], io: Io): Promise<number> {
   const alpha = num(p, 'alpha', 0, 1);
   const batch = num(p, 'batch', 1, 256, true) ?? 8;
   const engineOpts = engineOptions(p);
+  const shard = resolveShard(str(p, 'shard'), io.env);
 
-  const { files, missing } = await expandInputs(inputs, io.cwd);
+  const { files: all, keys, missing } = await expandInputs(inputs, io.cwd);
   for (const m of missing) io.stderr.write(`pneumolens: ${m}: no such file, or no images found\n`);
-  if (files.length === 0) return EXIT_FAILED;
+  if (all.length === 0) return EXIT_FAILED;
+  // --shard K/N (or an Indexed Job's environment): this machine's part of the files (src/cli/shard.ts)
+  const files = shard ? shardPositions(keys, (k) => k, shard).map((i) => all[i]) : all;
+  if (shard) io.stderr.write(`pneumolens: ${shardLine(shard, files.length, all.length)}\n`);
 
   const force = flag(p, 'force');
   const opts: AnalyseOptions = {
     cam: camDir !== undefined,
+    heatmap: false, // only the overlay is written
     ...(force ? { force } : {}),
     ...(threshold !== undefined ? { threshold } : {}),
     ...(colormap !== undefined ? { colormap } : {}),
@@ -160,6 +170,7 @@ export async function run(args: string[], io: Io): Promise<number> {
           {
             model: { name: engine.card.name, version: engine.card.version },
             ...(engine.site ? { site: engine.site } : {}),
+            ...(shard ? { shard: { index: shard.index, count: shard.count, files: files.length, of: all.length } } : {}),
             results: rows.map(jsonRow),
           },
           null,
