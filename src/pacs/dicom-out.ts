@@ -209,12 +209,17 @@ export function secondaryCapture(
   const charW = (GLYPH_W + 1) * scale;
   const lineH = (GLYPH_H + 3) * scale;
   const margin = 2 * scale;
-  const lines = caption(outcome).flatMap((l) => wrap(l, Math.max(1, Math.floor((width - 2 * margin) / charW))));
+  // The result line (the first) in yellow, also where it wraps; the rest in white.
+  const lines = caption(outcome).flatMap((l, k) =>
+    wrap(l, Math.max(1, Math.floor((width - 2 * margin) / charW))).map((text) => ({ text, k })),
+  );
   const band = lines.length * lineH + 2 * margin;
   const H = height + band;
   const pixels = new Uint8Array(width * H * 3); // band stays black
   pixels.set(rgb.subarray(0, width * height * 3), width * band * 3);
-  lines.forEach((l, i) => drawText(pixels, width, H, margin, margin + i * lineH, l, scale, i === 0 ? [255, 255, 0] : [255, 255, 255]));
+  lines.forEach((l, i) =>
+    drawText(pixels, width, H, margin, margin + i * lineH, l.text, scale, l.k === 0 ? [255, 255, 0] : [255, 255, 255]),
+  );
   const ds: Record<string, unknown> = {
     ...common(tags, now).ds,
     SOPClassUID: SOP_CLASS.secondaryCapture,
