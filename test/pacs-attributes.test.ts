@@ -98,6 +98,9 @@ describe('attributes copied from the source (issue 19 item 1)', () => {
     expect(c({ PatientSex: 'f' }).PatientSex).toBe('F');
     expect(c({ PatientName: ['a', 'b'] }).PatientName).toBe(''); // not one text value
     expect(c({ PatientName: 'A=山田^太郎' }).PatientName).toEqual([{ Alphabetic: 'A', Ideographic: '山田^太郎' }]);
+    const huge = copyAttributes({ PatientID: '9'.repeat(70_000) });
+    expect(huge.attributes.PatientID).toBe('');
+    expect(huge.warnings).toEqual(['Source attribute PatientID is longer than 1024 bytes; left empty in this result.']);
     expect(instanceNumber('99999999999')).toBe('1');
     expect(instanceNumber(' 7 ')).toBe('7');
   });

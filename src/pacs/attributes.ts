@@ -7,7 +7,7 @@
  * that is not M/F/O). Identifiers are the exception: the archive files a result with its patient and
  * study by them (Orthanc by PatientID + StudyInstanceUID), and a cut or emptied identifier files it
  * under another patient, or names another one. So an identifier that breaks its VR's rules (too long,
- * several values) is copied exactly as the source holds it, which dcmjs writes (text VRs' lengths are
+ * several values) is copied exactly as the source holds it (up to 1024 bytes), which dcmjs writes (text VRs' lengths are
  * not enforced by it) and an archive that took the source takes too. Each repair, omission or
  * unchanged copy of an invalid value is a warning for the SR, naming the attribute, never its value.
  *
@@ -54,6 +54,9 @@ const TYPE2 = new Set([
   'AccessionNumber',
   'ReferringPhysicianName',
 ]);
+
+/** Longest identifier copied unchanged when it breaks its VR's length (16-bit explicit-VR lengths end at 65534). */
+const MAX_IDENTIFIER_BYTES = 1024;
 
 /** A valid UID (PS3.5 9.1): digits and dots, components without a leading zero, at most 64 characters. */
 export function isValidUid(v: unknown): v is string {
@@ -163,6 +166,11 @@ export function copyAttributes(tags: Record<string, unknown>): CopiedAttributes 
         const multi = clean.includes('\\');
         const tooLong = [...clean].length > kind.max || clean.length > kind.max;
         if (kind.identifier) {
+          if (Buffer.byteLength(raw, 'utf8') > MAX_IDENTIFIER_BYTES) {
+            // Far beyond any archive's identifier, and past what an explicit-VR element can hold.
+            note(k, `is longer than ${MAX_IDENTIFIER_BYTES} bytes; left empty in this result`);
+            break;
+          }
           attributes[k] = raw;
           if (clean !== v || multi || tooLong) {
             const why = tooLong
