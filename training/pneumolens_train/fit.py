@@ -212,6 +212,7 @@ def cam_scale_and_report(model: Classifier, spec: Dict, xva: np.ndarray, yva: np
     peak = cams.flatten(1).amax(1).numpy()
     pos = yva > 0.5
     scale = float(np.quantile(peak[pos], 0.95)) if pos.any() else float(np.quantile(peak, 0.95))
+    scale = scale if scale > 0 else None  # a model with no positive evidence keeps the per-film scale
     prior_path = os.path.join(run_path, "lung_prior.pt")
     prior = torch.load(prior_path) if os.path.exists(prior_path) else None
     fields_u8, _, _ = lung_masks(xva, prior)
@@ -223,7 +224,7 @@ def cam_scale_and_report(model: Classifier, spec: Dict, xva: np.ndarray, yva: np
         r = cam_stats(cams[m], fields[m], yva[m])
         r["normal_films_reaching_half_scale"] = float(np.mean(peak[m & ~pos] >= 0.5 * scale)) if (m & ~pos).any() else None
         report[s_] = r
-    print(f"grad-cam: display_scale {scale:.4g}; {json.dumps(report)}", file=sys.stderr)
+    print(f"grad-cam: display_scale {scale}; {json.dumps(report)}", file=sys.stderr)
     return scale, report
 
 

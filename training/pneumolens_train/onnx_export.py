@@ -17,6 +17,7 @@ import torch
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ORT_CHECK = os.path.join(REPO, "training", "ort_check.mjs")
+GATE_TOLERANCE = 2e-3
 TOLERANCE = 1e-4
 
 
@@ -57,7 +58,9 @@ def verify_onnx(graph: torch.nn.Module, onnx_path: str, sample: torch.Tensor, ou
     diffs = {k: float(np.abs(got[k] - ref[k]).max() / max(1.0, float(np.abs(ref[k]).max()))) for k in out_names}
     print("ONNX Runtime vs PyTorch, max |diff| (relative to max(1, |ref|)): "
           + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()), file=sys.stderr)
-    if not all(v < TOLERANCE for v in diffs.values()):
+    # the gate scores (ood, scope) are exp() of a long float32 dot product: their relative error is the
+    # absolute error of that logit, so they get a looser (still far below any decision) tolerance
+    if not all(v < (GATE_TOLERANCE if k in ("ood", "scope") else TOLERANCE) for k, v in diffs.items()):
         os.unlink(onnx_path)
         raise RuntimeError(f"ONNX export differs from PyTorch ({diffs}); removed")
     return diffs

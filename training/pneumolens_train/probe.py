@@ -184,9 +184,6 @@ def main(argv: List[str] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 LEVERS_NOTE = ("leave-one-source-out probes: each lever trained at 128 px for 4 epochs (one CBAM CNN, seed 0) on the "
                "Kermany training patients only, then measured on every NIH film (nih_dev + nih_extra: a hospital it "
@@ -222,3 +219,7 @@ def levers_table(probe_paths: Sequence[str]) -> Dict:
                   + " / ".join(f3(v) for v in r["other_sites_sensitivity"].values())
                   + f" | {f3(r['cam_in_lungs_pneumonia'])} | {f3(r['peak_top_cell_share'])} | {f3(r['worst_auc'])} |")
     return {"method": LEVERS_NOTE, "rows": rows, "markdown": "\n".join(md)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

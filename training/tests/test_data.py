@@ -59,6 +59,6 @@ def test_training_ignores_a_test_subfolder(tiny_dataset, tmp_path):
         shutil.copytree(tiny_dataset, root / sub)
     log = io.StringIO()
     cfg = TrainConfig(data=str(root), size=32, val_fraction=0.3).validate()
-    xtr, ytr, tr, xva, yva, va = prepare_data(cfg, log=log)
+    xtr, ytr, tr, xva, yva, va, _children = prepare_data(cfg, log=log)
     assert all("/test/" not in s.path for s in tr + va)
     assert "ignoring 66 images" in log.getvalue()  # every file of the tiny set, duplicate and corrupt one included
