@@ -26,4 +26,4 @@ wait
 "$PY" -m pneumolens_train.export --run "${runs[@]}" --name pneumolens --version 3.0.0 \
   --threshold-policy youden --data "$D/chest_xray_train" \
   --gate-extra "$D/other_sites/hannover" "$D/other_sites/cohen" \
-  --loso ../runs/loso.json
+  --loso ../runs/loso.json --previous ../runs/previous_card.json

@@ -31,10 +31,14 @@ from .onnx_export import REPO, output_names, verify_onnx, write_onnx
 from .preprocess import model_input
 
 
+PREVIOUS_NOTE = ("the previous model's development table (its own validation split of the same sources; "
+                 "the NIH rows of 2.0.0 were forced past its intended-use gate)")
+
+
 def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir: Optional[str],
            fixture_images: Sequence[str], data: Optional[str], gate_train_limit: int = 0,
            threshold_policy: Optional[str] = None, outlier_exposure: int = 1200, intended_use: bool = False,
-           gate_extra: Sequence[str] = (), loso: Optional[str] = None) -> Dict:
+           gate_extra: Sequence[str] = (), loso: Optional[str] = None, previous: Optional[str] = None) -> Dict:
     f = fit(read_runs(runs), data, gate_train_limit, threshold_policy, outlier_exposure, intended_use, gate_extra)
 
     graph = GatedModel(f.model, f.gate, f.members, f.scope).eval()
@@ -49,6 +53,11 @@ def export(runs: List[str], name: str, out_dir: str, version: str, fixtures_dir:
     write_split_records(f, out_dir)
 
     card = build_card(f, name, version, onnx_path)
+    if previous:
+        with open(previous) as fh:
+            prev = json.load(fh)
+        card["metrics"]["previous"] = {"version": prev["version"], "note": PREVIOUS_NOTE,
+                                       "by_source": prev.get("metrics", {}).get("by_source", [])}
     if loso:
         with open(loso) as fh:
             t = json.load(fh)
@@ -78,6 +87,7 @@ def main(argv=None) -> int:
                     help="fit the intended-use head (declines films unlike the primary source; 2.0.0 had it)")
     ap.add_argument("--gate-extra", nargs="*", default=[],
                     help="folders of real chest X-rays of other sites: inside the gate's fit, never the classifier's")
+    ap.add_argument("--previous", help="the previous model's card: its development table goes beside the new one")
     ap.add_argument("--loso", help="levers / leave-one-source-out table (probe.py --table) for the card")
     ap.add_argument("--gate-train-limit", type=int, default=0,
                     help="fit the input gate on at most N training images (default: all)")
@@ -87,7 +97,7 @@ def main(argv=None) -> int:
         imgs = sorted(os.path.join(a.fixtures, f) for f in os.listdir(a.fixtures) if f.endswith(".png")) \
             if os.path.isdir(a.fixtures) else []
     export(a.run, a.name, a.out, a.version, a.fixtures, imgs, a.data, a.gate_train_limit, a.threshold_policy,
-           a.outlier_exposure, a.intended_use, a.gate_extra, a.loso)
+           a.outlier_exposure, a.intended_use, a.gate_extra, a.loso, a.previous)
     return 0
 
 
