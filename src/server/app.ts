@@ -76,8 +76,8 @@ export interface AppOptions {
   /** Folder of the web page (default: web/ of the repository). */
   webRoot?: string;
   /**
-   * Folder of the on-device build served at /device/ (default: dist/web/device of the repository,
-   * written by `npm run build:web`; nothing is served there when it does not exist).
+   * Folder of the on-device build to serve at /device/ (`pneumolens serve`: DEFAULT_DEVICE_ROOT when
+   * `npm run build:web` wrote it); none by default, so the page analyses on the server only.
    */
   deviceRoot?: string;
 }
@@ -125,6 +125,9 @@ type EngineState =
   | { status: 'ok'; engine: PredictEngine }
   | { status: 'failed' }
   | { status: 'shutting_down'; engine?: PredictEngine };
+
+/** Where `npm run build:web` writes the on-device build that `pneumolens serve` serves at /device/. */
+export const DEFAULT_DEVICE_ROOT = fileURLToPath(new URL('../../dist/web/device/', import.meta.url));
 
 const SECURITY_HEADERS: Record<string, string> = {
   'content-security-policy':
@@ -363,9 +366,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     index: 'index.html',
     dotfiles: 'deny',
   });
-  const deviceRoot = opts.deviceRoot ?? fileURLToPath(new URL('../../dist/web/device/', import.meta.url));
-  if (existsSync(deviceRoot)) {
-    app.register(fastifyStatic, { root: deviceRoot, prefix: '/device/', dotfiles: 'deny', decorateReply: false });
+  if (opts.deviceRoot !== undefined) {
+    if (!existsSync(opts.deviceRoot)) throw new Error(`deviceRoot ${opts.deviceRoot} does not exist (npm run build:web writes it)`);
+    app.register(fastifyStatic, { root: opts.deviceRoot, prefix: '/device/', dotfiles: 'deny', decorateReply: false });
   }
 
   const openApi = () => openApiDocument({ version: PACKAGE_VERSION, maxUploadBytes });

@@ -4,9 +4,10 @@
  * $PORT or 8080, and on SIGINT/SIGTERM stops taking requests, lets the in-flight ones finish, then
  * disposes the engine. It resolves once the server has stopped.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { buildApp, type AppOptions, type PredictEngine } from './app.js';
+import { buildApp, DEFAULT_DEVICE_ROOT, type AppOptions, type PredictEngine } from './app.js';
 import type { FastifyInstance } from 'fastify';
 
 export interface ServeOptions extends AppOptions {
@@ -122,6 +123,15 @@ export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: nu
   };
 }
 
+/** The model of the on-device build that `serve` serves (its card.json), or null when there is none. */
+function deviceBuildModel(): { name?: string; version?: string; sha256?: string } | null {
+  try {
+    return JSON.parse(readFileSync(resolve(DEFAULT_DEVICE_ROOT, 'model', 'card.json'), 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Loads the engine and serves until SIGINT/SIGTERM. Port: opts.port, else $PORT, else 8080; host:
  * opts.host, else $HOST, else 127.0.0.1. The port opens while the model loads (health answers 503
@@ -151,6 +161,8 @@ export async function startServer(opts: { port?: number; host?: string; site?: s
       host: opts.host ?? env.host ?? '127.0.0.1',
       logger: true,
       handleSignals: true,
+      // The on-device page (npm run build:web), when it was built: the page then offers both.
+      ...(existsSync(DEFAULT_DEVICE_ROOT) ? { deviceRoot: DEFAULT_DEVICE_ROOT } : {}),
     });
   } catch (e) {
     // e.g. the port is taken: release the engine once it has loaded
@@ -168,6 +180,13 @@ export async function startServer(opts: { port?: number; host?: string; site?: s
   } catch (e) {
     await running.close();
     throw e;
+  }
+  const onDevice = deviceBuildModel();
+  if (onDevice && onDevice.sha256 !== (engine.card as { sha256?: unknown }).sha256) {
+    running.app.log.warn(
+      { device: `${onDevice.name} ${onDevice.version}`, server: `${engine.card.name} ${engine.card.version}` },
+      'the on-device build (dist/web) carries another model than the server: run npm run build:web again',
+    );
   }
   running.app.log.info(
     { url: running.url, model: `${engine.card.name} ${engine.card.version}`, ...(engine.site ? { site: engine.site.statement } : {}) },
