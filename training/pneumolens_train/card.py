@@ -142,9 +142,9 @@ def build_card(f: Fit, name: str, version: str, onnx_path: str) -> Dict:
     m = calib["metrics"]
     archs = [c["arch"] for c in cfgs]
     arch_text = " + ".join(archs) + ENSEMBLE_TEXT if len(f.runs) > 1 else archs[0]
+    extra_rows = [dict(r, source=SOURCE_NAMES.get(r["source"], r["source"])) for r in (f.extra_rows or [])]
     by_source = rows_by_source([x.source for x in f.val], [x.view for x in f.val], f.yva, f.p_val, calib["threshold"],
-                               f.declined_val, SOURCE_NAMES) + [dict(r, source=SOURCE_NAMES.get(r["source"], r["source"]))
-                                                                 for r in (f.extra_rows or [])]
+                               f.declined_val, SOURCE_NAMES) + extra_rows
     multi = len({x.source for x in f.val}) > 1
     components = [{"name": "feature_mahalanobis", "raw_threshold": gate.feat_thr,
                    "description": GATE_COMPONENTS["feature_mahalanobis"]},

@@ -279,7 +279,7 @@ def fit_outlier_exposure(gate: GateParams, cache: str, model: Classifier, spec: 
     gate.calibrate_outlier_head(fva, tva)
     lg = gate.outlier_logit(fneg, tneg)
     return {"n_negatives": int(len(fneg)), "kinds": list(NEGATIVE_KINDS),
-            "negatives_caught_in_sample": {k: float(np.mean([l > gate.oe_thr for l, kk in zip(lg, kinds) if kk == k]))
+            "negatives_caught_in_sample": {k: float(np.mean([z > gate.oe_thr for z, kk in zip(lg, kinds) if kk == k]))
                                            for k in NEGATIVE_KINDS},
             "threshold_logit": gate.oe_thr}
 

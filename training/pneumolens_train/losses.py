@@ -1,7 +1,7 @@
 """Losses for the class imbalance: class-weighted BCE, focal loss, label smoothing, mixup."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

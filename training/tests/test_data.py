@@ -20,7 +20,7 @@ def test_scan_both_layouts(tiny_dataset, tmp_path):
     for sub in ("train", "test"):
         for c in ("NORMAL", "PNEUMONIA"):
             (nested / sub / c).mkdir(parents=True)
-            (nested / sub / c / f"IM-0001-0001.jpeg").write_bytes((tiny_dataset / "NORMAL" / "IM-0001-0001.jpeg").read_bytes())
+            (nested / sub / c / "IM-0001-0001.jpeg").write_bytes((tiny_dataset / "NORMAL" / "IM-0001-0001.jpeg").read_bytes())
     s2 = scan(str(nested))
     assert len(s2) == 4 and {x.subset for x in s2} == {"train", "test"}
 
