@@ -3,8 +3,10 @@
  *   (a) raw ONNX Runtime session on ready (preprocessed) tensors,
  *   (b) the full pipeline, file bytes -> probability, Grad-CAM off,
  *   (c) the same with Grad-CAM and the overlay PNG,
- * plus single-image latency p50/p95 of (c). Files are read into memory first, so disk I/O is not
- * timed. Prints numbers; not a test.
+ * plus single-image latency p50/p95 of (c), and for each path the process CPU time per image (all
+ * threads: ONNX Runtime's, libuv's) with the load average while it ran, so that runs on a shared
+ * machine can be compared by cost. Files are read into memory first, so disk I/O is not timed.
+ * Prints numbers; not a test.
  *
  * The three are measured in interleaved rounds (a b c a b c ...), and the ratios b/a and c/a are
  * the median of the per-round ratios, with their range: on a shared machine a burst of load
@@ -94,6 +96,21 @@ async function timeit(fn: () => Promise<void>): Promise<number> {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
+/** One measurement: wall seconds, process CPU seconds (every thread: ORT's, libuv's, workers') and the 1-min load average around it. */
+interface Measured {
+  wall: number;
+  cpu: number;
+  load: number;
+}
+
+async function measure(fn: () => Promise<void>): Promise<Measured> {
+  const load0 = loadavg()[0];
+  const c0 = process.cpuUsage();
+  const wall = await timeit(fn);
+  const c = process.cpuUsage(c0);
+  return { wall, cpu: (c.user + c.system) / 1e6, load: (load0 + loadavg()[0]) / 2 };
+}
+
 async function main(): Promise<void> {
   const defaultDir = resolve(REPO_ROOT, '..', 'shared', 'data', 'chest_xray_train');
   const dir = values.synthetic ? undefined : (values.dir ?? (existsSync(defaultDir) ? defaultDir : undefined));
@@ -144,9 +161,12 @@ async function main(): Promise<void> {
     for (const b of batches) await session.run(b.data, b.n);
   };
   const rounds: Array<{ a: number; b: number; c: number }> = [];
+  const detail: Array<Record<'a' | 'b' | 'c', Measured>> = [];
   for (let k = 1; k <= ROUNDS; k++) {
     log(`bench: round ${k}/${ROUNDS}: (a) raw session, (b) pipeline, (c) pipeline + Grad-CAM ...`);
-    rounds.push({ a: await timeit(raw), b: await timeit(chunks(false)), c: await timeit(chunks(true)) });
+    const m = { a: await measure(raw), b: await measure(chunks(false)), c: await measure(chunks(true)) };
+    detail.push(m);
+    rounds.push({ a: m.a.wall, b: m.b.wall, c: m.c.wall });
   }
   const median = (xs: number[]): number =>
     quantile(
@@ -166,6 +186,14 @@ async function main(): Promise<void> {
   await session.dispose();
 
   const n = bytes.length;
+  // CPU ms per image of each path (median over the rounds) and the load average while it ran: on a
+  // shared machine the CPU cost is what compares across runs, the ratios of wall times less so.
+  const perPath = (key: 'a' | 'b' | 'c') => ({
+    cpu_ms_per_image: median(detail.map((d) => (d[key].cpu / n) * 1000)),
+    wall_ms_per_image: median(detail.map((d) => (d[key].wall / n) * 1000)),
+    loadavg_1m: median(detail.map((d) => d[key].load)),
+  });
+  const cpu = { a: perPath('a'), b: perPath('b'), c: perPath('c') };
   const r = {
     images: n,
     source,
@@ -181,6 +209,10 @@ async function main(): Promise<void> {
     ratio_b_over_a: ba,
     ratio_c_over_a: ca,
     latency_c_ms: { p50: quantile(lat, 0.5), p95: quantile(lat, 0.95), n: lat.length },
+    /** Per path: process CPU ms per image (all threads), wall ms per image, 1-min load average during it; medians over the rounds. */
+    cpu,
+    /** Pipeline CPU beyond the model's, per image: (b) - (a) and (c) - (a). */
+    overhead_cpu_ms_per_image: { b: cpu.b.cpu_ms_per_image - cpu.a.cpu_ms_per_image, c: cpu.c.cpu_ms_per_image - cpu.a.cpu_ms_per_image },
     machine: {
       cpu: cpus()[0]?.model ?? 'unknown',
       cores: availableParallelism(),
@@ -206,6 +238,12 @@ async function main(): Promise<void> {
       `(b) pipeline bytes -> prob        ${f(r.b_pipeline_img_s).padStart(8)} img/s   b/a = ${ratio(r.ratio_b_over_a)}`,
       `(c) pipeline + Grad-CAM overlay   ${f(r.c_pipeline_cam_img_s).padStart(8)} img/s   c/a = ${ratio(r.ratio_c_over_a)}`,
       `(c) single-image latency          p50 ${f(r.latency_c_ms.p50)} ms, p95 ${f(r.latency_c_ms.p95)} ms (n=${r.latency_c_ms.n})`,
+      `CPU per image (process, all threads; median round) and 1-min load average during each:`,
+      ...(['a', 'b', 'c'] as const).map(
+        (k) =>
+          `  (${k}) ${cpu[k].cpu_ms_per_image.toFixed(2).padStart(6)} CPU ms  ${cpu[k].wall_ms_per_image.toFixed(2).padStart(6)} wall ms  load ${cpu[k].loadavg_1m.toFixed(2)}`,
+      ),
+      `  pipeline beyond the model: (b)-(a) ${r.overhead_cpu_ms_per_image.b.toFixed(2)} CPU ms, (c)-(a) ${r.overhead_cpu_ms_per_image.c.toFixed(2)} CPU ms per image`,
     ].join('\n') + '\n',
   );
 }
