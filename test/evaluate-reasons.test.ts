@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../src/cli/main.ts';
 import type { Io } from '../src/cli/io.ts';
+import { outsideRows } from '../src/eval/card.ts';
 import { bootstrapAucCi, ciInformative, MIN_PER_CLASS_FOR_CI, mulberry32 } from '../src/eval/metrics.ts';
 import { Engine } from '../src/pipeline.ts';
 import { writeTinyModel } from './fixtures/make-onnx.ts';
@@ -125,6 +126,28 @@ describe('bootstrap AUC interval: informative or not', () => {
     const ok = bootstrapAucCi(labels, scores, { resamples: 200 })!;
     expect(ok).toMatchObject({ informative: true, not_informative_because: null });
     expect(ok.upper).toBeGreaterThan(ok.lower);
+  });
+
+  it("the model card's per-source intervals follow the same rule (pneumolens info, the report's card table)", () => {
+    const row = (n_normal: number, n_pneumonia: number, auc_ci: [number, number]) => ({
+      source: `S ${n_normal}/${n_pneumonia}`,
+      n: n_normal + n_pneumonia,
+      n_normal,
+      n_pneumonia,
+      auc: 0.9,
+      auc_ci,
+      sensitivity: 0.8,
+      specificity: 0.8,
+      ece: 0.1,
+    });
+    const rows = outsideRows({
+      name: 'm',
+      version: '1',
+      metrics: { by_source: [row(44, 50, [0.791, 0.947]), row(32, 11, [0.704, 0.954]), row(40, 40, [1, 1])] },
+    }).map(([, v]) => v);
+    expect(rows[0]).toMatch(/auc 0\.9 \(95% CI 0\.791-0\.947\)/);
+    expect(rows[1]).toMatch(/auc 0\.9 \(95% CI not informative: only 11 PNEUMONIA image\(s\); it needs at least 30 of each class\)/);
+    expect(rows[2]).toMatch(/95% CI not informative: every bootstrap resample gave the same AUC/);
   });
 
   it('the stated sample size is the rule, class by class', () => {

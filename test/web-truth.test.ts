@@ -12,6 +12,7 @@ import { resolve } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MIN_PER_CLASS_FOR_CI } from '../src/eval/metrics.ts';
 import { colormapLut } from '../src/explain/colormaps.ts';
 import { Engine } from '../src/pipeline.ts';
 import { serve, type RunningServer } from '../src/server/start.ts';
@@ -42,8 +43,31 @@ beforeAll(async () => {
         split: 'by patient, seed 0 (70 patients, 60 NORMAL / 90 PNEUMONIA images)',
       },
       by_source: [
-        { source: 'Test hospital', n: 100, auc: 0.9, sensitivity: 0.8, specificity: 0.9, ece: 0.05, declined_outside_intended_use: 0.005 },
-        { source: 'Other hospital', n: 50, auc: 0.7, sensitivity: 0.6, specificity: 0.7, ece: 0.2, declined_outside_intended_use: 0.9 },
+        // at the stated sample size (an interval is shown) and one image below it (said not informative)
+        {
+          source: 'Test hospital',
+          n: 100,
+          n_normal: MIN_PER_CLASS_FOR_CI,
+          n_pneumonia: 100 - MIN_PER_CLASS_FOR_CI,
+          auc: 0.9,
+          auc_ci: [0.85, 0.95],
+          sensitivity: 0.8,
+          specificity: 0.9,
+          ece: 0.05,
+          declined_outside_intended_use: 0.005,
+        },
+        {
+          source: 'Other hospital',
+          n: 80,
+          n_normal: 80 - MIN_PER_CLASS_FOR_CI + 1,
+          n_pneumonia: MIN_PER_CLASS_FOR_CI - 1,
+          auc: 0.7,
+          auc_ci: [0.6, 0.8],
+          sensitivity: 0.6,
+          specificity: 0.7,
+          ece: 0.2,
+          declined_outside_intended_use: 0.9,
+        },
       ],
     };
     c.intended_use = 'Tests only (their AUC is in metrics.by_source).';
@@ -188,6 +212,11 @@ describe('the page tells the truth', () => {
     const box = (await page.locator('#model-card').textContent()) ?? '';
     expect(box).not.toMatch(/metrics\.by_source|by_source/);
     expect(box).toMatch(/see the confidence intervals in the table "Other hospitals and sources" above/);
+    // an interval below the stated sample size (src/eval/metrics.ts MIN_PER_CLASS_FOR_CI) is said not informative
+    await expect(page.getByRole('row', { name: /^Test hospital/ }).textContent()).resolves.toMatch(/0\.900\(0\.850–0\.950\)/);
+    await expect(page.getByRole('row', { name: /^Other hospital/ }).textContent()).resolves.toMatch(
+      new RegExp(`0\\.700\\(interval not informative: only ${MIN_PER_CLASS_FOR_CI - 1} PNEUMONIA images\\)`),
+    );
     await page.close();
   });
 

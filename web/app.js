@@ -544,6 +544,23 @@ function splitRule(split, c) {
   return sources > 1 ? split.replace(/\s*\([^()]*\bimages?\)\s*$/, '') : split;
 }
 
+/**
+ * Why a source's AUC interval is not informative, or null: the rule of src/eval/metrics.ts
+ * `ciInformative` (fewer than MIN_PER_CLASS_FOR_CI images of a class, or an interval of width
+ * zero); test/web-truth.test.ts checks the page against that module.
+ */
+const MIN_PER_CLASS_FOR_CI = 30;
+function ciNotInformative(r, labels) {
+  const few = [
+    ...(typeof r.n_normal === 'number' && r.n_normal < MIN_PER_CLASS_FOR_CI ? [`${r.n_normal} ${labels[0]}`] : []),
+    ...(typeof r.n_pneumonia === 'number' && r.n_pneumonia < MIN_PER_CLASS_FOR_CI ? [`${r.n_pneumonia} ${labels[1]}`] : []),
+  ];
+  const why = [];
+  if (few.length) why.push(`only ${few.join(' and ')} images`);
+  if (!(r.auc_ci[1] - r.auc_ci[0] > 1e-12)) why.push('every bootstrap resample gave the same AUC');
+  return why.length ? why.join('; ') : null;
+}
+
 /** Card text for people: JSON paths it cites ("see metrics.by_source") become the sections of this page. */
 function readable(text) {
   return String(text)
@@ -583,7 +600,11 @@ function outsideSection(c) {
       const cell = document.createDocumentFragment();
       cell.append(f3(r.auc));
       if (Array.isArray(r.auc_ci) && r.auc_ci.length === 2) {
-        cell.append(el('br'), el('span', `(${f3(r.auc_ci[0])}–${f3(r.auc_ci[1])})`, 'hint'));
+        const why = ciNotInformative(r, Array.isArray(c.labels) ? c.labels : ['NORMAL', 'PNEUMONIA']);
+        cell.append(
+          el('br'),
+          el('span', why ? `(interval not informative: ${why})` : `(${f3(r.auc_ci[0])}–${f3(r.auc_ci[1])})`, why ? 'hint ci-none' : 'hint'),
+        );
       }
       return cell;
     };

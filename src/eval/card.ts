@@ -5,6 +5,7 @@
  * existed, and a field renamed there is a type error here.
  */
 import type { ModelCard } from '../model/card.ts';
+import { ciInformative } from './metrics.ts';
 
 type DeepPartial<T> = T extends readonly (infer U)[]
   ? readonly DeepPartial<U>[]
@@ -139,11 +140,39 @@ export function outsideRows(card: CardInfo): Array<[string, string]> {
     .map(obj)
     .filter((r): r is Loose => typeof r?.source === 'string');
   for (const [i, r] of bySource.entries()) {
-    const ci = Array.isArray(r.auc_ci) && r.auc_ci.length === 2 ? ` (95% CI ${fmtNum(r.auc_ci[0])}-${fmtNum(r.auc_ci[1])})` : '';
+    const ci = Array.isArray(r.auc_ci) && r.auc_ci.length === 2 ? sourceCiText(r, card.labels) : '';
     const parts = [`n ${String(r.n ?? '?')}`, `auc ${fmtNum(r.auc)}${ci}`, `sensitivity ${fmtNum(r.sensitivity)}`];
     parts.push(`specificity ${fmtNum(r.specificity)}`, `ECE ${fmtNum(r.ece)}`);
     const note = typeof r.note === 'string' && r.note ? ` (${r.note})` : '';
     rows.push([i === 0 ? 'By source' : '', `${String(r.source)}: ${parts.join(', ')}${note}`]);
+  }
+  const prev = obj(card.metrics?.previous);
+  const prevRows = (Array.isArray(prev?.by_source) ? (prev.by_source as unknown[]) : [])
+    .map(obj)
+    .filter((r): r is Loose => typeof r?.source === 'string' && !String(r.source).includes(' view'));
+  if (prev && prevRows.length > 0) {
+    rows.push(['Previous model', `version ${String(prev.version ?? '?')}, the same table (its own development split)`]);
+    for (const r of prevRows) {
+      rows.push([
+        '',
+        `${String(r.source)}: n ${String(r.n ?? '?')}, auc ${fmtNum(r.auc)}, sensitivity ${fmtNum(r.sensitivity)}, specificity ${fmtNum(r.specificity)}, ECE ${fmtNum(r.ece)}`,
+      ]);
+    }
+  }
+  const loso = obj(card.metrics?.leave_one_source_out);
+  const losoRows = (Array.isArray(loso?.rows) ? (loso.rows as unknown[]) : []).map(obj).filter((r): r is Loose => !!r);
+  if (loso && losoRows.length > 0) {
+    rows.push(['Hospital never seen', typeof loso.method === 'string' ? loso.method : 'leave-one-source-out']);
+    for (const r of losoRows) {
+      const nih = Object.entries(obj(r.unseen_nih_auc) ?? {}).map(([k, v]) => `${k} ${fmtNum(v)}`);
+      const sens = Object.entries(obj(r.other_sites_sensitivity) ?? {}).map(([k, v]) => `${k} ${fmtNum(v)}`);
+      rows.push([
+        '',
+        `${String(r.lever ?? '?')}: unseen NIH AUC ${nih.join(', ')}; other sites' sensitivity ${sens.join(', ')}; ` +
+          `own validation AUC ${fmtNum(r.kermany_val_auc)}, worst under the shift suite ${fmtNum(r.shift_worst_auc)}; ` +
+          `Grad-CAM in the lungs ${fmtNum(r.cam_in_lungs_pneumonia)}`,
+      ]);
+    }
   }
   const ind = obj(card.metrics?.independent);
   const indRows = (Array.isArray(ind?.rows) ? (ind.rows as unknown[]) : []).map(obj).filter((r): r is Loose => !!r);
@@ -163,6 +192,18 @@ export function outsideRows(card: CardInfo): Array<[string, string]> {
     ]);
   }
   return rows;
+}
+
+/**
+ * A by-source row's AUC interval in words: the numbers, or that it is not informative and why
+ * (ciInformative: the class counts n_normal / n_pneumonia when the row has them, and its width).
+ */
+function sourceCiText(r: Loose, labels: CardInfo['labels']): string {
+  const [lo, hi] = r.auc_ci as [number, number];
+  const count = (k: string) => (typeof r[k] === 'number' ? (r[k] as number) : Infinity);
+  const names: readonly [string, string] = [labels?.[0] ?? 'NORMAL', labels?.[1] ?? 'PNEUMONIA'];
+  const { informative, not_informative_because } = ciInformative(lo, hi, count('n_pneumonia'), count('n_normal'), names);
+  return informative ? ` (95% CI ${fmtNum(lo)}-${fmtNum(hi)})` : ` (95% CI not informative: ${not_informative_because})`;
 }
 
 /** The input gate in words: image checks always; the model's own score when the card has a gate. */
