@@ -45,14 +45,14 @@ beforeAll(async () => {
   site = await siteFolder(plain, { perClass: [n, n], seed: 3 });
   work = site;
   made.push(site);
-}, 60_000);
+}, 180_000);
 
 afterAll(async () => {
   await plain?.dispose();
   for (const d of made) await rm(d, { recursive: true, force: true });
 });
 
-describe('pneumolens site', () => {
+describe('pneumolens site', { timeout: 180_000 }, () => {
   it('writes a validated profile from a labelled folder, k-fold by patient, and a report', async () => {
     const r = await cli([
       'site',
@@ -218,7 +218,7 @@ describe('pneumolens site', () => {
   });
 });
 
-describe('pneumolens site refusals: nothing written', () => {
+describe('pneumolens site refusals: nothing written', { timeout: 180_000 }, () => {
   const refused = async (dir: string, pattern: RegExp) => {
     const out = join(dir, 'p.json');
     const r = await cli(['site', dir, '--out', out, '--quiet']);
@@ -279,6 +279,32 @@ describe('pneumolens site refusals: nothing written', () => {
     expect(p.scope).toMatchObject({ rule: 'none' });
     expect(p.scope.rule === 'none' && p.scope.note).toMatch(/no intended-use head/);
     expect(r.stdout).toMatch(/Scope\s+Model tiny-test-model has no intended-use head/);
+  });
+
+  it('DICOM films without labels.csv: grouped by their Patient ID, which appears nowhere', async () => {
+    const dir = await siteFolder(plain, { perClass: [n, n], seed: 8, dicom: true, patients: false });
+    made.push(dir);
+    const out = join(dir, 'p.json');
+    const r = await cli(['site', dir, '--out', out, '--quiet', '--bootstrap', '200', '--report', join(dir, 'r.html')]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const text = await readFile(out, 'utf8');
+    const p = JSON.parse(text) as SiteProfile;
+    expect(p.data.grouping).toBe('PatientID (DICOM)');
+    expect(p.data.groups).toBe(n + 1); // ceil(n / 2) patients per class
+    for (const shown of [text, r.stdout, await readFile(join(dir, 'r.html'), 'utf8')]) expect(shown).not.toContain('PATIENT-ID');
+  });
+
+  it('dicomPatientKey: the hash of the Patient ID, null without one or for other formats', async () => {
+    const { dicomPatientKey } = await import('../src/image/dicom.ts');
+    const { createHash } = await import('node:crypto');
+    const { grayDicom } = await import('./fixtures/make-dicom.ts');
+    const dcm = grayDicom(4, 4, [1, 2, 3, 4]);
+    expect(dicomPatientKey(dcm)).toBe(createHash('sha256').update('PATIENT-ID-12345').digest('hex'));
+    expect(dicomPatientKey(texturedGrayPng(8, 8, 1))).toBeNull();
+    const noId = Buffer.from(dcm);
+    noId.fill(0x20, noId.indexOf('PATIENT-ID-12345'), noId.indexOf('PATIENT-ID-12345') + 16); // blank (spaces)
+    expect(dicomPatientKey(noId)).toBeNull();
   });
 
   it('usage errors: no --out, a bad policy', async () => {

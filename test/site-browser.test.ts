@@ -49,7 +49,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-describe('site profile badge', () => {
+describe('site profile badge', { timeout: 120_000 }, () => {
   it('shows "Site profile NAME: validated on N films here, AUC x [lo, hi]" under a profile, nothing without one', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors: string[] = [];

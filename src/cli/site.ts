@@ -1,8 +1,9 @@
 /** `pneumolens site`: validates the model on a site's labelled films and writes the site's profile (src/site). */
 import { createHash } from 'node:crypto';
-import { rename, rm, writeFile } from 'node:fs/promises';
+import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { checkPolicy, DEFAULT_POLICY, fitSite, SiteDataError, type SiteFilm } from '../site/fit.js';
+import { dicomPatientKey } from '../image/dicom.js';
 import { groupOf, readGrouping } from '../site/groups.js';
 import { PROFILE_SCHEMA, SITE_RULES, siteStatement, type SiteProfile } from '../site/profile.js';
 import { renderSiteReport } from '../site/report.js';
@@ -47,6 +48,18 @@ ${ENGINE_HELP.split('\n')
 A profile is evidence about one site's films with one model, not a certification. Research and
 education tool, not a medical device.
 `;
+
+/** The first 4 MiB of a file: a DICOM header with its Patient ID, without reading the pixels. */
+async function readHead(path: string): Promise<Uint8Array> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(4 * 1024 * 1024);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
 
 /** Writes a file whole or not at all (a temporary name beside it, then a rename). */
 async function writeWhole(path: string, text: string): Promise<void> {
@@ -150,7 +163,8 @@ export async function run(args: string[], io: Io): Promise<number> {
     const films: SiteFilm[] = [];
     const unreadable: string[] = [];
     let notXray = 0;
-    let unknownPatients = 0;
+    const dicomUnknown: Array<{ i: number; film: SiteFilm }> = [];
+    const by = { csv: 0, dicom: 0, file: 0 };
     let k = 0;
     // force: past the intended-use decision; a film the not-a-chest-X-ray gate refuses is counted, not used.
     for await (const outcomes of analyseFiles(engine, files, io.cwd, { cam: false, force: true }, batch)) {
@@ -161,8 +175,11 @@ export async function run(args: string[], io: Io): Promise<number> {
         else if (o.result.reason === 'not_a_chest_xray') notXray++;
         else {
           const g = groupOf(grouping, rel[i]);
-          if (!g.known) unknownPatients++;
-          films.push({ group: g.group, truth: truths[i], logit: o.result.logit, scope: o.result.gate.scope });
+          const film: SiteFilm = { group: g.group, truth: truths[i], logit: o.result.logit, scope: o.result.gate.scope };
+          films.push(film);
+          if (g.known) by.csv++;
+          else if (o.result.image.format === 'dicom') dicomUnknown.push({ i, film });
+          else by.file++;
         }
       }
       progress.tick(outcomes.length, outcomes.filter((o) => o.status === 'failed').length);
@@ -179,9 +196,26 @@ export async function run(args: string[], io: Io): Promise<number> {
         `too few chest X-rays once ${notXray} film(s) the not-a-chest-X-ray gate refused are left out: ${fewAccepted.map(([l, n]) => `${n} ${l}`).join(', ')}; at least ${SITE_RULES.minPerClass} per class`,
       );
     }
-    if (grouping.source !== 'file' && unknownPatients > 0) {
-      io.stderr.write(`pneumolens site: ${unknownPatients} film(s) have no patient_id in labels.csv: each is its own group\n`);
+    // DICOM films that labels.csv does not name: their Patient ID, hashed (never written or logged).
+    for (const { i, film } of dicomUnknown) {
+      const key = dicomPatientKey(await readHead(files[i]));
+      if (key) {
+        film.group = `dicom:${key}`;
+        by.dicom++;
+      } else by.file++;
     }
+    if (by.file > 0 && by.csv + by.dicom > 0) {
+      io.stderr.write(`pneumolens site: ${by.file} film(s) have no patient id (labels.csv or DICOM PatientID): each is its own group\n`);
+    }
+    const groupingText =
+      [
+        by.csv ? ['patient_id (labels.csv)', by.csv] : null,
+        by.dicom ? ['PatientID (DICOM)', by.dicom] : null,
+        by.file ? ['file', by.file] : null,
+      ]
+        .filter((x): x is [string, number] => x !== null)
+        .map(([what, count], _, all) => (all.length > 1 ? `${what}: ${count}` : what))
+        .join(', ') || 'file';
 
     let fit;
     try {
@@ -207,7 +241,7 @@ export async function run(args: string[], io: Io): Promise<number> {
         n_per_class: Object.fromEntries(labels.map((l, c) => [l, perClass[c]])),
         not_chest_xray: notXray,
         groups: new Set(films.map((f) => f.group)).size,
-        grouping: grouping.source,
+        grouping: groupingText,
         files_sha256: filesSha,
       },
       validation: {

@@ -7,6 +7,7 @@
  * Patient and study tags are never read: only the image pixel module, the transfer syntax and the
  * non-identifying acquisition tags Modality, Body Part Examined and View Position (checkScope).
  */
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { DataSet } from 'dicom-parser';
 import { PneumoError } from '../errors.ts';
@@ -579,4 +580,24 @@ async function reduceFloat(data: Float32Array, width: number, height: number, ch
   const work = workSize(width, height);
   if (work.width === width && work.height === height) return { data, width, height };
   return { data: (await reduceSamples(data, width, height, channels, work.width, work.height)) as Float32Array, ...work };
+}
+
+/**
+ * The Patient ID (0010,0020) of a DICOM file, for one use only: keeping a patient's films in one
+ * fold of `pneumolens site`. Returned as its SHA-256, so that no caller holds the id itself; never
+ * logged or written. Null when the file is not DICOM, has no Patient ID, is deflated (never
+ * inflated here) or cannot be parsed up to that tag.
+ */
+export function dicomPatientKey(bytes: Uint8Array): string | null {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hasPreamble = buf.length >= 132 && buf.toString('latin1', 128, 132) === 'DICM';
+  if (hasPreamble && buf.toString('latin1', 132, Math.min(buf.length, 2048)).includes('1.2.840.10008.1.2.1.99')) return null;
+  const rawSyntax = /^[A-Z]{2}$/.test(buf.toString('latin1', 4, 6)) ? EXPLICIT_LE : IMPLICIT_LE;
+  try {
+    const ds = dicomParser.parseDicom(buf, { untilTag: 'x00100020', ...(hasPreamble ? {} : { TransferSyntaxUID: rawSyntax }) });
+    const id = ds.string('x00100020')?.trim();
+    return id ? createHash('sha256').update(id).digest('hex') : null;
+  } catch {
+    return null;
+  }
 }

@@ -76,7 +76,8 @@ export interface SiteProfile {
     not_chest_xray: number;
     /** Number of groups the folds were drawn by (patients, or files). */
     groups: number;
-    grouping: 'patient_id (labels.csv)' | 'file';
+    /** Where the groups came from: "patient_id (labels.csv)", "PatientID (DICOM)", "file", or a mix with counts. */
+    grouping: string;
     /** sha256 of the sorted "label<TAB>relative path" lines of every film found. */
     files_sha256: string;
   };
