@@ -140,10 +140,15 @@ describe('on-device analysis in Chromium (static build, no server)', () => {
     await page.goto(`${site.url}/blank.html`);
     await page.addScriptTag({ type: 'module', content: "import * as m from '/device/device.js'; window.deviceModule = m;" });
     await page.waitForFunction(() => 'deviceModule' in window);
-    const device: DeviceAnswer[] = await page.evaluate(
+    const {
+      answers: device,
+      phases,
+      cached,
+    } = await page.evaluate(
       async (files) => {
         const { DeviceEngine } = (window as unknown as { deviceModule: { DeviceEngine: any } }).deviceModule; // eslint-disable-line @typescript-eslint/no-explicit-any
-        const eng = await DeviceEngine.load({ threads: 1 });
+        const phases: string[] = [];
+        const eng = await DeviceEngine.load({ threads: 1, onProgress: (p: { phase: string }) => phases.push(p.phase) });
         const answers: DeviceAnswer[] = [];
         for (const f of files) {
           const a = await eng.predict(
@@ -162,7 +167,7 @@ describe('on-device analysis in Chromium (static build, no server)', () => {
             analysed_on: b.analysed_on,
           });
         }
-        return answers;
+        return { answers, phases: [...new Set(phases)], cached: eng.cached as boolean };
       },
       fixtures.map((f) => ({ name: f.name, base64: f.bytes.toString('base64') })),
     );
@@ -199,6 +204,11 @@ describe('on-device analysis in Chromium (static build, no server)', () => {
     // The gate's refusal is reproduced (the blank image at least fails the image checks on any model).
     expect(node.filter((n) => n.code === 'not_a_chest_xray').length).toBeGreaterThan(0);
 
+    // The model was downloaded once (by the page), then read from the browser's cache.
+    expect(phases).toEqual(['card', 'model', 'runtime', 'ready']);
+    expect(cached).toBe(true);
+    expect(traffic.allowed.filter((r) => r.path.endsWith('.onnx'))).toHaveLength(1);
+
     // Nothing but GETs of the site's own files; the page's /api/ probes were refused, not answered.
     expect(traffic.allowed.every((r) => r.method === 'GET' && r.bodyBytes === 0 && !r.path.startsWith('/api/'))).toBe(true);
     expect(traffic.refused.every((r) => r.startsWith('GET /api/'))).toBe(true);
@@ -216,7 +226,7 @@ describe('on-device analysis in Chromium (static build, no server)', () => {
     await page.locator('#population').waitFor();
     await expect(page.locator('#population').textContent()).resolves.toBe(
       population
-        ? `Validated only for ${population}. Not for other patients.`
+        ? `Validated only for ${population}. Results on other patients are not validated.`
         : 'The model card does not say which population this model is validated for: treat every result as unvalidated.',
     );
     const before = traffic.allowed.length;
@@ -233,6 +243,18 @@ describe('on-device analysis in Chromium (static build, no server)', () => {
     await page.screenshot({ path: resolve(SCREENSHOTS, 'device-result.png'), fullPage: true });
     // the analysis itself asked for nothing (the model and the page were already loaded)
     expect(traffic.allowed.slice(before)).toEqual([]);
+
+    // The gate's refusal, on the device: explained, and "Analyse anyway" analyses with a warning.
+    await page.setInputFiles('#file', {
+      name: 'blank.png',
+      mimeType: 'image/png',
+      buffer: fixtures.find((f) => f.name === 'blank.png')!.bytes,
+    });
+    await page.locator('#rejected').waitFor({ state: 'visible', timeout: 60_000 });
+    await expect(page.locator('#rejected-title').textContent()).resolves.toBe('This does not look like a chest X-ray');
+    await page.getByRole('button', { name: 'Analyse anyway' }).click();
+    await page.locator('#result').waitFor({ state: 'visible', timeout: 60_000 });
+    await expect(page.locator('#warnings').textContent()).resolves.toMatch(/^Analysed anyway \(forced\)/);
 
     // A deflated DICOM cannot be inflated on the device: the page says so instead of guessing.
     const deflated = deflatedDicom([

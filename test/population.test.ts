@@ -28,6 +28,9 @@ describe('intendedPopulation: from the card, in its own words', () => {
     expect(intendedPopulation({ ...base, intended_use: 'Research only. Validated population: adults of hospital B. More.' })).toBe(
       'adults of hospital B',
     );
+    // the sentence ends at its first clause: a JSON path later in it ("metrics.by_source") does not cut it
+    const open = 'Made for children. Validated population: children aged 1-5 at one hospital (Guangzhou); adults (metrics.by_source).';
+    expect(intendedPopulation({ ...base, intended_use: open })).toBe('children aged 1-5 at one hospital (Guangzhou)');
     expect(
       intendedPopulation({
         ...base,
@@ -41,7 +44,7 @@ describe('intendedPopulation: from the card, in its own words', () => {
     expect(intendedPopulation({ ...base, intended_use: 'Research only.', limitations: ['Binary only.'] })).toBeNull();
     expect(populationText(base)).toMatch(/does not say which population/);
     expect(populationText({ ...base, intended_use: 'Validated population: X-rays of Y.' })).toBe(
-      'validated only for X-rays of Y; not for other patients',
+      'validated only for X-rays of Y; results on other patients are not validated',
     );
   });
 });
@@ -85,6 +88,6 @@ describe('front ends say it first', () => {
     expect(await run(['info'], io)).toBe(0);
     const lines = out.join('').split('\n');
     expect(lines[0]).toMatch(/^Model\s+tiny-test-model/);
-    expect(lines[1]).toMatch(new RegExp(`^Intended for\\s+validated only for ${POPULATION}; not for other patients$`));
+    expect(lines[1]).toMatch(new RegExp(`^Intended for\\s+validated only for ${POPULATION}; results on other patients are not validated$`));
   });
 });

@@ -117,7 +117,7 @@ describe('the page tells the truth', () => {
     const card = await (await page.request.get(`${server.url}/api/model`)).json();
     expect(card.population).toBe(POPULATION);
     await expect(page.locator('header #population').textContent()).resolves.toBe(
-      `Validated only for ${POPULATION}. Not for other patients.`,
+      `Validated only for ${POPULATION}. Results on other patients are not validated.`,
     );
     // a card that says nothing about it: the header says so instead of inventing a population
     await page.route('**/api/model', async (route) => route.fulfill({ json: { ...card, population: null } }));

@@ -661,7 +661,7 @@ function showPopulation(c) {
   const p = $('population');
   p.textContent =
     typeof c.population === 'string' && c.population
-      ? `Validated only for ${c.population}. Not for other patients.`
+      ? `Validated only for ${c.population}. Results on other patients are not validated.`
       : 'The model card does not say which population this model is validated for: treat every result as unvalidated.';
   p.hidden = false;
 }

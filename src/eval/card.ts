@@ -35,7 +35,7 @@ function humanCount(n: number): string {
 export function intendedPopulation(card: CardInfo): string | null {
   const head = obj(obj(card.gate)?.intended_use)?.population;
   if (typeof head === 'string' && head.trim()) return head.trim();
-  const said = typeof card.intended_use === 'string' ? /Validated population:\s*([^.]+)\./.exec(card.intended_use) : null;
+  const said = typeof card.intended_use === 'string' ? /Validated population:\s*([^.;]+)/.exec(card.intended_use) : null;
   if (said) return said[1].trim();
   for (const l of card.limitations ?? []) {
     const m = typeof l === 'string' ? /^(?:Validated only for|Trained only on)\s+([^.;]+)/.exec(l) : null;
@@ -48,7 +48,7 @@ export function intendedPopulation(card: CardInfo): string | null {
 export function populationText(card: CardInfo): string {
   const p = intendedPopulation(card);
   return p
-    ? `validated only for ${p}; not for other patients`
+    ? `validated only for ${p}; results on other patients are not validated`
     : 'the model card does not say which population this model is validated for: treat every result as unvalidated';
 }
 
