@@ -271,3 +271,48 @@ describe('the page tells the truth', () => {
     await page.close();
   });
 });
+
+describe('a decline by the gate score (a model without an intended-use head, as 3.0.0)', () => {
+  let gated: Engine;
+  let gatedServer: RunningServer;
+
+  beforeAll(async () => {
+    // ood = mean of the normalised input: a bright film is unlike the films the model was fitted on
+    const { cardPath } = writeTinyModel({ size: 32, channels: 4, stride: 4, ood: true }, (c) => {
+      c.gate = { output: 'ood', threshold: 0.5 };
+      c.intended_use = 'Tests. Validated population: test films of one hospital; nothing else.';
+    });
+    gated = await Engine.load({ card: cardPath, threads: 1 });
+    const webRoot = process.env.PNEUMOLENS_TEST_WEB_ROOT;
+    gatedServer = await serve({ engine: gated, port: 0, host: '127.0.0.1', maxConcurrent: 1, ...(webRoot ? { webRoot } : {}) });
+  }, 60_000);
+
+  afterAll(async () => {
+    await gatedServer?.close();
+    await gated?.dispose();
+  });
+
+  it("says in words what declined it, from the answer's basis, and who the model is for", async () => {
+    const page = await browser.newPage({ viewport: { width: 1024, height: 900 }, reducedMotion: 'reduce' });
+    await page.goto(gatedServer.url);
+    await page.locator('#model-card .model-name').waitFor();
+    const answered = page.waitForResponse((r) => r.url().includes('/api/predict'));
+    await upload(page, 'bright.png', bright);
+    const body = await (await answered).json();
+    expect(body.error.score).toBeGreaterThan(0.5);
+    await page.locator('#rejected').waitFor({ state: 'visible', timeout: 30_000 });
+    const score = (await page.locator('#rejected-score').textContent()) ?? '';
+    expect(score).not.toMatch(/no check of its own|could not score/);
+    if (body.error.code === 'outside_intended_use') {
+      expect(body.error.basis).toBe('gate_score');
+      expect(score).toMatch(
+        /^The model's own check finds it (just|clearly|far) unlike the chest X-rays it was trained and validated on\.$/,
+      );
+      await expect(page.locator('#rejected-text').textContent()).resolves.toContain('validated only for test films of one hospital');
+    } else {
+      expect(score).toMatch(/^The model's own check also finds it (just|clearly|far) unlike the chest X-rays it was trained on\.$/);
+    }
+    expect((await page.locator('#rejected').textContent()) ?? '').not.toMatch(/\d\.\d\d|e\+\d|\d+ times its limit/);
+    await page.close();
+  });
+});

@@ -38,7 +38,7 @@ const REFUSALS = {
     title: "Outside the model's intended use",
     // {population}: who the model is for, from the served card (GET /api/model `population`)
     text:
-      'This looks like a chest X-ray, but not one the model is validated for: {population}. ' +
+      'The image checks accept it, but the model is not validated on films like it: {population}. ' +
       'It was not run, because its answer here would have no measured accuracy.',
     force: '"Analyse anyway" runs the model with a warning on the result; nobody has measured how accurate it is on such images.',
     status: "Declined: outside the model's intended use.",
@@ -63,6 +63,10 @@ const inWords = (reason) => String(reason).replace(/\s*\((?:gate|intended-use) s
 
 /** The refusal's one sentence about the model's own score, in words. */
 function scoreWords(error) {
+  if (error.code === 'outside_intended_use' && error.basis === 'gate_score' && typeof error.score === 'number') {
+    // declined by the model's gate score (unlike every film it was fitted on), not by an intended-use head
+    return `The model's own check finds it ${howFar(error.score, error.threshold)} unlike the chest X-rays it was trained and validated on.`;
+  }
   if (error.code === 'outside_intended_use') {
     if (typeof error.scope !== 'number' || Number.isNaN(error.scope))
       return 'The model could not score how much this film resembles the population it is validated for.';
