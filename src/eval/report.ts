@@ -35,7 +35,7 @@ export const REJECTION_REASONS = {
   outside_intended_use: {
     title: 'Declined',
     short: 'declined, outside the intended use',
-    counted: "declined as outside the model's intended use (chest X-rays of a population it is not validated for)",
+    counted: "declined as outside the model's intended use (the model is not validated on such films)",
   },
 } as const;
 
