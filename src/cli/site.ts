@@ -20,7 +20,8 @@ export const help = `Usage: pneumolens site <dir> --out PROFILE.json [options]
 Validates the model on a site's own labelled films, <dir>/NORMAL and <dir>/PNEUMONIA (any format
 pneumolens reads, DICOM included), and writes the site's profile: the calibration, threshold and
 scope fitted on those films, and how well the model does there, estimated honestly by k-fold over
-patients (from <dir>/labels.csv with columns file,patient_id; else over files). Use the profile
+patients (from <dir>/labels.csv with columns file,patient_id, else a DICOM film's Patient ID,
+hashed and never written; else over files). Use the profile
 with --site on predict, evaluate, serve and pacs, or PNEUMOLENS_SITE for the server.
 
 Every film is analysed past the intended-use decision (the profile decides what is in scope), not
@@ -307,7 +308,7 @@ export function siteText(p: SiteProfile): string {
     ['Declined', pct(v.declined)],
     [
       'Calibration',
-      `sigmoid(logit / ${c.temperature.toFixed(4)} + ${c.bias.toFixed(4)}), threshold ${c.threshold.toFixed(4)} (${c.policy})`,
+      `sigmoid(logit / ${c.temperature.toFixed(4)} ${c.bias < 0 ? '-' : '+'} ${Math.abs(c.bias).toFixed(4)}), threshold ${c.threshold.toFixed(4)} (${c.policy})`,
     ],
     [
       'Scope',

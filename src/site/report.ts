@@ -42,13 +42,13 @@ export function renderSiteReport(profile: SiteProfile, fit: SiteFit, labels: rea
     ['Declined', `${pct(v.declined)} of the site's films`],
     [
       'Calibration',
-      `p = sigmoid(logit / ${dec(profile.calibration.temperature, 4)} + ${dec(profile.calibration.bias, 4)}), threshold ${dec(profile.calibration.threshold, 4)} (${esc(profile.calibration.policy)})`,
+      `p = sigmoid(logit / ${dec(profile.calibration.temperature, 4)} ${profile.calibration.bias < 0 ? '-' : '+'} ${dec(Math.abs(profile.calibration.bias), 4)}), threshold ${dec(profile.calibration.threshold, 4)} (${esc(profile.calibration.policy)})`,
     ],
     [
       'Scope',
       profile.scope.rule === 'none'
         ? esc(profile.scope.note)
-        : `intended-use score "${esc(profile.scope.output)}" at most ${dec(profile.scope.threshold, 4)} (the ${profile.scope.quantile} quantile of the site's films, never below the card's ${profile.scope.card_threshold})`,
+        : `intended-use score "${esc(profile.scope.output)}" at most ${profile.scope.threshold.toPrecision(4)} (the ${profile.scope.quantile} quantile of the site's films, never below the card's ${profile.scope.card_threshold})`,
     ],
   ];
   return [
@@ -62,8 +62,8 @@ export function renderSiteReport(profile: SiteProfile, fit: SiteFit, labels: rea
     `<table>${rows.map(([k, val]) => `<tr><th>${k}</th><td>${val}</td></tr>`).join('\n')}</table>`,
     `<h2>Plots (out-of-fold films, n=${truth.length})</h2><div class="plots">`,
     roc ? rocPlot(roc, v.auc) : '',
-    reliabilityPlot(reliabilityBins(truth, before), v.ece_before).replace('Reliability diagram', "Before: the card's calibration"),
-    reliabilityPlot(reliabilityBins(truth, after), v.ece_after).replace('Reliability diagram', "After: the site's calibration"),
+    reliabilityPlot(reliabilityBins(truth, before), v.ece_before).replaceAll('Reliability diagram', "Before: the card's calibration"),
+    reliabilityPlot(reliabilityBins(truth, after), v.ece_after).replaceAll('Reliability diagram', "After: the site's calibration"),
     histogramPlot(
       [
         { label: labels[0], color: '#1f77b4', values: cls(0, after) },
