@@ -6,6 +6,7 @@
  * server's peak RSS, /api/health latency and the longest event-loop block. Not a test.
  *
  *   npm run attack -- [--duration 20] [--clients 10] [--attackers 4] [--stalled 50] [--engine worker|main] [--json]
+ *                     [--skip-done-when] [--max-p99-ratio 1.5] [--max-rss-mb 1024]   (exit 1 when a bound fails: issue 18)
  *                     [--url http://127.0.0.1:8080 [--pid PID]]
  *
  * Without --url the server runs in this process, listening on 127.0.0.1 with the settings of
@@ -29,6 +30,8 @@ import { constants, crc32, deflateSync } from 'node:zlib';
 import { REPO_ROOT } from '../src/model/card.ts';
 import { deflateBombDicom, grayDicom } from '../test/fixtures/make-dicom.ts';
 import { zeroPng } from '../test/fixtures/zero-png.ts';
+import { deflatedZeroDicom, jpegDicomOf, manyPageTiff } from '../test/fixtures/hostile.ts';
+import { doneWhen, type Row } from './done-when.ts';
 
 const { values } = parseArgs({
   options: {
@@ -39,6 +42,10 @@ const { values } = parseArgs({
     attackers: { type: 'string', default: '4' },
     stalled: { type: 'string', default: '50' },
     engine: { type: 'string', default: 'worker' },
+    'skip-done-when': { type: 'boolean', default: false },
+    /** Fail (exit 1) when legit p99 under attack > this x the p99 without, or the peak RSS > --max-rss-mb. */
+    'max-p99-ratio': { type: 'string', default: '1.5' },
+    'max-rss-mb': { type: 'string', default: '1024' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -350,7 +357,14 @@ async function main(): Promise<void> {
   const tiff = multiPageTiff(200, 2000, 2000);
   const slope = grayDicom(64, 64, [0, 100, 200, 300], { bits: 16, slope: 1e308 });
   const pngBody = file(golden[0], 'xray.png', 'image/png');
+  // Issue 18: small files declaring huge images, damaged codestreams, a TIFF of page headers.
+  const defl6688 = deflatedZeroDicom({ width: 6688, height: 6688, samples: 3, bits: 8 });
+  const halfJpeg = (await jpegDicomOf(join(goldenDir, 'normal_gray_200x240.png'), 0.5)).file;
+  const pagesTiff = manyPageTiff(150_000);
   const bodies = {
+    defl6688: file(defl6688, 'big.dcm', 'application/dicom'),
+    halfJpeg: file(halfJpeg, 'half.dcm', 'application/dicom'),
+    pagesTiff: file(pagesTiff, 'pages.tif', 'image/tiff'),
     bombPixel: file(bombPixel, 'bomb.dcm', 'application/dicom'),
     bombPrivate: file(bombPrivate, 'bomb.dcm', 'application/dicom'),
     pngBomb: file(pngBomb, 'big.png', 'image/png'),
@@ -476,6 +490,16 @@ async function main(): Promise<void> {
     );
   }
 
+  // ------------------------------------------------------------ 1b. issue 18's "Done when" rows (bench/done-when.ts)
+  let doneRows: Row[] = [];
+  if (!values['skip-done-when']) {
+    log('\nissue 18 "Done when" rows:');
+    const rssBefore = rssSampler();
+    doneRows = (await doneWhen(base, PID, log)).rows;
+    const m = rssBefore.stop();
+    log(`peak RSS during those rows: ${m.peakMb ?? 'n/a'} MB`);
+  }
+
   // ------------------------------------------------------------ 2. legitimate load, without and with the attack
   const delay = monitorEventLoopDelay({ resolution: 10 });
   async function phase(name: string, attack: boolean) {
@@ -517,6 +541,9 @@ async function main(): Promise<void> {
         ['DICOM bomb (private)', () => post(bodies.bombPrivate)],
         ['7000x7000 PNG', () => post(bodies.pngBomb)],
         ['7000x7000 PNG', () => post(bodies.pngBomb)],
+        ['deflated 6688x6688 RGB DICOM (130 KB)', () => post(bodies.defl6688)],
+        ['half-codestream JPEG DICOM', () => post(bodies.halfJpeg)],
+        ['TIFF of 150,000 page headers', () => post(bodies.pagesTiff)],
       ];
       for (let k = 0; k < ATTACKERS; k++) {
         const [label, send] = kinds[k % kinds.length];
@@ -611,6 +638,21 @@ async function main(): Promise<void> {
       ].join('\n') + '\n',
     );
   }
+  // The verdict (issue 18 item 5): legit p99 under attack within the ratio of without, peak RSS under the bound, every "Done when" row held.
+  const ratio = underAttack.p99_ms / calm.p99_ms;
+  const peak = Math.max(calm.rss_mb.peakMb ?? 0, underAttack.rss_mb.peakMb ?? 0);
+  const failed = [
+    ...(ratio > Number(values['max-p99-ratio'])
+      ? [`p99 under attack ${ratio.toFixed(2)}x the p99 without (bound ${values['max-p99-ratio']}x)`]
+      : []),
+    ...(peak > Number(values['max-rss-mb']) ? [`peak RSS ${peak} MB (bound ${values['max-rss-mb']} MB)`] : []),
+    ...(underAttack.legit_errors > 0 ? [`${underAttack.legit_errors} legitimate requests failed under attack`] : []),
+    ...doneRows.filter((r) => !r.ok).map((r) => `"Done when" row not held: ${r.input} (${r.status} ${r.code}, ${r.ms} ms; want ${r.want})`),
+  ];
+  log(
+    `\nverdict: p99 ratio ${ratio.toFixed(2)} (bound ${values['max-p99-ratio']}), peak RSS ${peak || 'n/a'} MB (bound ${values['max-rss-mb']}); ${failed.length ? `FAILED:\n  ${failed.join('\n  ')}` : 'all bounds held'}`,
+  );
+  if (failed.length) process.exitCode = 1;
   // Bounded: nothing may keep the process alive.
   setTimeout(() => process.exit(process.exitCode ?? 0), 2000).unref();
 }

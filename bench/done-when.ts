@@ -12,7 +12,8 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -151,6 +152,17 @@ function rssSampler(pid: number | undefined): { stop(): number | null } {
   };
 }
 
+/** Inputs that take long to encode are kept in $TMPDIR/pneumolens-hostile between runs (never in the repository). */
+async function cached(name: string, make: () => Promise<Buffer>): Promise<Buffer> {
+  const dir = `${tmpdir()}/pneumolens-hostile`;
+  const path = `${dir}/${name}`;
+  if (existsSync(path)) return readFileSync(path);
+  const b = await make();
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path, b);
+  return b;
+}
+
 const kb = (b: Buffer) => (b.length >= 1024 * 1024 ? `${(b.length / 1024 / 1024).toFixed(1)} MB` : `${(b.length / 1024).toFixed(1)} KB`);
 
 /** The rows of the table, in order; each with the issue's bound (`want`) and whether it holds. */
@@ -160,11 +172,11 @@ export async function doneWhen(
   log: (s: string) => void = () => undefined,
 ): Promise<{ rows: Row[]; peakRssMb: number | null }> {
   log('building the hostile inputs (the 6688x6688 JPEG 2000 encode takes ~15 s)...');
-  const j2k = await j2kZeroDicom({ width: 6688, height: 6688, samples: 3, bits: 8 });
+  const j2k = await cached('j2k-6688-rgb.dcm', () => j2kZeroDicom({ width: 6688, height: 6688, samples: 3, bits: 8 }));
   const deflated = deflatedZeroDicom({ width: 6688, height: 6688, samples: 3, bits: 8 });
   const deflated16 = deflatedZeroDicom({ width: 7000, height: 7000, samples: 1, bits: 16 });
   const jpeg = await zeroJpeg(6688);
-  const jls = await jpegLsCutDicom({ width: 6688, height: 6688, samples: 1, bits: 16 }, 0.1);
+  const jls = await cached('jls-6688-16-cut10.dcm', () => jpegLsCutDicom({ width: 6688, height: 6688, samples: 1, bits: 16 }, 0.1));
   const half = (await jpegDicomOf(GOLDEN, 0.5)).file;
   const tiff = manyPageTiff(150_000);
   const tiffFull = await uncompressedTiff(GOLDEN);
