@@ -545,11 +545,14 @@ async function main(): Promise<void> {
         ['half-codestream JPEG DICOM', () => post(bodies.halfJpeg)],
         ['TIFF of 150,000 page headers', () => post(bodies.pagesTiff)],
       ];
+      // Each sender goes through every kind in turn, starting at its own.
       for (let k = 0; k < ATTACKERS; k++) {
-        const [label, send] = kinds[k % kinds.length];
         attackers.push(
           (async () => {
-            while (running()) count(attackCounts, `${label}: ${(await send()).status}`);
+            for (let i = k; running(); i++) {
+              const [label, send] = kinds[i % kinds.length];
+              count(attackCounts, `${label}: ${(await send()).status}`);
+            }
           })(),
         );
       }
