@@ -181,6 +181,10 @@ async function main(): Promise<void> {
   const lat: number[] = [];
   for (const b of bytes.slice(0, LATENCY_N)) lat.push((await timeit(async () => void (await engine.analyse(b, { cam: true })))) * 1000);
   lat.sort((x, y) => x - y);
+  // (a) at batch 1, the same images: the model's own latency, which (c)'s single-image p50 is compared with
+  const latA: number[] = [];
+  for (const t of tensors.slice(0, LATENCY_N)) latA.push((await timeit(async () => void (await session.run(t, 1)))) * 1000);
+  latA.sort((x, y) => x - y);
   const load1 = loadavg()[0];
   await engine.dispose();
   await session.dispose();
@@ -209,6 +213,9 @@ async function main(): Promise<void> {
     ratio_b_over_a: ba,
     ratio_c_over_a: ca,
     latency_c_ms: { p50: quantile(lat, 0.5), p95: quantile(lat, 0.95), n: lat.length },
+    latency_a_batch1_ms: { p50: quantile(latA, 0.5), p95: quantile(latA, 0.95), n: latA.length },
+    /** The goal of issue 22: at most 1.3. */
+    latency_p50_c_over_a_batch1: quantile(lat, 0.5) / quantile(latA, 0.5),
     /** Per path: process CPU ms per image (all threads), wall ms per image, 1-min load average during it; medians over the rounds. */
     cpu,
     /** Pipeline CPU beyond the model's, per image: (b) - (a) and (c) - (a). */
@@ -238,6 +245,7 @@ async function main(): Promise<void> {
       `(b) pipeline bytes -> prob        ${f(r.b_pipeline_img_s).padStart(8)} img/s   b/a = ${ratio(r.ratio_b_over_a)}`,
       `(c) pipeline + Grad-CAM overlay   ${f(r.c_pipeline_cam_img_s).padStart(8)} img/s   c/a = ${ratio(r.ratio_c_over_a)}`,
       `(c) single-image latency          p50 ${f(r.latency_c_ms.p50)} ms, p95 ${f(r.latency_c_ms.p95)} ms (n=${r.latency_c_ms.n})`,
+      `(a) at batch 1, latency           p50 ${f(r.latency_a_batch1_ms.p50)} ms, p95 ${f(r.latency_a_batch1_ms.p95)} ms; (c) p50 / (a) p50 = ${r.latency_p50_c_over_a_batch1.toFixed(2)}`,
       `CPU per image (process, all threads; median round) and 1-min load average during each:`,
       ...(['a', 'b', 'c'] as const).map(
         (k) =>
