@@ -32,7 +32,7 @@ function toPneumoError(e: unknown, format: string): PneumoError {
     .split('\n')[0]
     .replace(/^Input (buffer|file) (has )?/i, '')
     .slice(0, 120);
-  if (DAMAGE.test(message)) {
+  if (DAMAGE.test(message) || /warning treated as error/i.test(message)) {
     return new PneumoError('damaged_image', `The ${format} file is damaged (${hint}); a damaged image is not analysed.`);
   }
   return new PneumoError('undecodable_image', `The ${format} file could not be decoded (${hint}).`);
@@ -42,12 +42,16 @@ function toPneumoError(e: unknown, format: string): PneumoError {
  * Decodes a raster image to RawImage (0..255 scale, 16-bit divided by 257), keeping alpha, upright
  * by its EXIF orientation. An image larger than the working size is reduced to it by libvips while
  * it decodes (shrink-on-load for JPEG, streamed otherwise), so no full-size copy is ever made in
- * JavaScript; the whole analysis is checked against its budget from the header first. Any decoder
- * warning is damage (failOn 'warning': a truncated strip, a premature end of a JPEG scan): 422.
+ * JavaScript; the whole analysis is checked against its budget from the header first. Damage is
+ * 422 damaged_image: a decoder error (a short TIFF strip, a cut PNG) or, for JPEG, any warning.
  */
 export async function decodeRaster(bytes: Uint8Array, format: string, limits: RasterLimits): Promise<ReducedImage> {
   // Only the first page of a multi-page TIFF (or frame of an animated WebP) is ever decoded.
-  const options = { limitInputPixels: limits.maxPixels, failOn: 'warning' as const, sequentialRead: true, pages: 1, page: 0 };
+  // JPEG: any libjpeg warning is damage (a premature end of a scan is only a warning). Other formats:
+  // errors (a short TIFF strip, a cut PNG); their warnings are mostly benign metadata (a TIFF tag with
+  // the wrong count, an sRGB profile libpng dislikes), and PNG chunk CRCs are checked in decode.ts.
+  const failOn = format === 'jpeg' ? ('warning' as const) : ('error' as const);
+  const options = { limitInputPixels: limits.maxPixels, failOn, sequentialRead: true, pages: 1, page: 0 };
   try {
     const meta = await sharp(bytes, options).metadata();
     const sixteen = meta.depth === 'ushort';
