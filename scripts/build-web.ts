@@ -102,7 +102,10 @@ export async function buildWeb(opts: BuildOptions = {}): Promise<BuildReport> {
       const html = readFileSync(join(web, name), 'utf8').replace(/(href|src)="\/(?!\/)([^"]*)"/g, (m, attr: string, path: string) =>
         path === 'docs' ? m : `${attr}="./${path}"`,
       );
-      writeFileSync(join(out, name), html);
+      // The page's own marker: the on-device engine is here, and no server is asked (web/on-device.js).
+      const marker = '<meta name="pneumolens-device" content="./device/device.js">';
+      if (!html.includes('</head>')) throw new Error('web/index.html has no </head>');
+      writeFileSync(join(out, name), html.replace('</head>', `${marker}\n</head>`));
     } else if (statSync(join(web, name)).isFile()) copyInto(join(web, name), join(out, name));
   }
 

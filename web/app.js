@@ -1,7 +1,7 @@
 // @ts-check
 // pneumolens web page: vanilla JS, no build step, type-checked by `npm run typecheck` (tsconfig.web.json).
 // Talks to /api/predict and /api/model, or analyses on this device (on-device.js, issue 21).
-import { deviceCard, devicePredict, initDevice, onDevice } from './on-device.js';
+import { deviceCard, devicePredict, hasServer, initDevice, onDevice } from './on-device.js';
 
 /** An element of the page by id (any: inputs, images, canvases and dialogs each have their own type). */
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
@@ -797,8 +797,10 @@ function init() {
       download(`pneumolens-report-${Date.now()}.json`, new Blob([JSON.stringify(report(), null, 2)], { type: 'application/json' }));
     }
   });
-  initDevice().finally(loadCard);
-  loadLimits();
+  initDevice().finally(() => {
+    loadCard();
+    if (hasServer()) loadLimits(); // the static build has no API to ask
+  });
 }
 
 init();

@@ -46,19 +46,25 @@ function setDeviceStatus(text) {
  * goes on loading (a file chosen meanwhile waits for it).
  */
 export async function initDevice() {
-  const health = fetch('/api/health', { cache: 'no-store' }).then(
-    (r) => r.ok || r.status === 503,
-    () => false,
-  );
+  // Where the on-device build is, if anywhere: the static build says so in its own page (a meta
+  // element that npm run build:web adds), a pneumolens server in a header of its health answer. So
+  // nothing is requested that is not there (no 404 in the console), and a static page asks no /api/.
+  const meta = document.querySelector('meta[name="pneumolens-device"]');
+  let where = meta?.getAttribute('content') ?? null;
+  if (!meta) {
+    const health = await fetch('/api/health', { cache: 'no-store' }).catch(() => null);
+    state.server = !!health && (health.ok || health.status === 503);
+    where = state.server ? (health?.headers.get('x-pneumolens-device') ?? null) : null;
+  }
   /** @type {any} */
   let mod = null;
-  try {
-    const url = './device/device.js'; // written by npm run build:web; absent in the source tree
-    mod = await import(url);
-  } catch {
-    mod = null; // no on-device build next to this page: the server only
+  if (where) {
+    try {
+      mod = await import(new URL(where, document.baseURI).href);
+    } catch {
+      mod = null;
+    }
   }
-  state.server = await health;
   if (!mod) {
     if (!state.server) state.failed = 'This page has neither a server nor the on-device build (npm run build:web).';
     return;

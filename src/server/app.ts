@@ -369,6 +369,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   if (opts.deviceRoot !== undefined) {
     if (!existsSync(opts.deviceRoot)) throw new Error(`deviceRoot ${opts.deviceRoot} does not exist (npm run build:web writes it)`);
     app.register(fastifyStatic, { root: opts.deviceRoot, prefix: '/device/', dotfiles: 'deny', decorateReply: false });
+    // The page learns from its health check that it may analyse on the device (web/on-device.js).
+    app.addHook('onSend', async (req, reply) => {
+      if (req.url === '/api/health') reply.header('x-pneumolens-device', '/device/device.js');
+    });
   }
 
   const openApi = () => openApiDocument({ version: PACKAGE_VERSION, maxUploadBytes });
