@@ -24,6 +24,6 @@ done
 echo "training 2 members in parallel; progress: tail -f runs/*_v3.log"
 wait
 "$PY" -m pneumolens_train.export --run "${runs[@]}" --name pneumolens --version 3.0.0 \
-  --threshold-policy youden --data "$D/chest_xray_train" \
+  --threshold-policy worst_source_youden:0.01 --data "$D/chest_xray_train" \
   --gate-extra "$D/other_sites/hannover" "$D/other_sites/cohen" \
   --loso ../runs/loso.json --previous ../runs/previous_card.json

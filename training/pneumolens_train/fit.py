@@ -92,7 +92,8 @@ def fit(runs: Sequence[Run], data: Optional[str] = None, gate_train_limit: int =
     cache = _cache_path([r.path for r in runs], gate_train_limit)
     ftr, ttr, fva, tva, vl = _features(cache, model, spec, xtr, xva)
 
-    calib, p_val = fit_calibration(vl, yva, val_primary, threshold_policy or c0.get("threshold_policy", "youden"))
+    calib, p_val = fit_calibration(vl, yva, val_primary, threshold_policy or c0.get("threshold_policy", "youden"),
+                                   [x.source for x in val_s])
     calib["val_split"] = runs[0].calibration["val_split"]
     # the gate models "a real chest X-ray", any hospital, any device: training films of every source, real
     # films of other sites (gate_extra, never used by the classifier) and training films through the
@@ -247,14 +248,37 @@ def _features(cache: str, model: Classifier, spec: Dict, xtr: np.ndarray, xva: n
     return ftr, ttr, fva, tva, vl
 
 
-def fit_calibration(vl: np.ndarray, yva: np.ndarray, val_primary: np.ndarray, policy: str) -> Tuple[Dict, np.ndarray]:
+def worst_source_threshold(y: np.ndarray, p: np.ndarray, sources: Sequence[str], policy: str) -> Tuple[float, str]:
+    """`worst_source_youden[:E]`: the threshold that maximises the worst source's Youden J (sensitivity +
+    specificity - 1, each source with both classes); the highest one within E of that best (models trained
+    here over-call pneumonia on new patients). Judged by the worst source, like the models themselves."""
+    eps = float(policy.split(":", 1)[1]) if ":" in policy else 0.0
+    src = np.asarray(sources)
+    groups = [src == s_ for s_ in sorted(set(src.tolist())) if len(set(y[src == s_].tolist())) == 2]
+    z = np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))
+    cuts = np.unique(z)
+    cands = (np.concatenate([[cuts[0] - 4.0], cuts]) + np.concatenate([cuts, [cuts[-1] + 4.0]])) / 2
+    def jmin(t: float) -> float:  # noqa: E306
+        out = []
+        for m in groups:
+            pred, yy = z[m] >= t, y[m] > 0.5
+            out.append(pred[yy].mean() + (~pred[~yy]).mean() - 1)
+        return min(out)
+    js = np.array([jmin(t) for t in cands])
+    t = float(cands[js >= js.max() - eps - 1e-12].max())
+    return float(cal.sigmoid(t)), policy
+
+
+def fit_calibration(vl: np.ndarray, yva: np.ndarray, val_primary: np.ndarray, policy: str,
+                    sources: Sequence[str] = ()) -> Tuple[Dict, np.ndarray]:
     """Temperature + bias on the pooled validation patients of every source (calibration that travels);
     the decision threshold and the headline metrics on the intended population (the primary source)."""
-    calib = cal.calibrate_logits(vl, yva, policy)
+    worst = policy.startswith("worst_source_youden")
+    calib = cal.calibrate_logits(vl, yva, "youden" if worst else policy)
     p_val = cal.sigmoid(vl / calib["temperature"] + calib["bias"])
     if not val_primary.all():
         yp, pp = yva[val_primary], p_val[val_primary]
-        thr, pol = cal.choose_threshold(yp, pp, policy)
+        thr, pol = worst_source_threshold(yva, p_val, sources, policy) if worst else cal.choose_threshold(yp, pp, policy)
         calib.update(threshold=thr, threshold_policy=pol, metrics=cal.binary_metrics(yp, pp, thr))
         calib["ece_after"] = cal.ece(yp, pp)
         calib["ece_before"] = cal.ece(yp, cal.sigmoid(vl[val_primary]))

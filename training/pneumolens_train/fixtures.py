@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import sys
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from .preprocess import preprocess_file
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def gradcam_autograd(model: Classifier, x: torch.Tensor) -> np.ndarray:
+def gradcam_autograd(model: Classifier, x: torch.Tensor, display_scale: Optional[float] = None) -> np.ndarray:
     """Grad-CAM of the logit at the features layer with PyTorch autograd (reference for parity)."""
     model.eval()
     x = x.clone().requires_grad_(False)
@@ -31,6 +31,8 @@ def gradcam_autograd(model: Classifier, x: torch.Tensor) -> np.ndarray:
     logit.sum().backward()
     alpha = f.grad.mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((alpha * f).sum(dim=1)).detach().numpy()
+    if display_scale:  # the card's fixed scale (gradcam.display_scale): the same colour, the same evidence
+        return np.clip(cam / display_scale, 0, 1).astype(np.float32)
     mx = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
     return np.where(mx > 0, cam / np.where(mx > 0, mx, 1), 0).astype(np.float32)
 
@@ -52,7 +54,7 @@ def write_fixtures(model: Classifier, card: Dict, card_path: str, fixtures_dir: 
         xt = torch.from_numpy(x).unsqueeze(0)
         with torch.no_grad():
             logit = float(model(xt)[0][0])
-        cam = gradcam_autograd(model, xt)[0]
+        cam = gradcam_autograd(model, xt, card["gradcam"].get("display_scale"))[0]
         x.astype("<f4").tofile(os.path.join(fixtures_dir, base + ".f32"))
         cases.append({"image": base + ".png", "tensor": base + ".f32", "logit": logit,
                       "probability": float(1 / (1 + np.exp(-(logit / t + bias)))),

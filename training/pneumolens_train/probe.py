@@ -85,7 +85,10 @@ def cam_stats(cams: torch.Tensor, fields: torch.Tensor, y: np.ndarray) -> Dict:
     h, w = cams.shape[-2:]
     top = int(counts.argmax())
     pos = y > 0.5
+    cp = np.bincount(peak[pos], minlength=flat.shape[1]) if pos.any() else counts
     return {"cam_in_lungs_pneumonia": float(inside[pos].mean()) if pos.any() else float("nan"),
+            "peak_top_cell_share_pneumonia": float(cp.max() / max(1, int(pos.sum()))),
+            "peak_cells_used": int((counts > 0).sum()),
             "cam_in_lungs_all": float(inside.mean()),
             "peak_top_cell_share": float(counts.max() / max(1, len(peak))),
             "peak_top_cell": [top // w, top % w], "grid": [int(h), int(w)]}
