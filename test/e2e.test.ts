@@ -264,6 +264,18 @@ describe('web page, end to end', () => {
         .first()
         .textContent(),
     ).resolves.toMatch(/\d\.\d{3}/);
+    // the previous model's table and the leave-one-source-out levers, when the card carries them (3.0.0 does)
+    const metrics = engine.card.metrics as { previous?: { version: string }; leave_one_source_out?: { rows: Array<{ lever: string }> } };
+    if (metrics.previous) {
+      await expect(outside.textContent()).resolves.toContain(`The previous model (version ${metrics.previous.version})`);
+      await expect(page.getByRole('table', { name: 'Previous model by image source' }).isVisible()).resolves.toBe(true);
+    }
+    for (const r of metrics.leave_one_source_out?.rows ?? []) {
+      const lever = page
+        .getByRole('table', { name: 'Hospital never seen, by lever' })
+        .getByRole('row', { name: new RegExp(`^${r.lever}`) });
+      await expect(lever.textContent()).resolves.toMatch(/\d\.\d{3}/);
+    }
     const graded = (engine.card.metrics as { independent?: { model_version?: string } }).independent?.model_version;
     if (graded && graded !== engine.card.version) {
       await expect(outside.textContent()).resolves.toContain(`These results are for version ${graded}, not for the version served here`);

@@ -636,6 +636,59 @@ function outsideSection(c) {
       ),
     );
   }
+  const prev = c.metrics?.previous;
+  const prevRows = Array.isArray(prev?.by_source)
+    ? prev.by_source.filter((r) => r && typeof r.source === 'string' && !String(r.source).includes(' view'))
+    : [];
+  if (prevRows.length > 0) {
+    sec.append(el('p', `The previous model (version ${String(prev.version ?? '?')}) on its own development split, for comparison:`));
+    sec.append(
+      table(
+        'Previous model by image source',
+        [
+          ['Source'],
+          ['n', 'num'],
+          ['AUC', 'num'],
+          ['Sensitivity', 'num', 'Sens.'],
+          ['Specificity', 'num', 'Spec.'],
+          ['Expected calibration error', 'num', 'ECE'],
+        ],
+        prevRows.map((r) => [String(r.source), String(r.n ?? '–'), f3(r.auc), f3(r.sensitivity), f3(r.specificity), f3(r.ece)]),
+      ),
+    );
+  }
+  const loso = c.metrics?.leave_one_source_out;
+  const losoRows = Array.isArray(loso?.rows) ? loso.rows.filter((r) => r && typeof r === 'object') : [];
+  if (losoRows.length > 0) {
+    sec.append(el('p', 'A hospital never seen (leave-one-source-out), and what each training lever did:'));
+    /** @param {unknown} o */
+    const vals = (o) =>
+      o && typeof o === 'object'
+        ? Object.values(o)
+            .map((v) => f3(v))
+            .join(' / ')
+        : '–';
+    sec.append(
+      table(
+        'Hospital never seen, by lever',
+        [
+          ['Lever'],
+          ['AUC on the unseen hospital', 'num', 'Unseen AUC'],
+          ["Other sites' sensitivity", 'num', 'Other sites'],
+          ['Own validation AUC', 'num', 'Own AUC'],
+          ['Grad-CAM share in the lungs', 'num', 'CAM in lungs'],
+        ],
+        losoRows.map((r) => [
+          String(r.lever ?? ''),
+          vals(r.unseen_nih_auc),
+          vals(r.other_sites_sensitivity),
+          f3(r.kermany_val_auc),
+          f3(r.cam_in_lungs_pneumonia),
+        ]),
+      ),
+    );
+    if (typeof loso.method === 'string') sec.append(el('p', loso.method, 'hint'));
+  }
   if (indRows.length > 0) {
     const graded = typeof ind.model_version === 'string' ? ind.model_version : '';
     sec.append(el('p', `Independent grading on hidden sets${graded ? ` (model version ${graded})` : ''}:`));
