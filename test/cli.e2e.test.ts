@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { Engine } from '../src/pipeline.js';
 import { run } from '../src/cli/main.js';
-import type { Io } from '../src/cli/io.js';
+import { memIo } from './fixtures/mem-io.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -29,20 +29,6 @@ async function chestPng(seed: number, pneumonia: boolean): Promise<Buffer> {
     .linear(1, (seed % 3) * 2)
     .png()
     .toBuffer();
-}
-
-function memIo(cwd: string, engine?: Engine): Io & { out: () => string; err: () => string } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    stdout: { write: (s: string) => out.push(s) },
-    stderr: { write: (s: string) => err.push(s) },
-    cwd,
-    env: {},
-    ...(engine ? { engine } : {}),
-    out: () => out.join(''),
-    err: () => err.join(''),
-  };
 }
 
 let dir: string;

@@ -8,26 +8,12 @@ import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Io } from '../src/cli/io.js';
 import { run } from '../src/cli/main.js';
 import { resolveShard, shardOfKey } from '../src/cli/shard.js';
 import { Engine } from '../src/pipeline.js';
 import { writeTinyModel } from './fixtures/make-onnx.ts';
 import { constantPng, texturedGrayPng } from './fixtures/non-cxr.ts';
-
-function memIo(cwd: string, engine: Engine | undefined, env: Record<string, string> = {}): Io & { out: () => string; err: () => string } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    stdout: { write: (s: string) => out.push(s) },
-    stderr: { write: (s: string) => err.push(s) },
-    cwd,
-    env,
-    ...(engine ? { engine } : {}),
-    out: () => out.join(''),
-    err: () => err.join(''),
-  };
-}
+import { memIo } from './fixtures/mem-io.ts';
 
 let dir: string;
 let engine: Engine;

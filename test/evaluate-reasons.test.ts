@@ -8,12 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../src/cli/main.ts';
-import type { Io } from '../src/cli/io.ts';
 import { outsideRows } from '../src/eval/card.ts';
 import { bootstrapAucCi, ciInformative, MIN_PER_CLASS_FOR_CI, mulberry32 } from '../src/eval/metrics.ts';
 import { Engine } from '../src/pipeline.ts';
 import { writeTinyModel } from './fixtures/make-onnx.ts';
 import { colourPhotoPng, texturedGrayPng } from './fixtures/non-cxr.ts';
+import { memIo as memIoAt, type MemIo } from './fixtures/mem-io.ts';
 
 let engine: Engine;
 let dir: string;
@@ -38,19 +38,7 @@ afterAll(async () => {
   await engine?.dispose();
 });
 
-function memIo(): Io & { out: () => string; err: () => string } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    stdout: { write: (s: string) => out.push(s) },
-    stderr: { write: (s: string) => err.push(s) },
-    cwd: dir,
-    env: {},
-    engine,
-    out: () => out.join(''),
-    err: () => err.join(''),
-  };
-}
+const memIo = (): MemIo => memIoAt(dir, engine);
 
 describe('evaluate: each rejection reason on its own', () => {
   it('terminal, stderr, JSON and HTML count and name "not a chest X-ray" and "outside the intended use" apart', async () => {

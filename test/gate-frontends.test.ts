@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../src/cli/main.ts';
-import type { Io } from '../src/cli/io.ts';
 import { Engine } from '../src/pipeline.ts';
 import { buildApp } from '../src/server/app.ts';
 import { writeTinyModel } from './fixtures/make-onnx.ts';
 import { colourPhotoPng, texturedGrayPng, textPng } from './fixtures/non-cxr.ts';
 import { fileUpload } from './server-helpers.ts';
+import { memIo as memIoAt, type MemIo } from './fixtures/mem-io.ts';
 
 let engine: Engine;
 let app: FastifyInstance;
@@ -100,19 +100,7 @@ describe('API', () => {
   });
 });
 
-function memIo(): Io & { out: () => string; err: () => string } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    stdout: { write: (s: string) => out.push(s) },
-    stderr: { write: (s: string) => err.push(s) },
-    cwd: dir,
-    env: {},
-    engine,
-    out: () => out.join(''),
-    err: () => err.join(''),
-  };
-}
+const memIo = (): MemIo => memIoAt(dir, engine);
 
 describe('CLI', () => {
   it('predict --json: rejected and reason on every result; no label or probability for refused images; exit 1', async () => {
