@@ -11,7 +11,6 @@
  * Also importable: bench/attack.ts runs the same rows (doneWhen()).
  */
 import http from 'node:http';
-import net from 'node:net';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { REPO_ROOT } from '../src/model/card.ts';
 import {
   deflatedZeroDicom,
+  endlessChunked,
   j2kZeroDicom,
   jpegDicomOf,
   jpegLsCutDicom,
@@ -92,44 +92,21 @@ function post(base: URL, data: Buffer, headers: Record<string, string> = {}, tim
 }
 
 /** A chunked multipart upload whose file part never ends: 256 KB chunks as fast as the socket takes them, until an answer or `limitMs`. */
-function endlessChunked(base: URL, limitMs: number): Promise<Answer & { sentMb: number }> {
-  const t0 = performance.now();
-  return new Promise((resolve) => {
-    const socket = net.connect(Number(base.port), base.hostname);
-    let text = '';
-    let sent = 0;
-    let done = false;
-    const chunk = Buffer.alloc(256 * 1024, 0x41);
-    const frame = Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]);
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
-      const code = /"code":"([a-z_]+)"/.exec(text)?.[1] ?? (status ? '' : 'no answer');
-      resolve({ status, code, ms: Math.round(performance.now() - t0), sentMb: Math.round(sent / 1024 / 1024) });
-    };
-    const timer = setTimeout(finish, limitMs);
-    const pump = () => {
-      while (!done && socket.writable) {
-        sent += chunk.length;
-        if (!socket.write(frame)) return void socket.once('drain', pump);
-      }
-    };
-    socket.on('data', (c) => {
-      text += c.toString('latin1');
-      if (/\r\n\r\n/.test(text)) setTimeout(finish, 50);
-    });
-    socket.on('close', finish);
-    socket.on('error', () => undefined);
-    // The request head, then the start of the file part as the first chunk, then chunks of 'A' forever.
-    const reqHead = `POST /api/predict?cam=false HTTP/1.1\r\nHost: ${base.host}\r\nContent-Type: ${MULTIPART}\r\nTransfer-Encoding: chunked\r\n\r\n`;
-    const part = Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x.dcm"\r\n\r\n`);
-    socket.write(reqHead);
-    socket.write(Buffer.concat([Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]));
-    pump();
-  });
+async function endlessUpload(base: URL, limitMs: number): Promise<Answer & { sentMb: number }> {
+  // The request head, then the start of the file part as the first chunk, then chunks of 'A' forever.
+  const part = Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="x.dcm"\r\n\r\n`);
+  const head = Buffer.concat([
+    Buffer.from(
+      `POST /api/predict?cam=false HTTP/1.1\r\nHost: ${base.host}\r\nContent-Type: ${MULTIPART}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+    ),
+    Buffer.from(`${part.length.toString(16)}\r\n`),
+    part,
+    Buffer.from('\r\n'),
+  ]);
+  const r = await endlessChunked(Number(base.port), base.hostname, head, Buffer.alloc(256 * 1024, 0x41), limitMs);
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(r.text)?.[1] ?? 0);
+  const code = /"code":"([a-z_]+)"/.exec(r.text)?.[1] ?? (status ? '' : 'no answer');
+  return { status, code, ms: Math.round(r.ms), sentMb: Math.round(r.sent / 1024 / 1024) };
 }
 
 function rssSampler(pid: number | undefined): { stop(): number | null } {
@@ -221,7 +198,7 @@ export async function doneWhen(
     );
   }
   {
-    const a = await endlessChunked(base, 20_000);
+    const a = await endlessUpload(base, 20_000);
     add(`endless chunked upload (${a.sentMb} MB sent)`, 'endless', a, '413 within 5 s', a.status === 413 && a.ms <= 5000);
   }
   {

@@ -15,43 +15,10 @@ import { PartHeaderScanner } from '../src/server/uploads.ts';
 import { serve, type RunningServer } from '../src/server/start.ts';
 import { REPO_ROOT } from '../src/model/card.ts';
 import { fileUpload, grayPng, multipart, TestEngine } from './server-helpers.ts';
+import { endlessChunked } from './fixtures/hostile.ts';
 
 const png = grayPng(32, 32, 200);
 const errorOf = (res: { json(): unknown }) => (res.json() as { error: { code: string; message: string } }).error;
-
-/** Opens a socket, writes `head`, then keeps writing `chunk` (chunked framing) until an answer, a close or `limitMs`. */
-function endless(port: number, head: string, chunk: Buffer, limitMs: number): Promise<{ text: string; ms: number; sent: number }> {
-  const t0 = performance.now();
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    let text = '';
-    let sent = 0;
-    let done = false;
-    const frame = Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]);
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ text, ms: performance.now() - t0, sent });
-    };
-    const timer = setTimeout(finish, limitMs);
-    const pump = () => {
-      while (!done && socket.writable) {
-        sent += chunk.length;
-        if (!socket.write(frame)) return void socket.once('drain', pump);
-      }
-    };
-    socket.on('data', (c) => {
-      text += c.toString('latin1');
-      if (text.includes('\r\n\r\n{')) setTimeout(finish, 20);
-    });
-    socket.on('close', finish);
-    socket.on('error', () => undefined);
-    socket.write(head);
-    pump();
-  });
-}
 
 describe('the HTTP edge on a loopback server', () => {
   let server: RunningServer;
@@ -68,7 +35,7 @@ describe('the HTTP edge on a loopback server', () => {
       `POST /api/predict?cam=false HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\n` +
       `Content-Type: multipart/form-data; boundary=${boundary}\r\nTransfer-Encoding: chunked\r\n\r\n` +
       `${Buffer.byteLength(part).toString(16)}\r\n${part}\r\n`;
-    const r = await endless(server.port, head, Buffer.alloc(64 * 1024, 0x41), 10_000);
+    const r = await endlessChunked(server.port, '127.0.0.1', head, Buffer.alloc(64 * 1024, 0x41), 10_000);
     expect(r.text).toMatch(/^HTTP\/1\.1 413/);
     expect(r.text).toContain('"payload_too_large"');
     expect(r.ms).toBeLessThan(5000);
