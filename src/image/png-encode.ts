@@ -20,7 +20,8 @@ const COLOUR_TYPE = { 1: 0, 2: 4, 3: 2, 4: 6 } as const;
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-function chunk(type: string, data: Uint8Array): Buffer {
+/** One PNG chunk: length, type, data, CRC-32 of type and data. */
+export function pngChunk(type: string, data: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(12 + data.length);
   out.writeUInt32BE(data.length, 0);
   out.write(type, 4, 'latin1');
@@ -58,7 +59,7 @@ function ihdr(width: number, height: number, colourType: number): Buffer {
   return out;
 }
 
-const png = (...chunks: Buffer[]): Buffer => Buffer.concat([SIGNATURE, ...chunks, chunk('IEND', new Uint8Array(0))]);
+const png = (...chunks: Buffer[]): Buffer => Buffer.concat([SIGNATURE, ...chunks, pngChunk('IEND', new Uint8Array(0))]);
 
 /** Encodes interleaved 8-bit pixels (1..4 channels, row-major) as PNG (Up filter, Huffman coding only). */
 export async function encodePngFast(pixels: Uint8Array, width: number, height: number, channels: 1 | 2 | 3 | 4): Promise<Buffer> {
@@ -68,7 +69,7 @@ export async function encodePngFast(pixels: Uint8Array, width: number, height: n
     throw new Error(`encodePng: expected ${width * height * channels} values for ${width}x${height}x${channels}, got ${pixels.length}`);
   }
   const data = await deflateAsync(upFiltered(pixels, width, height, channels), { level: 1, strategy: constants.Z_HUFFMAN_ONLY });
-  return png(chunk('IHDR', ihdr(width, height, COLOUR_TYPE[channels])), chunk('IDAT', data));
+  return png(pngChunk('IHDR', ihdr(width, height, COLOUR_TYPE[channels])), pngChunk('IDAT', data));
 }
 
 /**
@@ -87,5 +88,5 @@ export async function encodePngIndexed(index: Uint8Array, width: number, height:
       if (index[p] >= entries) throw new Error(`encodePngIndexed: index ${index[p]} outside the palette of ${entries}`);
     }
   const data = await deflateAsync(upFiltered(index, width, height, 1), { level: 1, strategy: constants.Z_RLE });
-  return png(chunk('IHDR', ihdr(width, height, 3)), chunk('PLTE', palette), chunk('IDAT', data));
+  return png(pngChunk('IHDR', ihdr(width, height, 3)), pngChunk('PLTE', palette), pngChunk('IDAT', data));
 }
