@@ -166,3 +166,23 @@ def augment(x01: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, masks: Op
         return photometric(affine(x01, cfg, g), cfg, g)
     x, m = affine(x01, cfg, g, masks)
     return photometric(x, cfg, g), m
+
+
+def preset(name: str, hflip: float = 0.0) -> Optional[AugmentConfig]:
+    """The named augmentation of a training config (`augment`: none | light | strong | shift | shift2)."""
+    if name == "none":
+        return None
+    a = AugmentConfig(hflip_p=hflip)
+    if name == "light":
+        a = AugmentConfig(rotate_deg=5, shift=0.04, scale_min=0.95, scale_max=1.08, shear_deg=3,
+                          brightness=0.05, contrast=0.1, gamma=0.1, noise=0.0, blur_p=0.0, erase_p=0.0,
+                          hflip_p=hflip)
+    if name == "shift":
+        a = AugmentConfig(hflip_p=hflip, gamma=0.4, contrast=0.35, sharpen_p=0.15, downup_p=0.2, marker_p=0.3,
+                          border_p=0.15)
+    if name == "shift2":
+        # another hospital, imitated harder: exposure, resolution, noise, grids, markers, collimation, crops
+        a = AugmentConfig(hflip_p=hflip, rotate_deg=12, shift=0.10, scale_min=0.80, scale_max=1.30,
+                          gamma=0.5, contrast=0.45, brightness=0.15, noise=0.04, blur_p=0.3, sharpen_p=0.2,
+                          downup_p=0.3, downup_min=0.2, marker_p=0.4, border_p=0.2, collimation_p=0.25, grid_p=0.15)
+    return a

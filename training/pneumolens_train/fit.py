@@ -137,11 +137,10 @@ def shifted_features(cache: str, model: Classifier, spec: Dict, xtr: np.ndarray,
     if os.path.exists(path):
         z = np.load(path)
         return z["f"], z["t"]
-    from .augment import augment
-    from .train import aug_config
+    from .augment import augment, preset
     g = torch.Generator().manual_seed(seed + 7)
     idx = torch.randperm(len(xtr), generator=g)[:n].numpy()
-    acfg = aug_config(TrainConfig(augment="shift2"))
+    acfg = preset("shift2")
     x = torch.from_numpy(xtr[idx]).float()[:, None] / 255.0
     xs = torch.cat([augment(x[i:i + 64], acfg, g) for i in range(0, len(x), 64)])
     u8 = (xs[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()

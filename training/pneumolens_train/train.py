@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import calibrate as cal
-from .augment import AugmentConfig, augment
+from .augment import AugmentConfig, augment, preset
 from .checkpoint import load_checkpoint, machine
 from .config import TrainConfig
 from .data import (Sample, add_digests, assign_hospitals, load_images, patient_split_by_source, scan_sources,
@@ -43,22 +43,7 @@ def set_seed(seed: int) -> None:
 
 
 def aug_config(cfg: TrainConfig) -> Optional[AugmentConfig]:
-    if cfg.augment == "none":
-        return None
-    a = AugmentConfig(hflip_p=cfg.hflip)
-    if cfg.augment == "light":
-        a = AugmentConfig(rotate_deg=5, shift=0.04, scale_min=0.95, scale_max=1.08, shear_deg=3,
-                          brightness=0.05, contrast=0.1, gamma=0.1, noise=0.0, blur_p=0.0, erase_p=0.0,
-                          hflip_p=cfg.hflip)
-    if cfg.augment == "shift":
-        a = AugmentConfig(hflip_p=cfg.hflip, gamma=0.4, contrast=0.35, sharpen_p=0.15, downup_p=0.2, marker_p=0.3,
-                          border_p=0.15)
-    if cfg.augment == "shift2":
-        # another hospital, imitated harder: exposure, resolution, noise, grids, markers, collimation, crops
-        a = AugmentConfig(hflip_p=cfg.hflip, rotate_deg=12, shift=0.10, scale_min=0.80, scale_max=1.30,
-                          gamma=0.5, contrast=0.45, brightness=0.15, noise=0.04, blur_p=0.3, sharpen_p=0.2,
-                          downup_p=0.3, downup_min=0.2, marker_p=0.4, border_p=0.2, collimation_p=0.25, grid_p=0.15)
-    return a
+    return preset(cfg.augment, cfg.hflip)
 
 
 @torch.no_grad()
