@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { constants, crc32, deflateSync } from 'node:zlib';
+import { crc32, deflateSync } from 'node:zlib';
 import { REPO_ROOT } from '../src/model/card.ts';
 import { deflateBombDicom, grayDicom } from '../test/fixtures/make-dicom.ts';
 import { zeroPng } from '../test/fixtures/zero-png.ts';

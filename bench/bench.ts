@@ -28,8 +28,9 @@ import { decodeImage } from '../src/image/decode.ts';
 import { REPO_ROOT } from '../src/model/card.ts';
 import { preprocess } from '../src/model/preprocess.ts';
 import { ModelSession } from '../src/model/session.ts';
-import { Engine } from '../src/pipeline.ts';
+import { collect, Engine, resultOrError } from '../src/pipeline.ts';
 import { quantile } from '../src/eval/metrics.ts';
+import { crand } from '../test/fixtures/synthetic.ts';
 
 const { values } = parseArgs({
   options: {
@@ -70,8 +71,7 @@ async function synthesize(n: number): Promise<Uint8Array[]> {
   const out: Uint8Array[] = [];
   const W = 512;
   const H = 512;
-  let s = 1;
-  const rnd = (): number => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  const rnd = crand(1);
   for (let k = 0; k < n; k++) {
     const px = Buffer.alloc(W * H);
     for (let y = 0; y < H; y++) {
@@ -147,14 +147,14 @@ async function main(): Promise<void> {
   // The whole set in one call: the engine runs it in batches of BATCH (maxBatch) and decodes the
   // next batch while the current one is in ONNX Runtime, as the CLI does for a folder.
   const chunks = (cam: boolean) => async (): Promise<void> => {
-    const res = await engine.analyseMany(bytes, { cam });
+    const res = (await collect(engine.analyseStream(bytes, { cam }))).map(resultOrError);
     const bad = res.find((r) => r instanceof Error);
     if (bad) throw bad;
   };
 
   // warm-up of each path on one batch
   await session.run(batches[0].data, batches[0].n);
-  await engine.analyseMany(bytes.slice(0, BATCH), { cam: true });
+  await collect(engine.analyseStream(bytes.slice(0, BATCH), { cam: true }));
 
   const load0 = loadavg()[0];
   const raw = async (): Promise<void> => {

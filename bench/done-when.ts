@@ -73,7 +73,7 @@ function post(base: URL, data: Buffer, headers: Record<string, string> = {}, tim
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
-          let code = '';
+          let code: string;
           try {
             code = (JSON.parse(Buffer.concat(chunks).toString()) as { error?: { code?: string }; label?: string }).error?.code ?? '';
           } catch {

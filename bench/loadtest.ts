@@ -28,6 +28,7 @@ import { REPO_ROOT } from '../src/model/card.ts';
 import { WorkerEngine } from '../src/server/engine-worker.ts';
 import { DEFAULT_MAX_QUEUE } from '../src/server/app.ts';
 import { defaultMaxConcurrent, serve, serverOptionsFromEnv, threadsPerAnalysis } from '../src/server/start.ts';
+import { chestSamples } from '../test/fixtures/synthetic.ts';
 
 // autocannon ships no types: the small part used here.
 interface CannonResult {
@@ -78,22 +79,9 @@ const QUEUE = values.queue === undefined ? undefined : values.queue === '0' ? 0 
 
 const log = (s: string): void => void process.stderr.write(s + '\n');
 
-/** A synthetic chest-like gray JPEG (bright body, dark lung fields, spine, noise). */
+/** A synthetic chest-like gray JPEG (test/fixtures/synthetic.ts; odd seeds with an opacity). */
 async function syntheticChest(seed: number, size = 1024): Promise<Buffer> {
-  const px = Buffer.alloc(size * size);
-  let s = seed;
-  const rnd = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) {
-      const u = x / size - 0.5;
-      const v = y / size - 0.5;
-      const body = Math.exp(-((u / 0.42) ** 6) - (v / 0.55) ** 6);
-      const lung = Math.exp(-(((Math.abs(u) - 0.19) / 0.12) ** 2) - ((v + 0.02) / 0.3) ** 4);
-      const spine = Math.exp(-((u / 0.035) ** 2)) * body;
-      const blob = seed % 2 ? Math.exp(-(((u + 0.2) / 0.07) ** 2) - ((v - 0.12) / 0.08) ** 2) : 0;
-      px[y * size + x] = Math.max(0, Math.min(255, Math.round(20 + 170 * body - 120 * lung + 50 * spine + 90 * blob + 18 * rnd())));
-    }
-  }
+  const px = chestSamples(size, size, { seed, opacity: seed % 2 === 1 });
   return sharp(px, { raw: { width: size, height: size, channels: 1 } })
     .jpeg({ quality: 90 })
     .toBuffer();

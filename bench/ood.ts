@@ -22,7 +22,7 @@ import { PneumoError } from '../src/errors.ts';
 import { checkImage, imageStats, type ImageStats } from '../src/gate/image-checks.ts';
 import { decodeImage } from '../src/image/decode.ts';
 import { REPO_ROOT } from '../src/model/card.ts';
-import { Engine } from '../src/pipeline.ts';
+import { collect, Engine, resultOrError } from '../src/pipeline.ts';
 import type { AnalysisResult } from '../src/types.ts';
 import {
   colourPhotoPng,
@@ -120,7 +120,7 @@ async function analyseAll(
   const progress = new Progress(inputs.length, process.stderr, label, isTty ? undefined : false);
   for (let i = 0; i < inputs.length; i += BATCH) {
     const bytes = await Promise.all(inputs.slice(i, i + BATCH).map((f) => f()));
-    const res = await engine.analyseMany(bytes, { cam: false });
+    const res = (await collect(engine.analyseStream(bytes, { cam: false }))).map(resultOrError);
     out.push(...res);
     progress.tick(bytes.length, res.filter((r) => r instanceof PneumoError).length);
   }
@@ -289,7 +289,7 @@ async function main(): Promise<void> {
     const res: Array<AnalysisResult | PneumoError> = [];
     for (let i = 0; i < PER; i += BATCH) {
       const bytes = await Promise.all(Array.from({ length: Math.min(BATCH, PER - i) }, (_, k) => c.make(i + k)));
-      res.push(...(await engine.analyseMany(bytes, { cam: false })));
+      res.push(...(await collect(engine.analyseStream(bytes, { cam: false }))).map(resultOrError));
       progress.tick(bytes.length);
     }
     // A generated image the decoder refuses (e.g. unusable) counts as rejected too: it is not analysed.

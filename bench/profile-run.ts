@@ -13,7 +13,7 @@ import { decodeImage } from '../src/image/decode.ts';
 import { REPO_ROOT } from '../src/model/card.ts';
 import { preprocess } from '../src/model/preprocess.ts';
 import { ModelSession } from '../src/model/session.ts';
-import { Engine } from '../src/pipeline.ts';
+import { collect, Engine } from '../src/pipeline.ts';
 
 const N = Number(process.argv[2] ?? 200);
 const mode = process.argv[3] ?? 'cam';
@@ -60,7 +60,7 @@ if (mode === 'raw') {
     mode,
     JSON.stringify(
       await measure(async () => {
-        await engine.analyseMany(bytes, { cam });
+        await collect(engine.analyseStream(bytes, { cam }));
       }),
     ),
   );

@@ -1,8 +1,8 @@
 /**
  * CPU ms per image of each stage of the engine's path, one stage at a time over N training films
  * (process CPU time, thread pool included), for the "where the time goes" table of README Benchmarks.
- * Runs on the tree it is in; written against the public functions, so the same file also runs in a
- * checkout from before issue 22 (there gray_bt601 is recomputed inside the checks and preprocessing).
+ * Runs on the tree it is in, against the public functions: gray_bt601 is computed once and shared by
+ * the checks, preprocessing and overlay, as the engine does.
  *
  *   npx tsx bench/profile-stages.ts [N=100] [--dir DIR]
  */
@@ -15,7 +15,7 @@ import * as checks from '../src/gate/image-checks.ts';
 import { decodeImage } from '../src/image/decode.ts';
 import { loadCard, REPO_ROOT } from '../src/model/card.ts';
 import * as pre from '../src/model/preprocess.ts';
-import type { RawImage } from '../src/types.ts';
+import { grayOf } from '../src/image/raw.ts';
 
 const N = Number(process.argv[2] ?? 100);
 const dirArg = process.argv.indexOf('--dir');
@@ -23,8 +23,6 @@ const dir = dirArg > 0 ? process.argv[dirArg + 1] : resolve(REPO_ROOT, '..', 'sh
 const files = [...(await listImages(join(dir, 'NORMAL'))).slice(0, N / 2), ...(await listImages(join(dir, 'PNEUMONIA'))).slice(0, N / 2)];
 const bytes = await Promise.all(files.map((f) => readFile(f)));
 const card = loadCard();
-const shared = 'grayOf' in pre; // issue 22: one gray per image, passed to the checks, preprocessing and overlay
-const grayOf = (image: RawImage): Float32Array | undefined => (shared ? (pre as any).grayOf(image) : undefined);
 const out: Record<string, number> = {};
 async function stage<T>(name: string, fn: (i: number) => T | Promise<T>): Promise<T[]> {
   for (let i = 0; i < Math.min(10, bytes.length); i++) await fn(i); // warm-up
@@ -37,17 +35,16 @@ async function stage<T>(name: string, fn: (i: number) => T | Promise<T>): Promis
 }
 const dec = await stage('decode (sharp, to RawImage)', (i) => decodeImage(bytes[i]));
 const grays = await stage('gray_bt601 (once, shared)', (i) => grayOf(dec[i].image));
-await stage('gate image checks', (i) => (checks.checkImage as any)(dec[i].image, grays[i]));
-await stage('preprocess (resize + normalise)', (i) => (pre.preprocess as any)(dec[i].image, card, grays[i]));
+await stage('gate image checks', (i) => checks.checkImage(dec[i].image, grays[i]));
+await stage('preprocess (resize + normalise)', (i) => pre.preprocess(dec[i].image, card, grays[i]));
 const C = card.gradcam.weights.length;
 const feats = Float32Array.from({ length: C * 49 }, (_, k) => Math.max(0, Math.sin(k / 7)));
 const cams = await stage('Grad-CAM map (7x7)', () => gradCam(feats, [C, 7, 7], card.gradcam.weights));
-await stage('overlay + heatmap PNGs', (i) => (overlay.renderCam as any)(dec[i].image, cams[i], {}, grays[i]));
-await stage('overlay PNG only', (i) => (overlay.renderCam as any)(dec[i].image, cams[i], { heatmap: false }, grays[i]));
+await stage('overlay + heatmap PNGs', (i) => overlay.renderCam(dec[i].image, cams[i], {}, grays[i]));
+await stage('overlay PNG only', (i) => overlay.renderCam(dec[i].image, cams[i], { heatmap: false }, grays[i]));
 const first = dec[0].image;
 console.log(
   JSON.stringify({
-    tree: shared ? 'issue 22' : 'before',
     images: bytes.length,
     size: `${first.width}x${first.height}x${first.channels}`,
     cpu_ms_per_img: out,

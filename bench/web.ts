@@ -17,9 +17,9 @@ import { parseArgs } from 'node:util';
 import { buildWeb } from '../scripts/build-web.ts';
 import { listImages } from '../src/cli/files.ts';
 import { REPO_ROOT } from '../src/model/card.ts';
-import { Engine } from '../src/pipeline.ts';
-import { launchChromium } from '../test/browser.ts';
-import { serveStatic } from '../test/static-server.ts';
+import { collect, Engine } from '../src/pipeline.ts';
+import { launchChromium } from '../test/fixtures/browser.ts';
+import { serveStatic } from '../test/fixtures/static-server.ts';
 
 const { values } = parseArgs({
   options: {
@@ -72,7 +72,7 @@ const stagesText = (s: Stages): string =>
 async function nodeRate(bytes: Buffer[], threads: number): Promise<{ rate: number; probabilities: number[]; stages: Stages }> {
   const engine = await Engine.load({ threads });
   try {
-    for (const b of bytes.slice(0, 2)) await engine.analyseAll([b]);
+    for (const b of bytes.slice(0, 2)) await collect(engine.analyseStream([b]));
     const rates: number[] = [];
     let probabilities: number[] = [];
     let stages: Stages[] = [];
@@ -81,7 +81,7 @@ async function nodeRate(bytes: Buffer[], threads: number): Promise<{ rate: numbe
       const out: number[] = [];
       stages = [];
       for (const b of bytes) {
-        const [o] = await engine.analyseAll([b]);
+        const [o] = await collect(engine.analyseStream([b]));
         out.push(o.status === 'failed' ? NaN : o.result.probability);
         if (o.status !== 'failed') stages.push(o.result.timings_ms);
       }

@@ -29,9 +29,10 @@ import { blendOverlay, overlayBase } from '../src/explain/overlay.ts';
 import { decodeImage } from '../src/image/decode.ts';
 import { upsampleBilinear } from '../src/image/resample.ts';
 import { REPO_ROOT } from '../src/model/card.ts';
-import { preprocess, toGray } from '../src/model/preprocess.ts';
+import { toGray } from '../src/image/raw.ts';
+import { preprocess } from '../src/model/preprocess.ts';
 import { ModelSession } from '../src/model/session.ts';
-import { Engine } from '../src/pipeline.ts';
+import { collect, Engine, resultOrError } from '../src/pipeline.ts';
 import type { AnalysisResult, RawImage } from '../src/types.ts';
 import { kermanyPatient, parseCsv, takeBalanced } from './xsource/items.ts';
 import { montage, SHIFTS, type Gray, type Tile } from './xsource/shifts.ts';
@@ -146,7 +147,7 @@ async function scoreAll(engine: Engine, inputs: Array<() => Promise<Uint8Array>>
   const bar = progress(label, inputs.length);
   for (const c of chunks(inputs, BATCH)) {
     const bytes = await Promise.all(c.map((f) => f()));
-    const res = await engine.analyseMany(bytes, { cam: false });
+    const res = (await collect(engine.analyseStream(bytes, { cam: false }))).map(resultOrError);
     out.push(...res.map(scoreOf));
     bar.tick(c.length);
   }
@@ -402,7 +403,7 @@ async function main(): Promise<void> {
       const raw: Array<AnalysisResult | Error> = [];
       const bbar = progress('  baseline (original bytes)', bytes.length);
       for (const c of chunks(bytes, BATCH)) {
-        raw.push(...(await engine.analyseMany(c, { cam: false })));
+        raw.push(...(await collect(engine.analyseStream(c, { cam: false }))).map(resultOrError));
         bbar.tick(c.length);
       }
       bbar.end();

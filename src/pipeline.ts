@@ -11,7 +11,8 @@ import { checkOverlayOptions, renderCam } from './explain/overlay.ts';
 import { decodeImage, type DecodeOptions } from './image/decode.ts';
 import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
 import { checkThreshold, postprocess } from './model/postprocess.ts';
-import { grayOf, preprocess } from './model/preprocess.ts';
+import { grayOf } from './image/raw.ts';
+import { preprocess } from './model/preprocess.ts';
 import { ModelSession, type InferenceOutput } from './model/session.ts';
 import { DICOM_WARNING } from './image/dicom.ts';
 import { applySite, outsideSiteMessage } from './site/apply.ts';
@@ -121,38 +122,14 @@ export class Engine {
   }
 
   /**
-   * Analyses one image: the result of an analysed image; throws the outcome's error otherwise
-   * (PneumoError for user-facing problems, 422 not_a_chest_xray / outside_intended_use when the
-   * input gate rejects the image and `opts.force` is not set).
+   * Analyses one image, over `analyseStream`: the result of an analysed image; throws the outcome's
+   * error otherwise (PneumoError for user-facing problems, 422 not_a_chest_xray /
+   * outside_intended_use when the input gate rejects the image and `opts.force` is not set).
+   * A front end that needs the outcome itself (a rejected image's result) reads the stream.
    */
-  async analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
-    const [outcome] = await this.analyseAll([bytes], opts);
+  async analyse(source: Source, opts: AnalyseOptions = {}): Promise<AnalysisResult> {
+    const [outcome] = await collect(this.analyseStream([source], opts));
     return unwrap(outcome);
-  }
-
-  /** The outcome of each input, in input order (see `analyseStream`). */
-  async analyseAll(items: Source[], opts: AnalyseOptions = {}): Promise<Outcome[]> {
-    const out: Outcome[] = [];
-    for await (const chunk of this.analyseStream(items, opts)) out.push(...chunk);
-    return out;
-  }
-
-  /**
-   * Analyses several images with batched inference. Per-item problems are returned in place, as
-   * PneumoError (unexpected failures become 500 internal_error); invalid options throw. An image
-   * the gate rejects is a result with `rejected: true` (without Grad-CAM unless `opts.force`), so
-   * a batch front end can report it next to the others. The `infer` timing of an item is the wall
-   * time of the batch it was part of. (`analyseAll` gives the same as outcomes.)
-   */
-  async analyseMany(items: Uint8Array[], opts: AnalyseOptions = {}): Promise<Array<AnalysisResult | PneumoError>> {
-    const outcomes = await this.analyseAll(items, opts);
-    return outcomes.map((o) =>
-      o.status !== 'failed'
-        ? o.result
-        : o.error instanceof PneumoError
-          ? o.error
-          : Object.assign(new PneumoError('internal_error', 'Internal error while analysing the image.'), { cause: o.error }),
-    );
   }
 
   /** Releases the inference session; the engine cannot be used afterwards. */
@@ -248,10 +225,10 @@ export class Engine {
       const [C, h, w] = inferred.featureShape;
       const features = inferred.features.subarray(k * C * h * w, (k + 1) * C * h * w);
       const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights, this.card.gradcam.display_scale);
-      const { overlayPng, heatmapPng } = await renderCam(
+      const { overlayPng, heatmapPng, overlayRgb } = await renderCam(
         p.decoded.image,
         map,
-        { colormap: opts.colormap, alpha: opts.alpha, heatmap: opts.heatmap ?? true },
+        { colormap: opts.colormap, alpha: opts.alpha, heatmap: opts.heatmap ?? true, rgb: opts.overlayRgb ?? false },
         p.gray,
       );
       cam = {
@@ -261,6 +238,7 @@ export class Engine {
         scale: { value: map.scale, fixed: map.fixed },
         overlayPng,
         ...(heatmapPng ? { heatmapPng } : {}),
+        ...(overlayRgb ? { overlayRgb } : {}),
       };
     }
     const explain = since(t0);
@@ -302,6 +280,29 @@ export class Engine {
     if (gate.rejected && !opts.force) return { status: 'rejected', result, error: rejectionError(gate) };
     return { status: 'analysed', result };
   }
+}
+
+/** Every outcome of a stream, in input order. */
+export async function collect(stream: AsyncIterable<Outcome[]>): Promise<Outcome[]> {
+  const out: Outcome[] = [];
+  for await (const chunk of stream) out.push(...chunk);
+  return out;
+}
+
+/**
+ * What a batch front end reports per item: the result of an analysed or rejected image (a rejected
+ * one has `rejected: true`, no Grad-CAM unless forced), else the error, as the user may see it: a
+ * PneumoError, or 500 internal_error (with the unexpected error as its cause).
+ */
+export function resultOrError(outcome: Outcome): AnalysisResult | PneumoError {
+  if (outcome.status !== 'failed') return outcome.result;
+  return publicError(outcome.error);
+}
+
+/** An error as the user may see it: a PneumoError as it is; anything else 500 internal_error, the original kept as its cause. */
+export function publicError(e: unknown): PneumoError {
+  if (e instanceof PneumoError) return e;
+  return Object.assign(new PneumoError('internal_error', 'Internal error while analysing the image.'), { cause: e });
 }
 
 /** The result of an analysed image; the error of a rejected or failed one is thrown. */

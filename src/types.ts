@@ -2,38 +2,20 @@
 import type { PneumoError } from './errors.ts';
 import type { GateResult, RejectionReason } from './gate/gate.ts';
 import type { SiteSummary } from './site/profile.ts';
+import type { Colormap } from './explain/colormaps.ts';
+import type { SourceFormat } from './image/raw.ts';
 
 export type { GateResult, RejectionReason } from './gate/gate.ts';
-
-/** The one image type. Values are in 0..255 (8-bit scale) whatever the source bit depth. */
-export interface RawImage {
-  data: Float32Array; // interleaved, row-major, length = width * height * channels
-  width: number;
-  height: number;
-  channels: 1 | 2 | 3 | 4; // 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
-}
-
-export type SourceFormat = 'jpeg' | 'png' | 'webp' | 'tiff' | 'dicom';
-
-export interface DecodedImage {
-  image: RawImage;
-  format: SourceFormat;
-  /** Safe, non-identifying notes (e.g. "DICOM MONOCHROME1 inverted"). Never patient tags. */
-  notes: string[];
-  /**
-   * The size the file declares, when `image` was reduced to the working size in native code
-   * (src/image/limits.ts workSize); absent when the image is analysed at its own size.
-   */
-  source?: { width: number; height: number };
-}
-
-export type Colormap = 'jet' | 'viridis' | 'inferno';
+export type { DecodedImage, RawImage, SourceFormat } from './image/raw.ts';
+export type { Colormap } from './explain/colormaps.ts';
 
 export interface AnalyseOptions {
   /** Compute the Grad-CAM overlay (default true). */
   cam?: boolean;
   /** With cam: also encode the heatmap alone as a PNG (`cam.heatmapPng`, default true); a front end that only shows the overlay turns it off. */
   heatmap?: boolean;
+  /** With cam: also keep the overlay's pixels (`cam.overlayRgb`, default false), for a caller that writes them elsewhere (the PACS Secondary Capture). */
+  overlayRgb?: boolean;
   colormap?: Colormap; // default 'jet'
   alpha?: number; // overlay opacity 0..1, default 0.45
   /** Override the card's decision threshold (0..1). */
@@ -60,6 +42,8 @@ export interface CamResult {
   overlayPng: Buffer;
   /** The colour-mapped heatmap alone, opaque indexed-colour PNG (palette = the colour map) at the overlay's size (the overlay blends these pixels). */
   heatmapPng?: Buffer;
+  /** With `overlayRgb: true`: the overlay's pixels, interleaved 8-bit RGB (what overlayPng encodes). */
+  overlayRgb?: { data: Uint8Array; width: number; height: number };
 }
 
 export interface AnalysisResult {

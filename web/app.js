@@ -3,20 +3,53 @@
 // Talks to /api/predict and /api/model, or analyses on this device (on-device.js, issue 21).
 import { deviceCard, devicePredict, hasServer, initDevice, onDevice } from './on-device.js';
 
-/** An element of the page by id (any: inputs, images, canvases and dialogs each have their own type). */
-const $ = (id) => /** @type {any} */ (document.getElementById(id));
+// The API's answers, typed by the server's own types (src/server/openapi.ts, src/server/errors.ts).
+/** @typedef {import('../src/server/openapi.ts').PredictResponse} PredictResponse POST /api/predict, 200 */
+/** @typedef {import('../src/server/openapi.ts').RefusalError} RefusalError POST /api/predict, 422 refusal: `error` */
+/** @typedef {import('../src/server/openapi.ts').ModelResponse} ModelResponse GET /api/model, 200 */
+/** @typedef {import('../src/server/openapi.ts').OpenApiDocument} OpenApiDocument GET /api/openapi.json */
+/** @typedef {import('../src/server/errors.ts').ErrorBody} ErrorBody any error answer */
+/** @typedef {ErrorBody['error']} ApiError */
+/** @typedef {import('../src/types.ts').RejectionReason} RejectionReason */
+/** @typedef {import('./on-device.js').PageInput} PageInput */
+/** @typedef {Record<string, unknown>} Loose a JSON object of the card whose fields the page checks one by one */
+/** @typedef {NonNullable<NonNullable<ModelResponse['metrics']>['by_source']>[number] & Loose} SourceRow */
+
+/**
+ * The element of the page with this id, checked to be of its kind (default: any HTML element).
+ * @template {HTMLElement} [T=HTMLElement]
+ * @param {string} id
+ * @param {{ new (): T, prototype: T }} [kind] e.g. HTMLInputElement
+ * @returns {T}
+ */
+function $(id, kind) {
+  const e = document.getElementById(id);
+  const type = kind ?? HTMLElement;
+  if (!(e instanceof type)) throw new TypeError(`The page has no ${type.name} #${id}.`);
+  return /** @type {T} */ (e);
+}
+
+/** @param {unknown} v @returns {Loose | undefined} the JSON object v, or undefined */
+const obj = (v) => (v && typeof v === 'object' && !Array.isArray(v) ? /** @type {Loose} */ (v) : undefined);
+/** @param {unknown} v @returns {v is Loose} any object, arrays included */
+const isObject = (v) => !!v && typeof v === 'object';
+/** @param {unknown} v @returns {unknown[]} v if it is an array, else none */
+const list = (v) => (Array.isArray(v) ? v : []);
+/** @param {unknown} r @returns {r is SourceRow} a row of a by-source table (metrics.by_source): an object with its source */
+const isSourceRow = (r) => isObject(r) && typeof r.source === 'string';
 
 const state = {
-  /** The current input: { kind: 'file', file } or { kind: 'url', url }. */
+  /** @type {PageInput | null} The current input: { kind: 'file', file } or { kind: 'url', url }. */
   input: null,
-  /** Object URL of the chosen file, when the browser can display it. */
+  /** @type {string | null} Object URL of the chosen file, when the browser can display it. */
   originalUrl: null,
-  /** The original as a loaded <img> for canvas blending (null: not displayable here). */
+  /** @type {HTMLImageElement | null} The original as a loaded <img> for canvas blending (null: not displayable here). */
   originalImg: null,
-  /** The last API answer. */
+  /** @type {PredictResponse | null} The last API answer. */
   result: null,
-  /** The server's colour-mapped heatmap (answer field `heatmap`) as a loaded <img>, blended here over the original. */
+  /** @type {HTMLImageElement | null} The server's colour-mapped heatmap (answer field `heatmap`) as a loaded <img>, blended here over the original. */
   heatmap: null,
+  /** @type {ModelResponse | null} The model card (GET /api/model). */
   card: null,
   busy: false,
   again: false,
@@ -25,7 +58,11 @@ const state = {
   colormap: 'jet', // the colour map of the request in flight, shown in the legend with its result
 };
 
-/** Gate refusals (API 422 codes) the page explains in its own words, with "Analyse anyway". */
+/** @typedef {{ title: string, text: string, score?: string, force: string, status: string }} Refusal */
+/**
+ * Gate refusals (API 422 codes) the page explains in its own words, with "Analyse anyway".
+ * @type {Record<RejectionReason, Refusal>}
+ */
 const REFUSALS = {
   not_a_chest_xray: {
     title: 'This does not look like a chest X-ray',
@@ -51,17 +88,26 @@ function populationWords() {
   return typeof p === 'string' && p ? `it is validated only for ${p}` : 'the model card does not say which population it is validated for';
 }
 
-/** How far past its threshold a gate score is, in words (the numbers stay in the API's JSON answer). */
+/**
+ * How far past its threshold a gate score is, in words (the numbers stay in the API's JSON answer).
+ * @param {number} score
+ * @param {number | null | undefined} threshold
+ */
 function howFar(score, threshold) {
+  if (typeof threshold !== 'number' || !(threshold > 0)) return 'far';
   const r = score / threshold;
-  if (!(threshold > 0) || !Number.isFinite(r)) return 'far';
+  if (!Number.isFinite(r)) return 'far';
   return r <= 2 ? 'just' : r <= 100 ? 'clearly' : 'far';
 }
 
 /** A gate reason without the raw score in brackets ("(gate score 4.9e+11 > 1)"): numbers are for the JSON. */
+/** @param {unknown} reason */
 const inWords = (reason) => String(reason).replace(/\s*\((?:gate|intended-use) score [^)]*\)/g, '');
 
-/** The refusal's one sentence about the model's own score, in words. */
+/**
+ * The refusal's one sentence about the model's own score, in words.
+ * @param {RefusalError} error
+ */
 function scoreWords(error) {
   if (error.code === 'outside_intended_use' && error.basis === 'gate_score' && typeof error.score === 'number') {
     // declined by the model's gate score (unlike every film it was fitted on), not by an intended-use head
@@ -81,19 +127,22 @@ function scoreWords(error) {
 }
 
 // ---------- status and errors ----------
+/** @param {string} text */
 function setStatus(text) {
   $('status').textContent = text;
 }
 
+/** @param {string} message */
 function showError(message) {
   const el = $('error');
   el.textContent = message;
   el.hidden = !message;
 }
 
+/** @param {Response} res */
 async function errorMessage(res) {
   try {
-    const body = await res.json();
+    const body = /** @type {ErrorBody | undefined} */ (obj(await res.json()));
     if (body && body.error && body.error.message) return `${body.error.message} (${res.status} ${body.error.code})`;
   } catch {
     /* not JSON */
@@ -119,6 +168,10 @@ function clearAnswer() {
   showError('');
 }
 
+/**
+ * @param {string} src
+ * @returns {Promise<HTMLImageElement | null>} the loaded image (null: the browser cannot show it)
+ */
 function loadImage(src) {
   return new Promise((resolve) => {
     const img = new Image();
@@ -128,23 +181,26 @@ function loadImage(src) {
   });
 }
 
+/** @param {File | null | undefined} file */
 async function chooseFile(file) {
   if (!file) return;
   resetPreview();
   state.fresh = true;
   state.input = { kind: 'file', file };
-  state.originalUrl = URL.createObjectURL(file);
-  state.originalImg = await loadImage(state.originalUrl);
+  const url = URL.createObjectURL(file);
+  state.originalUrl = url;
+  state.originalImg = await loadImage(url);
   const preview = $('preview');
   preview.hidden = false;
   $('preview-img').hidden = !state.originalImg;
-  if (state.originalImg) $('preview-img').src = state.originalUrl;
+  if (state.originalImg) $('preview-img', HTMLImageElement).src = url;
   $('preview-note').textContent = state.originalImg
     ? `${file.size.toLocaleString()} bytes`
     : `${file.size.toLocaleString()} bytes; this browser cannot preview the format (e.g. DICOM or TIFF), the server will read it.`;
   await analyse();
 }
 
+/** @param {string} url */
 async function chooseUrl(url) {
   resetPreview();
   state.fresh = true;
@@ -155,36 +211,51 @@ async function chooseUrl(url) {
   await analyse();
 }
 
+/** @param {number} alpha */
 function queryString(alpha) {
-  const q = new URLSearchParams({ cam: 'true', colormap: $('colormap').value, alpha: String(alpha) });
-  const t = $('threshold').value.trim();
+  const q = new URLSearchParams({ cam: 'true', colormap: $('colormap', HTMLSelectElement).value, alpha: String(alpha) });
+  const t = $('threshold', HTMLInputElement).value.trim();
   if (t !== '') q.set('threshold', t);
   if (state.force) q.set('force', 'true');
   return q.toString();
 }
 
-/** Sends the current input to the API; alpha only matters for the server-rendered overlay. */
-async function request(alpha) {
-  if (onDevice(state.input)) return devicePredict(state.input.file, queryString(alpha));
+/**
+ * Sends the input to the API; alpha only matters for the server-rendered overlay.
+ * @param {PageInput} input
+ * @param {number} alpha
+ * @returns {Promise<Response>}
+ */
+async function request(input, alpha) {
+  if (input.kind === 'file' && onDevice(input)) return devicePredict(input.file, queryString(alpha));
+  /** @type {RequestInit} */
   const init = { method: 'POST' };
-  if (state.input.kind === 'file') {
+  if (input.kind === 'file') {
     const form = new FormData();
-    form.append('file', state.input.file);
+    form.append('file', input.file);
     init.body = form;
   } else {
     init.headers = { 'content-type': 'application/json' };
-    init.body = JSON.stringify({ url: state.input.url });
+    init.body = JSON.stringify({ url: input.url });
   }
   return fetch(`/api/predict?${queryString(alpha)}`, init);
 }
 
+/**
+ * Whether an API error is a refusal by the input gate (its code is the gate's reason).
+ * @param {ApiError | undefined} error
+ * @returns {error is ApiError & RefusalError}
+ */
+const isRefusal = (error) => error?.code === 'not_a_chest_xray' || error?.code === 'outside_intended_use';
+
 async function analyse() {
-  if (!state.input) return;
+  const input = state.input;
+  if (!input) return;
   if (state.busy) {
     state.again = true; // e.g. the opacity changed while a request was running: ask once more after it
     return;
   }
-  const t = $('threshold').value.trim();
+  const t = $('threshold', HTMLInputElement).value.trim();
   if (t !== '' && !(Number(t) >= 0 && Number(t) <= 1)) {
     showError('The decision threshold must be a probability from 0 to 1 (0.8 = 80 %).');
     return;
@@ -195,17 +266,22 @@ async function analyse() {
   showError('');
   setStatus('Analysing…');
   try {
-    state.colormap = $('colormap').value;
-    const res = await request(currentAlpha());
+    state.colormap = $('colormap', HTMLSelectElement).value;
+    const res = await request(input, currentAlpha());
     $('rejected').hidden = true;
     if (res.status === 422) {
-      const body = await res
-        .clone()
-        .json()
-        .catch(() => null);
-      const refusal = REFUSALS[body?.error?.code];
-      if (refusal) {
-        showRejected(body.error, refusal);
+      const body = /** @type {ErrorBody | undefined} */ (
+        obj(
+          await res
+            .clone()
+            .json()
+            .catch(() => null),
+        )
+      );
+      const error = body?.error;
+      if (isRefusal(error)) {
+        const refusal = REFUSALS[error.code];
+        showRejected(error, refusal);
         setStatus(refusal.status);
         return;
       }
@@ -217,11 +293,15 @@ async function analyse() {
       setStatus('');
       return;
     }
-    state.result = await res.json();
+    /** @type {unknown} */
+    const answer = await res.json();
+    if (!obj(answer)) throw new TypeError('The answer is not a JSON object.'); // as before: reading its fields would throw here
+    const result = /** @type {PredictResponse} */ (answer);
+    state.result = result;
     // The server renders the heatmap (one renderer, src/explain/overlay.ts); the page only blends it.
-    state.heatmap = state.originalImg && state.result.heatmap ? await loadImage(state.result.heatmap) : null;
-    showResult();
-    const r = state.result;
+    state.heatmap = state.originalImg && result.heatmap ? await loadImage(result.heatmap) : null;
+    showResult(result);
+    const r = result;
     setStatus(
       `Done: ${r.label}, probability of pneumonia ${pct(r.probability)} (threshold ${pct(r.threshold)}).` +
         (r.uncertain ? ' Uncertain: refer to a clinician.' : '') +
@@ -238,12 +318,16 @@ async function analyse() {
     $('result').removeAttribute('aria-busy');
     if (state.again) {
       state.again = false;
-      analyse();
+      void analyse(); // it shows its own errors
     }
   }
 }
 
 // ---------- refusal by the input gate ----------
+/**
+ * @param {RefusalError} error
+ * @param {Refusal} refusal
+ */
 function showRejected(error, refusal) {
   $('result').hidden = true;
   $('rejected-title').textContent = refusal.title;
@@ -261,7 +345,7 @@ function showRejected(error, refusal) {
   $('rejected').hidden = false;
   // The status line and the whole explanation in view (below the sticky banner), focus on the one action it offers.
   $('status').scrollIntoView({ block: 'start' });
-  const button = $('force');
+  const button = $('force', HTMLButtonElement);
   button.focus({ preventScroll: button.getBoundingClientRect().bottom <= window.innerHeight });
 }
 
@@ -269,18 +353,19 @@ function analyseAnyway() {
   state.force = true;
   state.fresh = true;
   $('rejected').hidden = true;
-  analyse();
+  void analyse(); // it shows its own errors
 }
 
 // ---------- result ----------
+/** @param {number} p */
 const pct = (p) => `${(p * 100).toFixed(1)} %`;
 
 function currentAlpha() {
-  return $('cam-on').checked ? Number($('opacity').value) : 0;
+  return $('cam-on', HTMLInputElement).checked ? Number($('opacity', HTMLInputElement).value) : 0;
 }
 
-function showResult() {
-  const r = state.result;
+/** @param {PredictResponse} r the answer just received (state.result) */
+function showResult(r) {
   $('result').hidden = false;
   const label = $('label');
   label.textContent = r.label;
@@ -310,10 +395,10 @@ function showResult() {
   $('timings').textContent =
     `${r.image.format.toUpperCase()} ${r.image.width}×${r.image.height}; model ${r.model.name} ${r.model.version}; ${Math.round(t.device_total ?? t.server_total ?? t.total ?? 0)} ms ${r.analysed_on === 'device' ? 'on this device' : 'on the server'}.`;
 
-  const original = $('original');
+  const original = $('original', HTMLImageElement);
   original.hidden = !state.originalImg;
   $('original-missing').hidden = !!state.originalImg;
-  if (state.originalImg) original.src = state.originalUrl;
+  if (state.originalImg && state.originalUrl) original.src = state.originalUrl;
 
   drawOverlay();
   showLegend(state.colormap);
@@ -331,6 +416,7 @@ function showResult() {
  * only (the heatmap itself is rendered by the server); test/web-truth.test.ts checks the rendered
  * legend against that module.
  */
+/** @type {Record<string, string>} */
 const COLORMAP_STOPS = {
   jet: '#000080 #0000a4 #0000c8 #0000ed #0000ff #0021ff #0041ff #0061ff #0081ff #00a1ff #00c1ff #00e1fb #16ffe1 #30ffc7 #49ffad #63ff94 #7dff7a #94ff63 #adff49 #c7ff30 #e1ff16 #fbf100 #ffd300 #ffb600 #ff9800 #ff7a00 #ff5d00 #ff3f00 #ff2200 #ed0400 #c80000 #a40000 #800000',
   viridis:
@@ -339,7 +425,10 @@ const COLORMAP_STOPS = {
     '#000000 #040417 #0b062c #15083d #21094b #2e0b55 #3c0c5d #490e63 #571168 #64146b #71176c #7e1b6b #8a1f69 #972466 #a32960 #af2f59 #ba3651 #c43d49 #cf453f #d94d34 #e2572a #ea6221 #f06e18 #f57b12 #f9890f #fa990f #faa913 #f9b91c #f7ca2b #f5db41 #f3ea5c #f4f87f #faffa8',
 };
 
-/** The Grad-CAM legend: the colour map in use, what the colours mean, and whether its scale is fixed or per film. */
+/**
+ * The Grad-CAM legend: the colour map in use, what the colours mean, and whether its scale is fixed or per film.
+ * @param {string} colormap
+ */
 function showLegend(colormap) {
   const name = COLORMAP_STOPS[colormap] ? colormap : 'jet';
   const shown = $('colormap').querySelector(`option[value="${name}"]`)?.textContent ?? name;
@@ -355,6 +444,10 @@ function showLegend(colormap) {
       : "Per-film scale: each film's strongest region gets the top colour, so colours cannot be compared between films.");
 }
 
+/**
+ * @param {number} w
+ * @param {number} h
+ */
 function displaySize(w, h, max = 1024) {
   const s = Math.min(1, max / Math.max(w, h));
   return { w: Math.max(1, Math.round(w * s)), h: Math.max(1, Math.round(h * s)) };
@@ -364,9 +457,9 @@ function displaySize(w, h, max = 1024) {
 function drawOverlay() {
   const r = state.result;
   if (!r) return;
-  const canvas = $('overlay-canvas');
-  const img = $('overlay-img');
-  $('opacity-value').textContent = `${Math.round(Number($('opacity').value) * 100)} %`;
+  const canvas = $('overlay-canvas', HTMLCanvasElement);
+  const img = $('overlay-img', HTMLImageElement);
+  $('opacity-value').textContent = `${Math.round(Number($('opacity', HTMLInputElement).value) * 100)} %`;
   if (state.originalImg && state.heatmap) {
     canvas.hidden = false;
     img.hidden = true;
@@ -374,6 +467,7 @@ function drawOverlay() {
     canvas.width = w;
     canvas.height = h;
     const ctx = canvas.getContext('2d');
+    if (!ctx) throw new Error('This browser gives no 2D canvas.');
     ctx.globalAlpha = 1;
     ctx.drawImage(state.originalImg, 0, 0, w, h);
     // opacity blending only (source-over with globalAlpha, the canvas form of CSS opacity)
@@ -393,10 +487,14 @@ function onOverlayControl() {
   drawOverlay();
   if (!(state.originalImg && state.heatmap) && state.input) {
     clearTimeout(rerequestTimer);
-    rerequestTimer = setTimeout(analyse, 350);
+    rerequestTimer = window.setTimeout(analyse, 350);
   }
 }
 
+/**
+ * @param {string} name
+ * @param {Blob} blob
+ */
 function download(name, blob) {
   const a = document.createElement('a');
   a.href = URL.createObjectURL(blob);
@@ -407,13 +505,20 @@ function download(name, blob) {
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
 }
 
-async function overlayBlob() {
+/**
+ * The overlay as shown: the canvas blend, else the server's overlay PNG.
+ * @param {PredictResponse} result
+ * @returns {Promise<Blob | null>} null: no overlay to download
+ */
+async function overlayBlob(result) {
   if (state.originalImg && state.heatmap) {
-    return new Promise((resolve) => $('overlay-canvas').toBlob(resolve, 'image/png'));
+    const canvas = $('overlay-canvas', HTMLCanvasElement);
+    return new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
   }
-  return dataUrlBlob(state.result.gradcam);
+  return result.gradcam ? dataUrlBlob(result.gradcam) : null;
 }
 
+/** @param {string} dataUrl */
 function dataUrlBlob(dataUrl) {
   const [head, b64] = dataUrl.split(',');
   const bin = atob(b64);
@@ -422,9 +527,12 @@ function dataUrlBlob(dataUrl) {
   return new Blob([bytes], { type: head.slice(5).split(';')[0] });
 }
 
-/** The JSON report: the API answer as served (its shape is the OpenAPI document's Prediction), without the images. */
-function report() {
-  const { gradcam: _overlay, heatmap: _heatmap, ...answer } = state.result;
+/**
+ * The JSON report: the API answer as served (its shape is the OpenAPI document's Prediction), without the images.
+ * @param {PredictResponse} result
+ */
+function report(result) {
+  const { gradcam: _overlay, heatmap: _heatmap, ...answer } = result;
   return {
     tool: 'pneumolens',
     disclaimer: 'Research and education tool, not a medical device.',
@@ -434,15 +542,26 @@ function report() {
 }
 
 // ---------- zoom ----------
+/**
+ * @param {string | null | undefined} src
+ * @param {string} alt
+ */
 function zoom(src, alt) {
   if (!src) return;
-  const img = $('zoom-img');
+  const img = $('zoom-img', HTMLImageElement);
   img.src = src;
   img.alt = alt;
-  $('zoom-dialog').showModal();
+  $('zoom-dialog', HTMLDialogElement).showModal();
 }
 
 // ---------- model card ----------
+/**
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {string} [text]
+ * @param {string} [cls]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 function el(tag, text, cls) {
   const e = document.createElement(tag);
   if (text !== undefined) e.textContent = text;
@@ -450,12 +569,17 @@ function el(tag, text, cls) {
   return e;
 }
 
+/** @param {unknown} x */
 const f3 = (x) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(3) : '–');
+/** @param {unknown} x */
 const r3 = (x) => (typeof x === 'number' ? +x.toFixed(3) : x);
 
 /**
  * A table with a (screen-reader) caption and a header row. head: [label, className?, short label?]
  * (the short one is shown, the full one read); cells: text or a Node.
+ * @param {string} caption
+ * @param {Array<[label: string, cls?: string, short?: string]>} head
+ * @param {Array<Array<string | Node>>} rows
  */
 function table(caption, head, rows) {
   const t = el('table', undefined, 'sources');
@@ -475,8 +599,10 @@ function table(caption, head, rows) {
     th.setAttribute('role', 'columnheader');
     tr.append(th);
   }
-  t.append(el('thead'), el('tbody'));
-  t.tHead.append(tr);
+  const thead = el('thead');
+  const tbody = el('tbody');
+  t.append(thead, tbody);
+  thead.append(tr);
   for (const row of rows) {
     const r = el('tr');
     r.setAttribute('role', 'row');
@@ -489,7 +615,7 @@ function table(caption, head, rows) {
       else c.textContent = cell;
       r.append(c);
     });
-    t.tBodies[0].append(r);
+    tbody.append(r);
   }
   // narrow screens scroll the table, not the page; focusable so the keyboard can scroll it too
   const wrap = el('div', undefined, 'table-scroll');
@@ -500,7 +626,10 @@ function table(caption, head, rows) {
   return wrap;
 }
 
-/** The training hospital's validation metrics (card: metrics.validation). */
+/**
+ * The training hospital's validation metrics (card: metrics.validation).
+ * @param {ModelResponse} c
+ */
 function validationSection(c) {
   const v = c.metrics?.validation;
   const sec = el('section');
@@ -512,36 +641,44 @@ function validationSection(c) {
     sec.append(el('p', 'The model card has no validation metrics.', 'hint'));
     return sec;
   }
-  const cm = v.confusion;
+  const cm = obj(v.confusion);
+  const [tp, fp, tn, fn] = [cm?.tp, cm?.fp, cm?.tn, cm?.fn];
   const labels = Array.isArray(c.labels) ? c.labels : ['NORMAL', 'PNEUMONIA'];
   const counts =
-    cm && [cm.tp, cm.fp, cm.tn, cm.fn].every((x) => typeof x === 'number')
-      ? ` (${cm.tn + cm.fp} ${labels[0]}, ${cm.tp + cm.fn} ${labels[1]})`
+    typeof tp === 'number' && typeof fp === 'number' && typeof tn === 'number' && typeof fn === 'number'
+      ? ` (${tn + fp} ${labels[0]}, ${tp + fn} ${labels[1]})`
       : '';
   sec.append(
     el('p', `n = ${v.n ?? '?'} images${counts} of patients held out from training; same hospital and period as the training images.`),
   );
   const dl = el('dl', undefined, 'metrics');
-  for (const [k, val] of [
+  /** @type {Array<[string, unknown]>} */
+  const figures = [
     ['AUC', v.auc],
     ['Sensitivity', v.sensitivity],
     ['Specificity', v.specificity],
     ['Accuracy', v.accuracy],
     ['F1', v.f1],
-  ]) {
+  ];
+  for (const [k, val] of figures) {
     if (typeof val !== 'number') continue;
     const pair = el('div');
     pair.append(el('dt', k), el('dd', val.toFixed(3)));
     dl.append(pair);
   }
   sec.append(dl);
-  if (typeof v.split === 'string') sec.append(el('p', `Split: ${splitRule(v.split, c)}.`, 'hint'));
+  const split = v.split;
+  if (typeof split === 'string') sec.append(el('p', `Split: ${splitRule(split, c)}.`, 'hint'));
   return sec;
 }
 
 /**
  * The split's rule without the counts the card pools over every development source ("(497 patients,
  * 248 NORMAL / 632 PNEUMONIA images)"): under one source's n they would read as its own.
+ */
+/**
+ * @param {string} split
+ * @param {ModelResponse} c
  */
 function splitRule(split, c) {
   const sources = Array.isArray(c.metrics?.by_source) ? c.metrics.by_source.length : 0;
@@ -554,18 +691,26 @@ function splitRule(split, c) {
  * zero); test/web-truth.test.ts checks the page against that module.
  */
 const MIN_PER_CLASS_FOR_CI = 30;
-function ciNotInformative(r, labels) {
+/**
+ * @param {SourceRow} r
+ * @param {readonly number[]} ci r.auc_ci: [lower, upper]
+ * @param {readonly string[]} labels
+ */
+function ciNotInformative(r, ci, labels) {
   const few = [
     ...(typeof r.n_normal === 'number' && r.n_normal < MIN_PER_CLASS_FOR_CI ? [`${r.n_normal} ${labels[0]}`] : []),
     ...(typeof r.n_pneumonia === 'number' && r.n_pneumonia < MIN_PER_CLASS_FOR_CI ? [`${r.n_pneumonia} ${labels[1]}`] : []),
   ];
   const why = [];
   if (few.length) why.push(`only ${few.join(' and ')} images`);
-  if (!(r.auc_ci[1] - r.auc_ci[0] > 1e-12)) why.push('every bootstrap resample gave the same AUC');
+  if (!(ci[1] - ci[0] > 1e-12)) why.push('every bootstrap resample gave the same AUC');
   return why.length ? why.join('; ') : null;
 }
 
-/** Card text for people: JSON paths it cites ("see metrics.by_source") become the sections of this page. */
+/**
+ * Card text for people: JSON paths it cites ("see metrics.by_source") become the sections of this page.
+ * @param {unknown} text
+ */
 function readable(text) {
   return String(text)
     .replace(/\bby_source and independent\b/g, 'the tables under "Other hospitals and sources" above')
@@ -577,6 +722,7 @@ function readable(text) {
 /**
  * Performance outside the training hospital (card: metrics.by_source, metrics.independent), shown
  * beside validation with the same weight; without them, one line says what validation cannot.
+ * @param {ModelResponse} c
  */
 function outsideSection(c) {
   const sec = el('section');
@@ -584,9 +730,10 @@ function outsideSection(c) {
   const h = el('h3', 'Other hospitals and sources');
   h.id = 'perf-outside';
   sec.append(h);
-  const bySource = Array.isArray(c.metrics?.by_source) ? c.metrics.by_source.filter((r) => r && typeof r.source === 'string') : [];
+  const bySource = list(c.metrics?.by_source).filter(isSourceRow);
   const ind = c.metrics?.independent;
-  const indRows = Array.isArray(ind?.rows) ? ind.rows.filter((r) => r && typeof r === 'object') : [];
+  // list(), not Array.isArray: that narrows the card's readonly rows to any[]
+  const indRows = list(ind?.rows).filter(isObject);
   if (bySource.length === 0 && indRows.length === 0) {
     sec.append(
       el(
@@ -600,18 +747,22 @@ function outsideSection(c) {
   if (bySource.length > 0) {
     sec.append(el('p', 'Held-out patients of each source, measured during development:'));
     const declines = bySource.some((r) => typeof r.declined_outside_intended_use === 'number');
+    /** @param {SourceRow} r */
     const auc = (r) => {
       const cell = document.createDocumentFragment();
       cell.append(f3(r.auc));
-      if (Array.isArray(r.auc_ci) && r.auc_ci.length === 2) {
-        const why = ciNotInformative(r, Array.isArray(c.labels) ? c.labels : ['NORMAL', 'PNEUMONIA']);
+      const ci = r.auc_ci;
+      if (Array.isArray(ci) && ci.length === 2) {
+        const why = ciNotInformative(r, ci, Array.isArray(c.labels) ? c.labels : ['NORMAL', 'PNEUMONIA']);
         cell.append(
           el('br'),
-          el('span', why ? `(interval not informative: ${why})` : `(${f3(r.auc_ci[0])}–${f3(r.auc_ci[1])})`, why ? 'hint ci-none' : 'hint'),
+          el('span', why ? `(interval not informative: ${why})` : `(${f3(ci[0])}–${f3(ci[1])})`, why ? 'hint ci-none' : 'hint'),
         );
       }
       return cell;
     };
+    /** @type {Array<[string, string?, string?]>} */
+    const declinedColumn = declines ? [['Declined as outside the intended use', 'num', 'Declined']] : [];
     sec.append(
       table(
         'Performance by image source',
@@ -622,7 +773,7 @@ function outsideSection(c) {
           ['Sensitivity', 'num', 'Sens.'],
           ['Specificity', 'num', 'Spec.'],
           ['Expected calibration error', 'num', 'ECE'],
-          ...(declines ? [['Declined as outside the intended use', 'num', 'Declined']] : []),
+          ...declinedColumn,
         ],
         bySource.map((r) => {
           const name = document.createDocumentFragment();
@@ -636,12 +787,12 @@ function outsideSection(c) {
       ),
     );
   }
-  const prev = c.metrics?.previous;
-  const prevRows = Array.isArray(prev?.by_source)
-    ? prev.by_source.filter((r) => r && typeof r.source === 'string' && !String(r.source).includes(' view'))
-    : [];
+  const prev = obj(c.metrics?.previous);
+  const prevRows = list(prev?.by_source)
+    .filter(isSourceRow)
+    .filter((r) => !String(r.source).includes(' view'));
   if (prevRows.length > 0) {
-    sec.append(el('p', `The previous model (version ${String(prev.version ?? '?')}) on its own development split, for comparison:`));
+    sec.append(el('p', `The previous model (version ${String(prev?.version ?? '?')}) on its own development split, for comparison:`));
     sec.append(
       table(
         'Previous model by image source',
@@ -657,8 +808,8 @@ function outsideSection(c) {
       ),
     );
   }
-  const loso = c.metrics?.leave_one_source_out;
-  const losoRows = Array.isArray(loso?.rows) ? loso.rows.filter((r) => r && typeof r === 'object') : [];
+  const loso = obj(c.metrics?.leave_one_source_out);
+  const losoRows = list(loso?.rows).filter(isObject);
   if (losoRows.length > 0) {
     sec.append(el('p', 'A hospital never seen (leave-one-source-out), and what each training lever did:'));
     /** @param {unknown} o */
@@ -687,10 +838,11 @@ function outsideSection(c) {
         ]),
       ),
     );
-    if (typeof loso.method === 'string') sec.append(el('p', loso.method, 'hint'));
+    const method = loso?.method;
+    if (typeof method === 'string') sec.append(el('p', method, 'hint'));
   }
   if (indRows.length > 0) {
-    const graded = typeof ind.model_version === 'string' ? ind.model_version : '';
+    const graded = typeof ind?.model_version === 'string' ? ind.model_version : '';
     sec.append(el('p', `Independent grading on hidden sets${graded ? ` (model version ${graded})` : ''}:`));
     if (graded && graded !== c.version) {
       sec.append(
@@ -708,12 +860,15 @@ function outsideSection(c) {
         indRows.map((r) => [String(r.set ?? ''), String(r.n ?? ''), String(r.result ?? '')]),
       ),
     );
-    if (ind.note) sec.append(el('p', String(ind.note), 'hint'));
+    if (ind?.note) sec.append(el('p', String(ind.note), 'hint'));
   }
   return sec;
 }
 
-/** The page header says who the model is for, from the served card's `population` (GET /api/model). */
+/**
+ * The page header says who the model is for, from the served card's `population` (GET /api/model).
+ * @param {ModelResponse} c
+ */
 function showPopulation(c) {
   const p = $('population');
   p.textContent =
@@ -731,7 +886,10 @@ async function loadCard() {
       box.replaceChildren(el('p', await errorMessage(res), 'hint'));
       return;
     }
-    const c = await res.json();
+    /** @type {unknown} */
+    const card = await res.json();
+    if (!obj(card)) throw new TypeError('The model card is not a JSON object.'); // as before: reading its fields would throw here
+    const c = /** @type {ModelResponse} */ (card);
     state.card = c;
     showPopulation(c);
     // The site profile the server decides with (PNEUMOLENS_SITE), from GET /api/model `site`.
@@ -742,6 +900,7 @@ async function loadCard() {
       ? `This site's calibration and threshold (${pct(c.site.threshold)}, ${c.site.policy}) replace the model card's below.`
       : '';
     badge.classList.toggle('not-validated', !!c.site && c.site.validated === false);
+    /** @type {HTMLElement[]} */
     const parts = [el('p', `${c.name} ${c.version}${c.architecture ? `: ${c.architecture}` : ''}`, 'model-name')];
     const outside = outsideSection(c);
     // with tables the outside results take the full width; the one-line caveat sits beside validation
@@ -753,7 +912,7 @@ async function loadCard() {
       parts.push(
         el(
           'p',
-          `Decision threshold ${pct(pp.threshold)} (${pp.threshold_policy ?? 'chosen on validation'}); calibration: temperature ${r3(pp.temperature)}, bias ${r3(pp.bias ?? 0)}.`,
+          `Decision threshold ${pct(Number(pp.threshold))} (${pp.threshold_policy ?? 'chosen on validation'}); calibration: temperature ${r3(pp.temperature)}, bias ${r3(pp.bias ?? 0)}.`,
         ),
       );
     if (c.intended_use) parts.push(el('h3', 'Intended use'), el('p', readable(c.intended_use)));
@@ -770,7 +929,8 @@ async function loadCard() {
 
 async function loadLimits() {
   try {
-    const doc = await (await fetch('/api/openapi.json')).json();
+    // any missing step of the path below throws, and the default text stays
+    const doc = /** @type {OpenApiDocument} */ (obj(await (await fetch('/api/openapi.json')).json()));
     // the limit as a number (bytes) from the document's schema of the upload, never from its prose
     const file = doc.paths['/api/predict'].post.requestBody.content['multipart/form-data'].schema.properties.file;
     if (Number.isFinite(file.maxLength)) $('max-size').textContent = `${+(file.maxLength / (1024 * 1024)).toFixed(1)} MB`;
@@ -794,7 +954,8 @@ function trackBanner() {
 // ---------- wiring ----------
 function init() {
   trackBanner();
-  $('file').addEventListener('change', (e) => chooseFile(e.target.files[0]));
+  const fileInput = $('file', HTMLInputElement);
+  fileInput.addEventListener('change', () => chooseFile(fileInput.files?.[0]));
   const dz = $('dropzone');
   for (const ev of ['dragenter', 'dragover']) {
     dz.addEventListener(ev, (e) => {
@@ -806,7 +967,7 @@ function init() {
   dz.addEventListener('drop', (e) => {
     e.preventDefault();
     const f = e.dataTransfer?.files?.[0];
-    if (f) chooseFile(f);
+    if (f) void chooseFile(f); // analyse() shows its own errors
   });
   // Dropping outside the zone must not navigate away from the page.
   window.addEventListener('dragover', (e) => e.preventDefault());
@@ -814,46 +975,56 @@ function init() {
 
   $('url-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    const url = $('url').value.trim();
+    const url = $('url', HTMLInputElement).value.trim();
     if (!/^https?:\/\//i.test(url)) {
       showError('Enter an http:// or https:// URL.');
       $('url').focus();
       return;
     }
-    chooseUrl(url);
+    void chooseUrl(url); // analyse() shows its own errors
   });
   $('again').addEventListener('click', analyse);
   $('force').addEventListener('click', analyseAnyway);
   $('colormap').addEventListener('change', () => state.result && analyse());
-  $('opacity').addEventListener('input', () => {
+  const opacity = $('opacity', HTMLInputElement);
+  const camOn = $('cam-on', HTMLInputElement);
+  opacity.addEventListener('input', () => {
     if (state.originalImg && state.heatmap) drawOverlay();
-    else $('opacity-value').textContent = `${Math.round(Number($('opacity').value) * 100)} %`;
+    else $('opacity-value').textContent = `${Math.round(Number(opacity.value) * 100)} %`;
   });
-  $('opacity').addEventListener('change', onOverlayControl);
-  $('cam-on').addEventListener('change', () => {
-    $('opacity').disabled = !$('cam-on').checked;
+  opacity.addEventListener('change', onOverlayControl);
+  camOn.addEventListener('change', () => {
+    opacity.disabled = !camOn.checked;
     onOverlayControl();
   });
   $('zoom-original').addEventListener('click', () => zoom(state.originalImg ? state.originalUrl : null, 'The original image, enlarged'));
   $('zoom-overlay').addEventListener('click', () => {
-    const src = state.originalImg && state.heatmap ? $('overlay-canvas').toDataURL('image/png') : state.result?.gradcam;
+    const src = state.originalImg && state.heatmap ? $('overlay-canvas', HTMLCanvasElement).toDataURL('image/png') : state.result?.gradcam;
     zoom(src, 'The Grad-CAM overlay, enlarged');
   });
-  $('zoom-dialog').addEventListener('click', (e) => {
-    if (e.target === $('zoom-dialog')) $('zoom-dialog').close();
+  const dialog = $('zoom-dialog', HTMLDialogElement);
+  dialog.addEventListener('click', (e) => {
+    if (e.target === dialog) dialog.close();
   });
   $('download-png').addEventListener('click', async () => {
-    if (state.result) download(`pneumolens-gradcam-${Date.now()}.png`, await overlayBlob());
-  });
-  $('download-json').addEventListener('click', () => {
     if (state.result) {
-      download(`pneumolens-report-${Date.now()}.json`, new Blob([JSON.stringify(report(), null, 2)], { type: 'application/json' }));
+      const name = `pneumolens-gradcam-${Date.now()}.png`;
+      const blob = await overlayBlob(state.result);
+      if (blob) download(name, blob);
     }
   });
-  initDevice().finally(() => {
-    loadCard();
-    if (hasServer()) loadLimits(); // the static build has no API to ask
+  $('download-json').addEventListener('click', () => {
+    const result = state.result;
+    if (result) {
+      download(`pneumolens-report-${Date.now()}.json`, new Blob([JSON.stringify(report(result), null, 2)], { type: 'application/json' }));
+    }
   });
+  initDevice()
+    .catch((e) => showError(`The on-device mode could not start: ${e instanceof Error ? e.message : String(e)}`))
+    .finally(() => {
+      void loadCard(); // it shows its own errors in the card's box
+      if (hasServer()) void loadLimits(); // the static build has no API to ask; on an error it keeps the default text
+    });
 }
 
 init();

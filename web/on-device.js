@@ -5,8 +5,10 @@
 // behind the page, a switch offers "on this device" (the default) or "on the server"; on a plain
 // static host, this device is the only way. Image URLs are always fetched by the server.
 
-/** @typedef {{ status: number, body: Record<string, unknown> }} DeviceAnswer */
-/** @typedef {{ predict(file: Blob, query: string): Promise<DeviceAnswer>, publicCard(): Record<string, unknown>, runtime: string, threads: number, cached: boolean }} DeviceEngine */
+/** @typedef {typeof import('../src/web/device.ts')} DeviceModule the module device/device.js (src/web/device.ts, bundled) */
+/** @typedef {import('../src/web/device.ts').DeviceEngine} DeviceEngine */
+/** @typedef {{ kind: 'file', file: File }} FileInput */
+/** @typedef {FileInput | { kind: 'url', url: string }} PageInput the page's current input (web/app.js) */
 
 const state = {
   /** Whether a pneumolens server answers /api/ (false on a static host). */
@@ -19,6 +21,7 @@ const state = {
   failed: null,
 };
 
+/** @param {number} n */
 const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
 
 /** The switch and the loading indicator, placed under the file chooser. */
@@ -36,6 +39,7 @@ function controls() {
   return box;
 }
 
+/** @param {string} text */
 function setDeviceStatus(text) {
   const el = document.getElementById('device-status');
   if (el) el.textContent = text;
@@ -56,11 +60,15 @@ export async function initDevice() {
     state.server = !!health && (health.ok || health.status === 503);
     where = state.server ? (health?.headers.get('x-pneumolens-device') ?? null) : null;
   }
-  /** @type {any} */
+  /** @type {DeviceModule | null} */
   let mod = null;
   if (where) {
     try {
-      mod = await import(new URL(where, document.baseURI).href);
+      /** @type {unknown} */
+      const loaded = await import(new URL(where, document.baseURI).href);
+      const m = /** @type {Partial<DeviceModule> | null} */ (loaded);
+      // the page relies on DeviceEngine.load; a module without it is no on-device build
+      mod = typeof m?.DeviceEngine?.load === 'function' ? /** @type {DeviceModule} */ (m) : null;
     } catch {
       mod = null;
     }
@@ -84,8 +92,10 @@ export async function initDevice() {
   state.engine = mod.DeviceEngine.load({
     onProgress: (p) => {
       if (p.phase === 'model' && p.total) {
-        progress.value = p.loaded / p.total;
-        setDeviceStatus(p.cached ? 'Model found in this browser’s cache.' : `Downloading the model: ${mb(p.loaded)} of ${mb(p.total)}…`);
+        progress.value = Number(p.loaded) / p.total;
+        setDeviceStatus(
+          p.cached ? 'Model found in this browser’s cache.' : `Downloading the model: ${mb(Number(p.loaded))} of ${mb(p.total)}…`,
+        );
       } else if (p.phase === 'runtime') setDeviceStatus('Starting the model…');
     },
   });
@@ -113,7 +123,10 @@ export async function initDevice() {
   );
 }
 
-/** Whether this input is analysed here: a file, in device mode, with the engine loading or loaded. */
+/**
+ * Whether this input is analysed here: a file, in device mode, with the engine loading or loaded.
+ * @param {PageInput | null} input
+ */
 export function onDevice(input) {
   return !!input && input.kind === 'file' && state.mode === 'device' && state.engine !== null;
 }
@@ -123,9 +136,14 @@ export function hasServer() {
   return state.server;
 }
 
-/** Analyses the file here; the answer is a Response shaped like the server's, for the page to read alike. */
+/**
+ * Analyses the file here; the answer is a Response shaped like the server's, for the page to read alike.
+ * @param {Blob} file
+ * @param {string} query
+ */
 export async function devicePredict(file, query) {
-  const engine = await /** @type {Promise<DeviceEngine>} */ (state.engine);
+  const engine = await state.engine;
+  if (!engine) throw new Error('The on-device engine is not available.'); // the page answers as for any failed request
   const a = await engine.predict(file, query);
   return new Response(JSON.stringify(a.body), { status: a.status, headers: { 'content-type': 'application/json' } });
 }

@@ -1,7 +1,8 @@
 /** `pneumolens predict`: probability and label for each image, as a table, CSV or JSON. */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import type { AnalyseOptions, Colormap } from '../types.js';
+import { COLORMAPS } from '../explain/colormaps.js';
+import type { AnalyseOptions } from '../types.js';
 import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
 import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
@@ -25,7 +26,7 @@ Options:
                      being the file name without its extension (<name>-2.cam.png, ... when
                      inputs share a name; the cam_file column says which is whose)
   --threshold X      decision threshold in [0, 1] (default: the model card's)
-  --colormap NAME    overlay colormap: jet, viridis, inferno (default jet)
+  --colormap NAME    overlay colormap: ${COLORMAPS.join(', ')} (default jet)
   --alpha A          overlay opacity in [0, 1] (default 0.45)
   --files-from LIST  also read inputs from LIST, one per line ('-' = standard input); for
                      lists too long for a command line
@@ -47,8 +48,6 @@ anyway. When the model estimates its uncertainty, results above its cutoff are m
 Exit status: 0 when every input was analysed, 1 when some input failed or was rejected (the
 others are still reported), 2 on a usage error. Research and education tool, not a medical device.
 `;
-
-const COLORMAPS = ['jet', 'viridis', 'inferno'] as const satisfies readonly Colormap[];
 
 /**
  * Overlay names for one run, as the help says: `<name>.cam.png` from the input's file name without

@@ -4,9 +4,10 @@
  * - viridis, inferno: 6th-degree polynomial fits of matplotlib's maps (Matt Zucker, CC0),
  *   within about 3/255 of the originals.
  */
-import type { Colormap } from '../types.ts';
 
-export const COLORMAPS: readonly Colormap[] = ['jet', 'viridis', 'inferno'];
+/** The colour maps a caller may name: the one list (the server's schema and the page derive theirs from it). */
+export const COLORMAPS = ['jet', 'viridis', 'inferno'] as const;
+export type Colormap = (typeof COLORMAPS)[number];
 
 type Rgb = [number, number, number];
 

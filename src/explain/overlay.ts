@@ -5,9 +5,9 @@
  */
 import { PneumoError } from '../errors.ts';
 import { encodePng, encodePngIndexed, resizeGray8 } from '../image/sharp-io.ts';
-import { grayOf } from '../model/preprocess.ts';
-import type { Colormap, RawImage } from '../types.ts';
-import { COLORMAPS, colormapLut } from './colormaps.ts';
+import { grayOf } from '../image/raw.ts';
+import type { RawImage } from '../image/raw.ts';
+import { COLORMAPS, colormapLut, type Colormap } from './colormaps.ts';
 import type { CamGrid } from './gradcam.ts';
 
 export interface OverlayOptions {
@@ -166,22 +166,33 @@ export async function renderOverlay(image: RawImage, cam: CamGrid, opts: Overlay
  * The overlay (RGB PNG) and, unless `heatmap: false`, the heatmap alone (the pixels of heatmapRgba
  * as an opaque indexed-colour PNG whose palette is the colour map, for a front end that blends it itself), both at the image size with the longest side capped at
  * maxSide, from one colour-mapped upsampling. `gray` is the image's gray_bt601 when the caller has it.
+ * With `rgb: true`, also the overlay's pixels as encoded (`overlayRgb`, interleaved 8-bit RGB), for
+ * a caller that needs them (the PACS Secondary Capture) and would otherwise decode the PNG again.
  */
 export async function renderCam(
   image: RawImage,
   cam: CamGrid,
-  opts: OverlayOptions & { heatmap?: boolean } = {},
+  opts: OverlayOptions & { heatmap?: boolean; rgb?: boolean } = {},
   gray?: Float32Array,
-): Promise<{ overlayPng: Buffer; heatmapPng?: Buffer }> {
+): Promise<{ overlayPng: Buffer; heatmapPng?: Buffer; overlayRgb?: OverlayRgb }> {
   const { colormap, alpha, maxSide } = checkOverlayOptions(opts);
   const base = await overlayBase(image, maxSide, gray);
   const { width, height } = base;
   const lut = colormapLut(colormap);
   const index = heatmapIndex(cam, width, height);
   const rgb = blendIndexed(base, index, lut, alpha);
-  const overlay = encodePng(new Uint8Array(rgb.buffer), width, height, 3);
-  if (opts.heatmap === false) return { overlayPng: await overlay };
+  const pixels = new Uint8Array(rgb.buffer);
+  const overlay = encodePng(pixels, width, height, 3);
+  const overlayRgb = opts.rgb ? { overlayRgb: { data: pixels, width, height } } : {};
+  if (opts.heatmap === false) return { overlayPng: await overlay, ...overlayRgb };
   // The heatmap's pixels are colour-map entries: an indexed-colour PNG whose palette is the map.
   const [overlayPng, heatmapPng] = await Promise.all([overlay, encodePngIndexed(index, width, height, lut)]);
-  return { overlayPng, heatmapPng };
+  return { overlayPng, heatmapPng, ...overlayRgb };
+}
+
+/** The overlay's pixels: interleaved 8-bit RGB, width x height. */
+export interface OverlayRgb {
+  data: Uint8Array;
+  width: number;
+  height: number;
 }

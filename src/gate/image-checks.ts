@@ -22,7 +22,7 @@
  * width/height) and adult PA/AP films (about 0.8..1.3), with a wide margin on both sides. The
  * saturation bound leaves room for the chroma noise of colour-encoded JPEGs of gray films.
  */
-import type { RawImage } from '../types.ts';
+import type { RawImage } from '../image/raw.ts';
 
 /** Mean chroma (max(R,G,B) - min(R,G,B)) / 255 above which the image is a colour picture. */
 export const MAX_SATURATION = 0.06;

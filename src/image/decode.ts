@@ -1,7 +1,7 @@
 /** Stage 1, decode: bytes (any supported format, sniffed from magic bytes) -> DecodedImage. */
 import { crc32 } from 'node:zlib';
 import { PneumoError } from '../errors.ts';
-import type { DecodedImage } from '../types.ts';
+import type { DecodedImage } from './raw.ts';
 import { decodeDicom } from './dicom.ts';
 import {
   DEFAULT_MAX_ANALYSIS_BYTES,

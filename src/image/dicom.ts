@@ -5,20 +5,25 @@
  * MONOCHROME1 / Presentation LUT Shape INVERSE inverted, Pixel Padding Value black and out of the
  * min-max, RGB / YBR colour. Rules in docs/model-contract.md.
  * Patient and study tags are never read: only the image pixel module, the transfer syntax and the
- * non-identifying acquisition tags Modality, Body Part Examined and View Position (checkScope).
+ * non-identifying attributes SOP Class UID, Modality, Body Part Examined and View Position
+ * (checkScope), each by its keyword (dicom-tags.ts).
  */
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { DataSet } from 'dicom-parser';
 import { PneumoError } from '../errors.ts';
-import type { DecodedImage, RawImage } from '../types.ts';
+import type { DecodedImage, RawImage } from './raw.ts';
 import { inflateDataSet } from './dicom-inflate.ts';
+import { DICOM_WARNING, dicomScope, safeDicomText } from './dicom-scope.ts';
+import { TAG, tagText, type Keyword } from './dicom-tags.ts';
 import { CODEC_OF_SYNTAX, decodeFrame, type FrameInfo } from './dicom-codec.ts';
 import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from './limits.ts';
-import { reduceSamples, type Samples } from './sharp-io.ts';
+import { reduceSamples } from './sharp-io.ts';
 
 // dicom-parser is a UMD bundle: load it through require so its exports are visible from ESM.
 const dicomParser = createRequire(import.meta.url)('dicom-parser') as typeof import('dicom-parser');
+
+export { DICOM_WARNING, safeDicomText };
 
 const IMPLICIT_LE = '1.2.840.10008.1.2';
 const EXPLICIT_LE = '1.2.840.10008.1.2.1';
@@ -100,20 +105,20 @@ async function inflateIfDeflated(bytes: Uint8Array, limits: DicomLimits): Promis
 }
 
 function transferSyntax(ds: DataSet): string {
-  const el = ds.elements.x00020010 as { Value?: string } | undefined;
-  return (el?.Value ?? ds.string('x00020010') ?? IMPLICIT_LE).replace(/\0/g, '').trim();
+  const el = ds.elements[TAG.TransferSyntaxUID] as { Value?: string } | undefined;
+  return (el?.Value ?? ds.string(TAG.TransferSyntaxUID) ?? IMPLICIT_LE).replace(/\0/g, '').trim();
 }
 
 /** Required unsigned short attribute of the image pixel module. */
-function us(ds: DataSet, tag: string, name: string): number {
-  const v = ds.uint16(tag);
-  if (v === undefined) throw undecodable(`missing ${name} (${tag.slice(1, 5)},${tag.slice(5)})`);
+function us(ds: DataSet, k: Keyword): number {
+  const v = ds.uint16(TAG[k]);
+  if (v === undefined) throw undecodable(`missing ${k} ${tagText(k)}`);
   return v;
 }
 
 /** The first frame's stored bytes, uncompressed: native pixel data as is, encapsulated data through its codec. */
 async function firstFrameBytes(ds: DataSet, syntax: string, info: FrameInfo, frames: number): Promise<Uint8Array> {
-  const el = ds.elements.x7fe00010;
+  const el = ds.elements[TAG.PixelData];
   if (!el) throw undecodable('no pixel data');
   const frameBytes = info.width * info.height * info.samplesPerPixel * (info.bitsAllocated / 8);
   const method = CODEC_OF_SYNTAX[syntax];
@@ -305,10 +310,10 @@ function minMax(values: Float32Array, padding?: Uint8Array, counts?: Uint32Array
  * matches nothing.
  */
 function paddingMask(ds: DataSet, values: Float32Array, signed: boolean): Uint8Array | undefined {
-  const read = (tag: string) => (ds.elements[tag] ? (signed ? ds.int16(tag) : ds.uint16(tag)) : undefined);
-  const pad = read('x00280120');
+  const read = (k: Keyword) => (ds.elements[TAG[k]] ? (signed ? ds.int16(TAG[k]) : ds.uint16(TAG[k])) : undefined);
+  const pad = read('PixelPaddingValue');
   if (pad === undefined) return undefined;
-  const limit = read('x00280121') ?? pad;
+  const limit = read('PixelPaddingRangeLimit') ?? pad;
   const [lo, hi] = [Math.min(pad, limit), Math.max(pad, limit)];
   const mask = new Uint8Array(values.length);
   let any = false;
@@ -328,17 +333,17 @@ interface Lut {
 
 /** The first item of the VOI LUT Sequence (0028,3010): LUT Descriptor and LUT Data (PS3.3 C.11.2.1.1). */
 function readVoiLut(ds: DataSet, signed: boolean): Lut | undefined {
-  const item = (ds.elements.x00283010 as { items?: Array<{ dataSet?: DataSet }> } | undefined)?.items?.[0]?.dataSet;
-  if (!item || !item.elements.x00283002 || !item.elements.x00283006) return undefined;
-  const entries = item.uint16('x00283002', 0) || 65536;
-  let first = item.uint16('x00283002', 1) ?? 0;
+  const item = (ds.elements[TAG.VOILUTSequence] as { items?: Array<{ dataSet?: DataSet }> } | undefined)?.items?.[0]?.dataSet;
+  if (!item || !item.elements[TAG.LUTDescriptor] || !item.elements[TAG.LUTData]) return undefined;
+  const entries = item.uint16(TAG.LUTDescriptor, 0) || 65536;
+  let first = item.uint16(TAG.LUTDescriptor, 1) ?? 0;
   if (signed && first > 32767) first -= 65536;
-  const bits = item.uint16('x00283002', 2) ?? 16;
-  const data = item.elements.x00283006;
+  const bits = item.uint16(TAG.LUTDescriptor, 2) ?? 16;
+  const data = item.elements[TAG.LUTData];
   if (bits < 1 || bits > 16 || data.length < entries * 2) return undefined; // malformed: fall back to min-max
   const max = 2 ** bits - 1;
   const table = new Float32Array(entries);
-  for (let i = 0; i < entries; i++) table[i] = (Math.min(item.uint16('x00283006', i) ?? 0, max) / max) * 255;
+  for (let i = 0; i < entries; i++) table[i] = (Math.min(item.uint16(TAG.LUTData, i) ?? 0, max) / max) * 255;
   return { first, table };
 }
 
@@ -355,53 +360,22 @@ function applyLut(values: Float32Array, lut: Lut, padding?: Uint8Array, counts?:
   return { data: out, saturated };
 }
 
-/** Modalities of a projection radiograph: CR, DX, and the non-standard DR and RG some devices write. */
-const RADIOGRAPH_MODALITIES = new Set(['CR', 'DX', 'DR', 'RG']);
-/** Modalities whose images may be anything, including a scanned or captured radiograph. */
-const ANY_IMAGE_MODALITIES = new Set(['OT', 'SC', 'XC', 'DOC']);
-const CHEST_BODY_PART = /CHEST|THORAX|THORAC|TORAX|LUNG|BRUST|POUMON|PECHO/;
-const LATERAL_VIEW = /^(LL|RL|LAT|LATERAL|LLD|RLD|LLO|RLO)$|LATERAL/;
-
-/** A warning the pipeline passes to the user (see warningsFor in src/pipeline.ts). */
-export const DICOM_WARNING = 'DICOM warning: ';
-
 /**
- * The intended use is frontal chest radiographs. Modality is written by the device and reliable:
- * a non-radiograph modality (CT, MR, US, MG, NM, PT, XA, RF, IO, PX, ...) is refused with 422
- * outside_intended_use before any pixel is decoded. View Position and Body Part Examined are
- * typed by people, often empty, free text or wrong: a lateral view or a non-chest body part is a
- * warning, and the image-based input gate decides.
+ * The scope rule (dicom-scope.ts, shared with the PACS watcher) over the file's Modality, SOP Class
+ * UID, View Position and Body Part Examined: a non-radiograph is refused with 422
+ * outside_intended_use before any pixel is decoded; what may not be one, a lateral view or a
+ * non-chest body part is a warning, and the image-based input gate decides.
  */
-/**
- * A DICOM string as it may be echoed back to the user (an error or a warning): letters, digits,
- * space, '_' and '-' only, at most 16 characters (the CS length), so no markup, control characters
- * or long text from a file reach an answer.
- */
-export function safeDicomText(s: string): string {
-  return s.replace(/[^A-Z0-9_ -]/gi, '').slice(0, 16);
-}
-
 function checkScope(ds: DataSet, notes: string[]): void {
-  const modality = (ds.string('x00080060') ?? '').toUpperCase().trim();
-  if (modality && !RADIOGRAPH_MODALITIES.has(modality)) {
-    if (!ANY_IMAGE_MODALITIES.has(modality)) {
-      throw new PneumoError(
-        'outside_intended_use',
-        `The DICOM Modality is ${safeDicomText(modality)}, not a radiograph; pneumolens reads frontal chest radiographs (CR, DX).`,
-      );
-    }
-    notes.push(`${DICOM_WARNING}Modality ${safeDicomText(modality)} (not CR/DX): the image may not be a chest radiograph.`);
-  }
-  const view = (ds.string('x00185101') ?? '').toUpperCase().trim();
-  if (view && LATERAL_VIEW.test(view)) {
-    notes.push(
-      `${DICOM_WARNING}View Position ${safeDicomText(view)} is a lateral view; the model was trained on frontal (PA/AP) views only.`,
-    );
-  }
-  const bodyPart = (ds.string('x00180015') ?? '').toUpperCase().trim();
-  if (bodyPart && !CHEST_BODY_PART.test(bodyPart)) {
-    notes.push(`${DICOM_WARNING}Body Part Examined is ${safeDicomText(bodyPart)}, not chest.`);
-  }
+  const read = (k: 'Modality' | 'SOPClassUID' | 'ViewPosition' | 'BodyPartExamined') => ds.string(TAG[k]);
+  const scope = dicomScope({
+    Modality: read('Modality'),
+    SOPClassUID: read('SOPClassUID'),
+    ViewPosition: read('ViewPosition'),
+    BodyPartExamined: read('BodyPartExamined'),
+  });
+  if (scope.verdict === 'refuse') throw new PneumoError('outside_intended_use', scope.reason);
+  notes.push(...scope.warnings);
 }
 
 /** Decodes a DICOM object (Part 10 or raw data set) to an image in 0..255. */
@@ -413,15 +387,15 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
     const name = COMPRESSED_NAMES[syntax] ?? 'unknown transfer syntax';
     throw unsupported(`compressed transfer syntax ${name} (${syntax}) is not supported; export the image uncompressed or as PNG`);
   }
-  const rows = us(ds, 'x00280010', 'Rows');
-  const cols = us(ds, 'x00280011', 'Columns');
-  const samples = ds.uint16('x00280002') ?? 1;
-  const bitsAllocated = us(ds, 'x00280100', 'BitsAllocated');
-  const bitsStored = ds.uint16('x00280101') ?? bitsAllocated;
-  const highBit = ds.uint16('x00280102') ?? bitsStored - 1;
-  const signed = (ds.uint16('x00280103') ?? 0) === 1;
-  let photometric = (ds.string('x00280004') ?? (samples === 3 ? 'RGB' : 'MONOCHROME2')).toUpperCase();
-  const frames = ds.intString('x00280008') ?? 1;
+  const rows = us(ds, 'Rows');
+  const cols = us(ds, 'Columns');
+  const samples = ds.uint16(TAG.SamplesPerPixel) ?? 1;
+  const bitsAllocated = us(ds, 'BitsAllocated');
+  const bitsStored = ds.uint16(TAG.BitsStored) ?? bitsAllocated;
+  const highBit = ds.uint16(TAG.HighBit) ?? bitsStored - 1;
+  const signed = (ds.uint16(TAG.PixelRepresentation) ?? 0) === 1;
+  let photometric = (ds.string(TAG.PhotometricInterpretation) ?? (samples === 3 ? 'RGB' : 'MONOCHROME2')).toUpperCase();
+  const frames = ds.intString(TAG.NumberOfFrames) ?? 1;
   checkScope(ds, notes);
 
   if (![8, 16, 32].includes(bitsAllocated)) throw unsupported(`BitsAllocated ${bitsAllocated}`);
@@ -446,7 +420,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
     bitsStored,
     samplesPerPixel: samples,
     pixelRepresentation: signed ? 1 : 0,
-    planarConfiguration: ds.uint16('x00280006') ?? 0,
+    planarConfiguration: ds.uint16(TAG.PlanarConfiguration) ?? 0,
     photometricInterpretation: photometric,
   };
   const frameBytes = await firstFrameBytes(ds, syntax, info, frames);
@@ -504,8 +478,8 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
   }
 
   if (photometric !== 'MONOCHROME1' && photometric !== 'MONOCHROME2') throw unsupported(`PhotometricInterpretation ${photometric}`);
-  const slope = ds.floatString('x00281053') ?? 1;
-  const intercept = ds.floatString('x00281052') ?? 0;
+  const slope = ds.floatString(TAG.RescaleSlope) ?? 1;
+  const intercept = ds.floatString(TAG.RescaleIntercept) ?? 0;
   // Rescaled values must stay finite in float32 (RescaleSlope 1e308 would make them Infinity, then NaN).
   if (!Number.isFinite(slope) || !Number.isFinite(intercept) || Math.abs(slope) * 2 ** bitsStored + Math.abs(intercept) > 1e37) {
     throw new PneumoError('unusable_image', 'The DICOM rescale slope or intercept is out of range; the pixel values cannot be computed.');
@@ -514,13 +488,13 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
     for (let i = 0; i < values.length; i++) values[i] = values[i] * slope + intercept;
     notes.push('DICOM rescale slope/intercept applied');
   }
-  const center = ds.floatString('x00281050', 0);
-  const width = ds.floatString('x00281051', 0);
-  const fn = (ds.string('x00281056') ?? 'LINEAR').toUpperCase();
+  const center = ds.floatString(TAG.WindowCenter, 0);
+  const width = ds.floatString(TAG.WindowWidth, 0);
+  const fn = (ds.string(TAG.VOILUTFunction) ?? 'LINEAR').toUpperCase();
   const voiLut = readVoiLut(ds, signed);
   let voi: (Voi & { what: string; note: string }) | undefined;
   if (center !== undefined && width !== undefined && Number.isFinite(center) && width >= (fn === 'LINEAR' ? 1 : Number.MIN_VALUE)) {
-    const presets = (ds.string('x00281050') ?? '').split('\\').length;
+    const presets = (ds.string(TAG.WindowCenter) ?? '').split('\\').length;
     voi = {
       ...applyWindow(values, center, width, fn, padding, counts),
       what: 'Window Center/Width',
@@ -550,7 +524,7 @@ export async function decodeDicom(bytes: Uint8Array, limits: DicomLimits): Promi
     data = minMax(values, padding, counts);
     notes.push('DICOM min-max scaled to 0..255');
   }
-  const shape = (ds.string('x20500020') ?? '').toUpperCase();
+  const shape = (ds.string(TAG.PresentationLUTShape) ?? '').toUpperCase();
   if ((photometric === 'MONOCHROME1') !== (shape === 'INVERSE')) {
     for (let i = 0; i < data.length; i++) data[i] = 255 - data[i];
     notes.push(photometric === 'MONOCHROME1' ? 'DICOM MONOCHROME1 inverted' : 'DICOM Presentation LUT Shape INVERSE applied');
@@ -594,8 +568,8 @@ export function dicomPatientKey(bytes: Uint8Array): string | null {
   if (hasPreamble && buf.toString('latin1', 132, Math.min(buf.length, 2048)).includes('1.2.840.10008.1.2.1.99')) return null;
   const rawSyntax = /^[A-Z]{2}$/.test(buf.toString('latin1', 4, 6)) ? EXPLICIT_LE : IMPLICIT_LE;
   try {
-    const ds = dicomParser.parseDicom(buf, { untilTag: 'x00100020', ...(hasPreamble ? {} : { TransferSyntaxUID: rawSyntax }) });
-    const id = ds.string('x00100020')?.trim();
+    const ds = dicomParser.parseDicom(buf, { untilTag: TAG.PatientID, ...(hasPreamble ? {} : { TransferSyntaxUID: rawSyntax }) });
+    const id = ds.string(TAG.PatientID)?.trim();
     return id ? createHash('sha256').update(id).digest('hex') : null;
   } catch {
     return null;

@@ -4,7 +4,7 @@
  */
 import sharp from 'sharp';
 import { PneumoError } from '../errors.ts';
-import type { RawImage } from '../types.ts';
+import type { RawImage } from './raw.ts';
 import { encodePngFast, encodePngIndexed as encodeIndexed } from './png-encode.ts';
 import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from './limits.ts';
 

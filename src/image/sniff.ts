@@ -1,5 +1,5 @@
 /** Format detection from magic bytes only (never from a file name or a declared content type). */
-import type { SourceFormat } from '../types.ts';
+import type { SourceFormat } from './raw.ts';
 
 function startsWith(bytes: Uint8Array, sig: readonly number[], at = 0): boolean {
   if (bytes.length < at + sig.length) return false;

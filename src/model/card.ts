@@ -268,7 +268,7 @@ export function loadCard(cardPath: string = defaultCardPath()): LoadedCard {
   try {
     json = JSON.parse(readFileSync(abs, 'utf8'));
   } catch (e) {
-    throw new Error(`Model card ${abs} is not valid JSON: ${(e as Error).message}`);
+    throw new Error(`Model card ${abs} is not valid JSON: ${(e as Error).message}`, { cause: e });
   }
   const card = validateCard(json, abs);
   const modelPath = isAbsolute(card.file) ? card.file : resolve(dirname(abs), card.file);

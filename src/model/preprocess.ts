@@ -3,32 +3,11 @@
  * docs/model-contract.md (gray_bt601, stretch/letterbox with bilinear_antialias, scale, normalise).
  */
 import { resizeAntialias } from '../image/resample.ts';
-import type { RawImage } from '../types.ts';
+import { grayOf, type RawImage } from '../image/raw.ts';
 import type { ModelCard, PreprocessingSpec } from './card.ts';
 
 /** Tolerance on the 0..255 range (float rounding of resampling), as on the Python side. */
 const RANGE_EPS = 1e-3;
-
-/** Colour step `gray_bt601`: alpha composited onto black, RGB -> 0.299 R + 0.587 G + 0.114 B. */
-export function toGray(image: RawImage): Float32Array {
-  const { data, width, height, channels } = image;
-  const n = width * height;
-  if (data.length !== n * channels) throw new Error(`toGray: expected ${n * channels} values, got ${data.length}`);
-  if (channels === 1) return data.slice();
-  // float32 at every step, in the order numpy evaluates the spec (bit-identical to the Python side).
-  const f = Math.fround;
-  const [wr, wg, wb] = [f(0.299), f(0.587), f(0.114)];
-  const out = new Float32Array(n);
-  for (let p = 0, i = 0; p < n; p++, i += channels) {
-    if (channels === 2) {
-      out[p] = f(data[i] * data[i + 1]) / 255;
-      continue;
-    }
-    const g = f(f(f(wr * data[i]) + f(wg * data[i + 1])) + f(wb * data[i + 2]));
-    out[p] = channels === 4 ? f(g * data[i + 3]) / 255 : g;
-  }
-  return out;
-}
 
 /** Python's round(): half to even. */
 function roundHalfEven(x: number): number {
@@ -115,11 +94,6 @@ export function normalize(
   }
   for (let i = 0; i < n; i++) out[i] = Math.fround(out[i] - mean) / std;
   return out;
-}
-
-/** The gray image of the `gray_bt601` step: the image's own values when it has one channel (not copied). */
-export function grayOf(image: RawImage): Float32Array {
-  return image.channels === 1 ? image.data : toGray(image);
 }
 
 /**

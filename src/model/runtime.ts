@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import type { OrtRuntime, RuntimeSession } from './session.ts';
+import type { OrtRuntime, RuntimeSession } from './runtime-api.ts';
 
 // Nothing leaves the machine: onnxruntime 1.30 has an HTTPS telemetry path, which it reads this
 // variable to turn off when it creates its environment (the first session). Set here, in the one

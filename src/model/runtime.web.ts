@@ -5,7 +5,7 @@
  * of ./runtime.ts, so src/model/session.ts and everything after it are the Node engine's code.
  */
 import * as ort from 'onnxruntime-web/wasm';
-import type { OrtRuntime, RuntimeSession } from './session.ts';
+import type { OrtRuntime, RuntimeSession } from './runtime-api.ts';
 
 /** Set by the page before the first session: where ort-wasm-simd-threaded.{mjs,wasm} are. */
 export function configureWasm(wasmBase: string): void {

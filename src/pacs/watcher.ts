@@ -1,5 +1,5 @@
 /**
- * Follows Orthanc's change feed and analyses each new chest radiograph (CR/DX) once with the Engine,
+ * Follows Orthanc's change feed and analyses each new radiograph (see watcherScope) once with the Engine,
  * storing a Secondary Capture and a Structured Report into the same study.
  *
  * Restart safety: the last handled change's sequence number is written to a state file after each
@@ -10,11 +10,10 @@
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { isPneumoError, PneumoError } from '../errors.ts';
+import { isPneumoError } from '../errors.ts';
 import type { DeclineBasis } from '../gate/gate.ts';
-import type { Engine } from '../pipeline.ts';
-import { decodeRaster } from '../image/sharp-io.ts';
-import { DEFAULT_MAX_PIXELS } from '../image/limits.ts';
+import { collect, publicError, type Engine } from '../pipeline.ts';
+import { dicomScope } from '../image/dicom-scope.ts';
 import { copyAttributes, invalidSourceUids } from './attributes.ts';
 import {
   MANUFACTURER,
@@ -27,13 +26,19 @@ import {
 } from './dicom-out.ts';
 import { OrthancError, type Change, type Orthanc } from './orthanc.ts';
 
-/** Modalities and SOP classes of projection radiographs; everything else is skipped. */
-const RADIOGRAPH_MODALITIES = new Set(['CR', 'DX', 'DR']);
-const RADIOGRAPH_SOP_CLASSES = new Set([
-  '1.2.840.10008.5.1.4.1.1.1', // CR
-  '1.2.840.10008.5.1.4.1.1.1.1', // DX for presentation
-  '1.2.840.10008.5.1.4.1.1.1.1.1', // DX for processing
-]);
+/**
+ * Whether the watcher analyses an instance, by the scope rule an upload is decoded under
+ * (src/image/dicom-scope.ts): only a radiograph ('analyse'). What may not be one (Modality OT, SC,
+ * XC, DOC: secondary captures, scanned paperwork, screenshots, of which a PACS holds many) is
+ * analysed on upload with a warning, but skipped here, so that no study fills with results
+ * nobody asked for; and a non-radiograph is skipped, where an upload is refused.
+ */
+export function watcherScope(tags: SourceTags): { analyse: true } | { analyse: false; reason: string } {
+  const scope = dicomScope(tags);
+  if (scope.verdict === 'analyse') return { analyse: true };
+  if (scope.verdict === 'refuse') return { analyse: false, reason: scope.reason };
+  return { analyse: false, reason: `${scope.reason} The watcher analyses radiographs only.` };
+}
 
 export interface Counts {
   /** Analysed, SC + SR stored. */
@@ -270,9 +275,9 @@ export class Watcher {
       throw e;
     }
     if (str(tags.Manufacturer) === MANUFACTURER) return 'skipped_own';
-    const modality = str(tags.Modality).toUpperCase();
-    if (!RADIOGRAPH_MODALITIES.has(modality) && !RADIOGRAPH_SOP_CLASSES.has(str(tags.SOPClassUID))) {
-      log(`pacs: change ${change.Seq}: skipped, modality ${modality || 'none'} is not a radiograph${ref}`);
+    const scope = watcherScope(tags);
+    if (!scope.analyse) {
+      log(`pacs: change ${change.Seq}: skipped: ${scope.reason}${ref}`);
       return 'skipped_not_radiograph';
     }
     const badUids = invalidSourceUids(tags);
@@ -304,33 +309,19 @@ export class Watcher {
       if (isPneumoError(e)) return this.record(change, tags, e, true);
       throw e;
     }
-    const [analysed] = await engine.analyseAll([bytes], { cam: true });
+    const [analysed] = await collect(engine.analyseStream([bytes], { cam: true, heatmap: false, overlayRgb: true }));
     if (analysed.status === 'rejected') {
       const { code, message } = analysed.error;
       const basis = analysed.result.gate.basis;
       return this.record(change, tags, { code, message, ...(basis ? { basis } : {}) }, true);
     }
-    if (analysed.status === 'failed') {
-      const e = analysed.error;
-      const error = isPneumoError(e)
-        ? e
-        : Object.assign(new PneumoError('internal_error', 'Internal error while analysing the image.'), { cause: e });
-      return this.record(change, tags, error, true);
-    }
+    if (analysed.status === 'failed') return this.record(change, tags, publicError(analysed.error), true);
     const result = analysed.result;
     const outcome: Outcome = { kind: 'analysed', result };
     const files: Buffer[] = [];
-    if (result.cam) {
-      const overlay = await decodeRaster(result.cam.overlayPng, 'png', {
-        maxPixels: DEFAULT_MAX_PIXELS,
-        maxDecodedBytes: 64 * 1024 * 1024,
-      });
-      const rgb = new Uint8Array(overlay.width * overlay.height * 3);
-      for (let p = 0, n = overlay.width * overlay.height; p < n; p++) {
-        for (let c = 0; c < 3; c++) rgb[p * 3 + c] = overlay.data[p * overlay.channels + (overlay.channels >= 3 ? c : 0)];
-      }
-      files.push(secondaryCapture(tags, outcome, rgb, overlay.width, overlay.height));
-    }
+    // The overlay's pixels as the renderer blended them (the pixels its PNG holds), not decoded back from the PNG.
+    const overlay = result.cam?.overlayRgb;
+    if (overlay) files.push(secondaryCapture(tags, outcome, overlay.data, overlay.width, overlay.height));
     files.push(structuredReport(tags, outcome, { withSc: files.length > 0 }));
     await this.storeAll(files, change);
     const ms = Math.round(performance.now() - t0);

@@ -4,7 +4,7 @@
  * Grad-CAM, overlay blending) blocks this thread, not the server's event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Engine } from '../pipeline.js';
+import { collect, Engine } from '../pipeline.js';
 import type { AnalyseOptions } from '../types.js';
 import { outcomeToWire, type ThreadReply, type ThreadRequest } from './engine-worker.js';
 
@@ -25,7 +25,7 @@ try {
       void engine.dispose().finally(() => port.close());
       return;
     }
-    engine.analyseAll([m.bytes], m.opts as AnalyseOptions).then(
+    collect(engine.analyseStream([m.bytes], m.opts as AnalyseOptions)).then(
       ([outcome]) => post({ type: 'outcome', id: m.id, outcome: outcomeToWire(outcome) }), // copied (a small PNG and map): never detach a pooled buffer
       (e: unknown) => post({ type: 'outcome', id: m.id, outcome: outcomeToWire({ status: 'failed', error: e as Error }) }),
     );

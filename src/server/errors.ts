@@ -45,7 +45,11 @@ export const FASTIFY_MESSAGES: Record<string, { code: ErrorCode; message: string
   FST_MP_PREMATURE_CLOSE: { code: 'bad_request', message: 'The upload was interrupted.' },
 };
 
-export function mapError(err: unknown, maxUploadText: string): MappedError {
+/**
+ * The answer to an error that reached the error handler. It only maps: a step that refuses a
+ * request throws a PneumoError with its status (the upload limit's 413 is BodyLimit's, read-input.ts).
+ */
+export function mapError(err: unknown): MappedError {
   if (isPneumoError(err)) {
     const body = err.toJSON();
     const retry = err.details?.retry_after_s;
@@ -57,13 +61,10 @@ export function mapError(err: unknown, maxUploadText: string): MappedError {
       // Ajv messages name the parameter and the rule ("querystring/alpha must be <= 1"): safe and useful.
       return { status: 400, body: new PneumoError('bad_request', `Invalid request: ${fe.message}`).toJSON(), unexpected: false };
     }
-    if (fe.code === 'FST_REQ_FILE_TOO_LARGE') {
-      return mapError(new PneumoError('payload_too_large', `The file is larger than the limit of ${maxUploadText}.`), maxUploadText);
-    }
     const known = fe.code ? FASTIFY_MESSAGES[fe.code] : undefined;
-    if (known) return mapError(new PneumoError(known.code, known.message), maxUploadText);
+    if (known) return mapError(new PneumoError(known.code, known.message));
     if (err instanceof SyntaxError && fe.statusCode === 400)
-      return mapError(new PneumoError('bad_request', FASTIFY_MESSAGES.FST_ERR_CTP_INVALID_JSON_BODY.message), maxUploadText);
+      return mapError(new PneumoError('bad_request', FASTIFY_MESSAGES.FST_ERR_CTP_INVALID_JSON_BODY.message));
     const status = fe.statusCode;
     if (typeof status === 'number' && status >= 400 && status < 500) {
       return { status, body: { error: generic(status) }, unexpected: false };

@@ -217,7 +217,7 @@ interface HopOptions {
 function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, o: HopOptions, signal: AbortSignal): Promise<Hop> {
   const { maxBytes } = o;
   return new Promise<Hop>((resolveHop, rejectHop) => {
-    let headersTimer: NodeJS.Timeout | undefined;
+    // headersTimer is set right after the request is made; done and fail run only after that
     const done = (hop: Hop) => {
       clearTimeout(headersTimer);
       resolveHop(hop);
@@ -234,7 +234,7 @@ function requestOnce(url: URL, policy: UrlPolicy, resolve: Resolver, o: HopOptio
       agent: false, // a fresh connection per request: no pooled socket skips the lookup
       signal,
     });
-    headersTimer = setTimeout(() => {
+    const headersTimer = setTimeout(() => {
       fail(fetchFailed(504, `the host sent no answer within ${o.headersTimeoutMs / 1000} s`));
       req.destroy();
     }, o.headersTimeoutMs);

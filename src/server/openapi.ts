@@ -5,7 +5,12 @@
  */
 
 import { codesWithStatus, ERROR_CODES, ERRORS } from '../errors.js';
+import type { CardInfo } from '../eval/card.js';
+import { COLORMAPS, type Colormap } from '../explain/colormaps.js';
+import type { DeclineBasis, GateResult } from '../gate/gate.js';
 import { CHECK_NAMES } from '../gate/image-checks.js';
+import type { SiteSummary } from '../site/profile.js';
+import type { AnalysisResult, RejectionReason } from '../types.js';
 
 /** Query parameters of POST /api/predict (JSON Schema, validated by Fastify). Add new ones here. */
 export const PREDICT_QUERY_SCHEMA = {
@@ -15,7 +20,7 @@ export const PREDICT_QUERY_SCHEMA = {
     cam: { type: 'boolean', default: true, description: 'Compute the Grad-CAM overlay (default true).' },
     colormap: {
       type: 'string',
-      enum: ['jet', 'viridis', 'inferno'],
+      enum: COLORMAPS,
       description: 'Colour map of the Grad-CAM heatmap (default jet).',
     },
     alpha: { type: 'number', minimum: 0, maximum: 1, description: 'Opacity of the heatmap over the image, 0..1 (default 0.45).' },
@@ -36,11 +41,68 @@ export const PREDICT_QUERY_SCHEMA = {
 
 export interface PredictQuery {
   cam?: boolean;
-  colormap?: 'jet' | 'viridis' | 'inferno';
+  colormap?: Colormap;
   alpha?: number;
   threshold?: number;
   force?: boolean;
 }
+
+/**
+ * The 200 answer of POST /api/predict (schema `Prediction` below): the AnalysisResult in its JSON
+ * form, as toPredictResponse (src/server/predict-route.ts) and, on the user's device, src/web/device.ts
+ * answerBody build it. The page (web/app.js) reads it with this type.
+ */
+export interface PredictResponse extends Pick<
+  AnalysisResult,
+  | 'label'
+  | 'probability'
+  | 'threshold'
+  | 'logit'
+  | 'model'
+  | 'image'
+  | 'timings_ms'
+  | 'warnings'
+  | 'rejected'
+  | 'reason'
+  | 'gate'
+  | 'uncertainty'
+  | 'uncertain'
+  | 'site'
+> {
+  /** PNG data URL of the Grad-CAM overlay; null when cam=false. */
+  gradcam: string | null;
+  /** PNG data URL of the colour-mapped heatmap alone; null when cam=false. */
+  heatmap: string | null;
+  /** The Grad-CAM map at the model layer resolution, 0..1, row-major; null when cam=false. */
+  gradcam_map: { width: number; height: number; data: number[] } | null;
+  /** 'device': answered by the on-device engine (src/web/device.ts); absent in the server's answers. */
+  analysed_on?: 'device';
+}
+
+/**
+ * The `error` of a 422 refusal by the input gate (schema `Error`, codes not_a_chest_xray and
+ * outside_intended_use): src/pipeline.ts rejectionError builds it from the gate's result.
+ */
+export interface RefusalError {
+  code: RejectionReason;
+  message: string;
+  basis?: DeclineBasis;
+  score: GateResult['score'];
+  threshold: GateResult['threshold'];
+  reasons: GateResult['reasons'];
+  /** outside_intended_use only. */
+  scope?: GateResult['scope'];
+  /** outside_intended_use only. */
+  scope_threshold?: GateResult['scopeThreshold'];
+}
+
+/**
+ * The 200 answer of GET /api/model: the card as publicCard (src/server/info-routes.ts) serves it (no local
+ * paths; long numeric arrays such as gradcam.weights summarised as {"omitted": true, "length": n}),
+ * with `population` and the site profile in use (null: none; absent in src/web/device.ts
+ * DeviceEngine.publicCard, the on-device card).
+ */
+export type ModelResponse = CardInfo & { population: string | null; site?: SiteSummary | null };
 
 const errorContent = { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } };
 

@@ -126,7 +126,11 @@ export function serverOptionsFromEnv(): Omit<AppOptions, 'engine'> & { port?: nu
 /** The model of the on-device build that `serve` serves (its card.json), or null when there is none. */
 function deviceBuildModel(): { name?: string; version?: string; sha256?: string } | null {
   try {
-    return JSON.parse(readFileSync(resolve(DEFAULT_DEVICE_ROOT, 'model', 'card.json'), 'utf8'));
+    return JSON.parse(readFileSync(resolve(DEFAULT_DEVICE_ROOT, 'model', 'card.json'), 'utf8')) as {
+      name?: string;
+      version?: string;
+      sha256?: string;
+    };
   } catch {
     return null;
   }

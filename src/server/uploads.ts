@@ -104,7 +104,7 @@ export function collectBody(
       signal.removeEventListener('abort', onAbort);
       if (err !== undefined) {
         stream.destroy();
-        reject(err);
+        reject(err instanceof Error ? err : new Error(String(err)));
       } else resolve(value!);
     };
     const onAbort = () => settle(signal.reason);

@@ -55,7 +55,7 @@ export async function readGrouping(dir: string): Promise<Grouping> {
     text = await readFile(join(dir, 'labels.csv'), 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { source: 'file', patients: new Map() };
-    throw new Error(`labels.csv: ${(e as Error).message}`);
+    throw new Error(`labels.csv: ${(e as Error).message}`, { cause: e });
   }
   const [head, ...rows] = parseCsv(text);
   const col = (name: string) => (head ?? []).findIndex((h) => h.trim().toLowerCase() === name);

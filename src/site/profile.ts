@@ -193,13 +193,13 @@ export function readProfile(path: string): SiteProfile & { path: string } {
   try {
     text = readFileSync(abs, 'utf8');
   } catch (e) {
-    throw new Error(`Site profile ${abs} cannot be read: ${(e as Error).message}`);
+    throw new Error(`Site profile ${abs} cannot be read: ${(e as Error).message}`, { cause: e });
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`Site profile ${abs} is not valid JSON: ${(e as Error).message}`);
+    throw new Error(`Site profile ${abs} is not valid JSON: ${(e as Error).message}`, { cause: e });
   }
   return { ...validateProfile(json, abs), path: abs };
 }

@@ -11,7 +11,7 @@
 import { PneumoError } from '../errors.ts';
 import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from '../image/limits.ts';
 import { resizeAntialias } from '../image/resample.ts';
-import type { RawImage } from '../types.ts';
+import type { RawImage } from '../image/raw.ts';
 
 export type RasterLimits = DecodeLimits;
 

@@ -14,7 +14,7 @@ import { intendedPopulation } from '../eval/card.ts';
 import { validateCard, type LoadedCard } from '../model/card.ts';
 import { ModelSession } from '../model/session.ts';
 import { configureWasm, runtime, threadsAvailable } from '../model/runtime.web.ts';
-import { Engine } from '../pipeline.ts';
+import { collect, Engine } from '../pipeline.ts';
 import type { AnalyseOptions, AnalysisResult, Colormap, Outcome } from '../types.ts';
 
 /** Where the device files are, relative to device.js: the model (card.json + the ONNX file) and onnxruntime-web's WASM. */
@@ -77,7 +77,7 @@ export class DeviceEngine {
 
   /** The engine's outcome for one image (bytes in memory; nothing leaves the page). */
   async analyse(bytes: Uint8Array, opts: AnalyseOptions = {}): Promise<Outcome> {
-    const [outcome] = await this.engine.analyseAll([bytes], opts);
+    const [outcome] = await collect(this.engine.analyseStream([bytes], opts));
     return outcome;
   }
 

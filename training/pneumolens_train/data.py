@@ -236,7 +236,7 @@ def load_images(samples: Sequence[Sample], size: Tuple[int, int], spec=DEFAULT_S
         bar.close()
     if cache:
         ids = {id(s): i for i, s in enumerate(samples)}
-        tmp = cache + ".tmp.npz"
+        tmp = f"{cache}.{os.getpid()}.tmp.npz"  # one per process: two members may fill the same cache at once
         np.savez(tmp, x=out[:len(kept)], y=labels[:len(kept)], kept=np.array([ids[id(s)] for s in kept], dtype=np.int64))
         os.replace(tmp, cache)
     return out[:len(kept)], labels[:len(kept)], kept
