@@ -115,7 +115,7 @@ try {
     await page.waitForFunction(() => 'deviceModule' in window);
     const res = await page.evaluate(
       async ({ files, threads, rounds }) => {
-        const { DeviceEngine } = (window as unknown as { deviceModule: { DeviceEngine: any } }).deviceModule; // eslint-disable-line @typescript-eslint/no-explicit-any
+        const { DeviceEngine } = (window as unknown as { deviceModule: { DeviceEngine: any } }).deviceModule;
         const eng = await DeviceEngine.load({ threads });
         const data = files.map((f: number[]) => new Uint8Array(f));
         for (const d of data.slice(0, 2)) await eng.analyse(d);

@@ -1,6 +1,6 @@
 /** Command-line parsing on node:util parseArgs, with typed number/choice checks that raise UsageError. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { UsageError } from './io.js';
+import { UsageError, type Io } from './io.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -53,7 +53,7 @@ export function choice<T extends string>(p: Parsed, name: string, choices: reado
 }
 
 /** Options every engine-using command accepts. */
-export const ENGINE_OPTIONS = {
+const ENGINE_OPTIONS = {
   model: { type: 'string' },
   site: { type: 'string' },
   threads: { type: 'string' },
@@ -74,4 +74,27 @@ export function engineOptions(p: Parsed): { card?: string; threads?: number; sit
     ...(site !== undefined ? { site } : {}),
     ...(threads !== undefined ? { threads } : {}),
   };
+}
+
+/** A command's options by name: `string` ones take a value (--name VALUE), `boolean` ones are switches. */
+export interface CommandOptions {
+  /** also --model, --site and --threads (ENGINE_OPTIONS) */
+  engine?: boolean;
+  string?: readonly string[];
+  boolean?: readonly string[];
+}
+
+/**
+ * Parses a command's arguments against its options (and --help) once, at the command's edge.
+ * After --help it prints `help` and gives undefined: the command then returns EXIT_OK.
+ */
+export function command(args: string[], io: Io, help: string, options: CommandOptions): Parsed | undefined {
+  const p = parse(args, {
+    ...(options.engine ? ENGINE_OPTIONS : {}),
+    ...Object.fromEntries((options.string ?? []).map((name) => [name, { type: 'string' } as const])),
+    ...Object.fromEntries((options.boolean ?? []).map((name) => [name, { type: 'boolean' } as const])),
+  });
+  if (!flag(p, 'help')) return p;
+  io.stdout.write(help);
+  return undefined;
 }

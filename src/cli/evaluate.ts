@@ -18,7 +18,7 @@ import {
 import { curves, summarize, type MetricsSummary } from '../eval/summary.js';
 import type { Engine } from '../pipeline.js';
 import type { SiteSummary } from '../site/profile.js';
-import { ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
+import { command, ENGINE_HELP, engineOptions, flag, num, str } from './args.js';
 import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
 import { listImages } from './files.js';
@@ -220,25 +220,12 @@ async function galleryWithOverlays(
 }
 
 export async function run(args: string[], io: Io): Promise<number> {
-  const p = parse(args, {
-    ...ENGINE_OPTIONS,
-    json: { type: 'string' },
-    report: { type: 'string' },
-    threshold: { type: 'string' },
-    limit: { type: 'string' },
-    gallery: { type: 'string' },
-    bootstrap: { type: 'string' },
-    seed: { type: 'string' },
-    batch: { type: 'string' },
-    force: { type: 'boolean' },
-    quiet: { type: 'boolean' },
-    shard: { type: 'string' },
-    merge: { type: 'boolean' },
+  const p = command(args, io, help, {
+    engine: true,
+    string: ['json', 'report', 'threshold', 'limit', 'gallery', 'bootstrap', 'seed', 'batch', 'shard'],
+    boolean: ['force', 'quiet', 'merge'],
   });
-  if (flag(p, 'help')) {
-    io.stdout.write(help);
-    return EXIT_OK;
-  }
+  if (!p) return EXIT_OK;
   if (flag(p, 'merge')) {
     const alone = ['report', 'threshold', 'limit', 'gallery', 'bootstrap', 'seed', 'batch', 'force', 'shard'].filter(
       (k) => p.values[k] !== undefined,

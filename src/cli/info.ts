@@ -1,6 +1,6 @@
 /** `pneumolens info`: the model card in words. */
 import { describeCard } from '../eval/card.js';
-import { ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, parse } from './args.js';
+import { command, ENGINE_HELP, engineOptions, flag } from './args.js';
 import { withEngine } from './engine.js';
 import { EXIT_OK, UsageError, type Io } from './io.js';
 import { siteText } from './site.js';
@@ -23,11 +23,8 @@ export function cardText(rows: Array<[string, string]>): string {
 }
 
 export async function run(args: string[], io: Io): Promise<number> {
-  const p = parse(args, { ...ENGINE_OPTIONS, json: { type: 'boolean' } });
-  if (flag(p, 'help')) {
-    io.stdout.write(help);
-    return EXIT_OK;
-  }
+  const p = command(args, io, help, { engine: true, boolean: ['json'] });
+  if (!p) return EXIT_OK;
   if (p.positionals.length > 0) throw new UsageError(`info takes no arguments, got '${p.positionals[0]}'`);
   return withEngine(io, engineOptions(p), async (engine) => {
     const { path: _path, ...profile } = engine.profile ?? { path: '' };

@@ -2,7 +2,7 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { defaultMaxFileBytes } from '../image/limits.ts';
-import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
+import { choice, command, ENGINE_HELP, engineOptions, flag, num, str } from './args.js';
 import { withEngine } from './engine.js';
 import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
 
@@ -40,22 +40,12 @@ be reached in --once mode, 2 on a usage error. Research and education tool, not 
 `;
 
 export async function run(args: string[], io: Io): Promise<number> {
-  const p = parse(args, {
-    ...ENGINE_OPTIONS,
-    orthanc: { type: 'string' },
-    user: { type: 'string' },
-    state: { type: 'string' },
-    start: { type: 'string' },
-    once: { type: 'boolean' },
-    interval: { type: 'string' },
-    batch: { type: 'string' },
-    timeout: { type: 'string' },
-    verbose: { type: 'boolean' },
+  const p = command(args, io, help, {
+    engine: true,
+    string: ['orthanc', 'user', 'state', 'start', 'interval', 'batch', 'timeout'],
+    boolean: ['once', 'verbose'],
   });
-  if (flag(p, 'help')) {
-    io.stdout.write(help);
-    return EXIT_OK;
-  }
+  if (!p) return EXIT_OK;
   if (p.positionals.length > 0) throw new UsageError(`pacs takes no arguments, got '${p.positionals[0]}'`);
   const url = str(p, 'orthanc') ?? (io.env.PNEUMOLENS_ORTHANC_URL?.trim() || undefined);
   if (!url) throw new UsageError('--orthanc URL is required (or set PNEUMOLENS_ORTHANC_URL)');

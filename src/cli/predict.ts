@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { COLORMAPS } from '../explain/colormaps.js';
 import type { AnalyseOptions } from '../types.js';
-import { choice, ENGINE_HELP, ENGINE_OPTIONS, engineOptions, flag, num, parse, str } from './args.js';
+import { choice, command, ENGINE_HELP, engineOptions, flag, num, str } from './args.js';
 import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
 import { expandInputs } from './files.js';
@@ -91,24 +91,12 @@ async function readFileList(list: string | undefined, cwd: string): Promise<stri
 }
 
 export async function run(args: string[], io: Io): Promise<number> {
-  const p = parse(args, {
-    ...ENGINE_OPTIONS,
-    json: { type: 'boolean' },
-    csv: { type: 'boolean' },
-    cam: { type: 'string' },
-    threshold: { type: 'string' },
-    colormap: { type: 'string' },
-    alpha: { type: 'string' },
-    batch: { type: 'string' },
-    force: { type: 'boolean' },
-    quiet: { type: 'boolean' },
-    'files-from': { type: 'string' },
-    shard: { type: 'string' },
+  const p = command(args, io, help, {
+    engine: true,
+    string: ['cam', 'threshold', 'colormap', 'alpha', 'batch', 'files-from', 'shard'],
+    boolean: ['json', 'csv', 'force', 'quiet'],
   });
-  if (flag(p, 'help')) {
-    io.stdout.write(help);
-    return EXIT_OK;
-  }
+  if (!p) return EXIT_OK;
   if (flag(p, 'json') && flag(p, 'csv')) throw new UsageError('choose one of --json and --csv');
   const listed = await readFileList(str(p, 'files-from'), io.cwd);
   const inputs = [...p.positionals, ...listed];

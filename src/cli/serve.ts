@@ -1,6 +1,6 @@
 /** `pneumolens serve`: starts the web server (src/server). */
 import { resolve } from 'node:path';
-import { flag, num, parse, str } from './args.js';
+import { command, num, str } from './args.js';
 import { EXIT_OK, UsageError, type Io } from './io.js';
 
 export const help = `Usage: pneumolens serve [options]
@@ -19,11 +19,8 @@ $PNEUMOLENS_MODEL, else models/MODEL.
 `;
 
 export async function run(args: string[], io: Io): Promise<number> {
-  const p = parse(args, { port: { type: 'string' }, host: { type: 'string' }, site: { type: 'string' } });
-  if (flag(p, 'help')) {
-    io.stdout.write(help);
-    return EXIT_OK;
-  }
+  const p = command(args, io, help, { string: ['port', 'host', 'site'] });
+  if (!p) return EXIT_OK;
   if (p.positionals.length > 0) throw new UsageError(`serve takes no arguments, got '${p.positionals[0]}'`);
   const port = num(p, 'port', 0, 65535, true);
   const host = str(p, 'host');

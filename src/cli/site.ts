@@ -7,7 +7,7 @@ import { dicomPatientKey } from '../image/dicom.js';
 import { groupOf, readGrouping } from '../site/groups.js';
 import { PROFILE_SCHEMA, SITE_RULES, siteStatement, type SiteProfile } from '../site/profile.js';
 import { renderSiteReport } from '../site/report.js';
-import { ENGINE_HELP, engineOptions, flag, num, parse, str } from './args.js';
+import { command, ENGINE_HELP, engineOptions, flag, num, str } from './args.js';
 import { analyseFiles } from './batch.js';
 import { withEngine } from './engine.js';
 import { classFolders } from './evaluate.js';
@@ -75,23 +75,12 @@ async function writeWhole(path: string, text: string): Promise<void> {
 }
 
 export async function run(args: string[], io: Io): Promise<number> {
-  const p = parse(args, {
-    model: { type: 'string' },
-    threads: { type: 'string' },
-    out: { type: 'string' },
-    name: { type: 'string' },
-    policy: { type: 'string' },
-    report: { type: 'string' },
-    folds: { type: 'string' },
-    seed: { type: 'string' },
-    bootstrap: { type: 'string' },
-    batch: { type: 'string' },
-    quiet: { type: 'boolean' },
+  // --model and --threads, but no --site (the profile is fitted on the card alone, below)
+  const p = command(args, io, help, {
+    string: ['model', 'threads', 'out', 'name', 'policy', 'report', 'folds', 'seed', 'bootstrap', 'batch'],
+    boolean: ['quiet'],
   });
-  if (flag(p, 'help')) {
-    io.stdout.write(help);
-    return EXIT_OK;
-  }
+  if (!p) return EXIT_OK;
   if (p.positionals.length !== 1)
     throw new UsageError(p.positionals.length === 0 ? 'no data directory given' : 'give exactly one data directory');
   const out = str(p, 'out');

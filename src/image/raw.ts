@@ -11,6 +11,12 @@ export interface RawImage {
   channels: 1 | 2 | 3 | 4; // 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
 }
 
+/**
+ * Downscales an 8-bit gray image (`pixels`, width x height) to outWidth x outHeight, for display
+ * (previews, overlays; not for model input): sharp on Node (sharp-io.ts), canvases in the browser (src/web/canvas-io.ts).
+ */
+export type ResizeGray8 = (pixels: Uint8Array, width: number, height: number, outWidth: number, outHeight: number) => Promise<Uint8Array>;
+
 export type SourceFormat = 'jpeg' | 'png' | 'webp' | 'tiff' | 'dicom';
 
 export interface DecodedImage {

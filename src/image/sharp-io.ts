@@ -4,7 +4,7 @@
  */
 import sharp from 'sharp';
 import { PneumoError } from '../errors.ts';
-import type { RawImage } from './raw.ts';
+import type { RawImage, ResizeGray8 } from './raw.ts';
 import { encodePngFast, encodePngIndexed as encodeIndexed } from './png-encode.ts';
 import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from './limits.ts';
 
@@ -132,20 +132,14 @@ export async function reduceSamples(
 }
 
 /** Downscales an 8-bit gray image for display (previews, overlays; not for model input). */
-export async function resizeGray8(
-  pixels: Uint8Array,
-  width: number,
-  height: number,
-  outWidth: number,
-  outHeight: number,
-): Promise<Uint8Array> {
+export const resizeGray8: ResizeGray8 = async (pixels, width, height, outWidth, outHeight) => {
   const out = await sharp(pixels, { raw: { width, height, channels: 1 } })
     .resize(outWidth, outHeight, { fit: 'fill' })
     .toColourspace('b-w')
     .raw()
     .toBuffer();
   return new Uint8Array(out.buffer, out.byteOffset, out.length);
-}
+};
 
 /**
  * Encodes interleaved 8-bit pixels (1..4 channels) as PNG: ./png-encode.ts (Up filter, Huffman-coded

@@ -11,7 +11,7 @@
 import { PneumoError } from '../errors.ts';
 import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from '../image/limits.ts';
 import { resizeAntialias } from '../image/resample.ts';
-import type { RawImage } from '../image/raw.ts';
+import type { RawImage, ResizeGray8 } from '../image/raw.ts';
 
 export type RasterLimits = DecodeLimits;
 
@@ -178,13 +178,7 @@ function toImageData(pixels: Uint8Array, width: number, height: number, channels
 }
 
 /** Downscales an 8-bit gray image for display (overlays; not for model input). */
-export async function resizeGray8(
-  pixels: Uint8Array,
-  width: number,
-  height: number,
-  outWidth: number,
-  outHeight: number,
-): Promise<Uint8Array> {
+export const resizeGray8: ResizeGray8 = async (pixels, width, height, outWidth, outHeight) => {
   const src = new OffscreenCanvas(width, height);
   src.getContext('2d')!.putImageData(toImageData(pixels, width, height, 1), 0, 0);
   const ctx = context(outWidth, outHeight);
@@ -194,7 +188,7 @@ export async function resizeGray8(
   const out = new Uint8Array(outWidth * outHeight);
   for (let p = 0; p < out.length; p++) out[p] = rgba[p * 4];
   return out;
-}
+};
 
 /** Encodes interleaved 8-bit pixels (1..4 channels) as PNG. */
 export async function encodePng(pixels: Uint8Array, width: number, height: number, channels: 1 | 2 | 3 | 4): Promise<Buffer> {

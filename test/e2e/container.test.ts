@@ -48,7 +48,7 @@ async function podman(args: string[], timeoutMs = 60_000): Promise<string> {
     return stdout.trim();
   } catch (e) {
     const err = e as { stderr?: string; stdout?: string; message: string };
-    throw new Error(`podman ${args.join(' ')} failed: ${err.message}\n${(err.stderr ?? '').slice(-4000)}`);
+    throw new Error(`podman ${args.join(' ')} failed: ${err.message}\n${(err.stderr ?? '').slice(-4000)}`, { cause: e });
   }
 }
 

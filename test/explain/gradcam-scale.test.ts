@@ -62,7 +62,8 @@ describe('the engine with and without a display scale (tiny model)', () => {
   beforeAll(async () => {
     perFilm = await Engine.load({ card: writeTinyModel(SPEC).cardPath, threads: 1 });
     const [d, b] = (await collect(perFilm.analyseStream([dark, bright]))).map(resultOrError);
-    if (d instanceof Error || b instanceof Error) throw d instanceof Error ? d : b;
+    if (d instanceof Error) throw d;
+    if (b instanceof Error) throw b;
     maxDark = d.cam!.scale!.value;
     maxBright = b.cam!.scale!.value;
     accDark = Array.from(d.cam!.map, (v) => v * maxDark);
@@ -96,7 +97,8 @@ describe('the engine with and without a display scale (tiny model)', () => {
     const S = 1.5 * Math.max(maxDark, maxBright); // nothing clamps
     const engine = await withScale(S);
     const [d, b] = (await collect(engine.analyseStream([dark, bright]))).map(resultOrError);
-    if (d instanceof Error || b instanceof Error) throw d instanceof Error ? d : b;
+    if (d instanceof Error) throw d;
+    if (b instanceof Error) throw b;
     expect(d.cam!.scale).toEqual({ value: S, fixed: true });
     d.cam!.map.forEach((v, i) => expect(v).toBeCloseTo(accDark[i] / S, 5));
     b.cam!.map.forEach((v, i) => expect(v).toBeCloseTo(accBright[i] / S, 5));

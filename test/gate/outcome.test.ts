@@ -46,15 +46,15 @@ beforeAll(async () => {
   engine = await Engine.load({ card: cardPath, threads: 1 });
   worker = await WorkerEngine.load({ card: cardPath, threads: 1, workers: 1 });
   app = buildApp({ engine, maxConcurrent: 1 });
-  inputs.accepted = await texturedGrayPng(40, 48, 3, 0, 120);
+  inputs.accepted = texturedGrayPng(40, 48, 3, 0, 120);
   inputs.photo = await colourPhotoPng(64, 48, 4);
-  inputs.bright = await texturedGrayPng(40, 48, 6, 140, 250);
+  inputs.bright = texturedGrayPng(40, 48, 6, 140, 250);
   inputs.broken = Buffer.from('not an image at all');
   dir = await mkdtemp(join(tmpdir(), 'pneumolens-outcome-'));
   await mkdir(join(dir, 'set/NORMAL'), { recursive: true });
   await mkdir(join(dir, 'set/PNEUMONIA'), { recursive: true });
   for (const n of NAMES) await writeFile(join(dir, 'set/NORMAL', `${n}.png`), inputs[n]);
-  await writeFile(join(dir, 'set/PNEUMONIA/accepted2.png'), await texturedGrayPng(40, 48, 5, 0, 120));
+  await writeFile(join(dir, 'set/PNEUMONIA/accepted2.png'), texturedGrayPng(40, 48, 5, 0, 120));
 }, 60_000);
 
 afterAll(async () => {

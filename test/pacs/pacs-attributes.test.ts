@@ -53,7 +53,6 @@ const refused: Outcome = {
   model: { name: 'tiny', version: '0.0.1' },
 };
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const seq = (v: any): any[] => (Array.isArray(v) ? v : v ? [v] : []);
 const warnings = (sr: Record<string, unknown>): string[] =>
   seq(sr.ContentSequence)

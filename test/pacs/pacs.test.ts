@@ -86,7 +86,6 @@ async function xrayDicom(o: {
   return { file: Buffer.from(dict.write()), sop };
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const seq = (v: any): any[] => (Array.isArray(v) ? v : v ? [v] : []);
 
 /** A content item's text or number, by its code meaning. */

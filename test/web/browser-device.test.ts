@@ -143,7 +143,7 @@ describe('on-device analysis in Chromium (static build, no server)', () => {
       cached,
     } = await page.evaluate(
       async (files) => {
-        const { DeviceEngine } = (window as unknown as { deviceModule: { DeviceEngine: any } }).deviceModule; // eslint-disable-line @typescript-eslint/no-explicit-any
+        const { DeviceEngine } = (window as unknown as { deviceModule: { DeviceEngine: any } }).deviceModule;
         const phases: string[] = [];
         const eng = await DeviceEngine.load({ threads: 1, onProgress: (p: { phase: string }) => phases.push(p.phase) });
         const answers: DeviceAnswer[] = [];
