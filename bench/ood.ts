@@ -111,7 +111,7 @@ function validationSet(all: Labelled[]): { files: Labelled[]; source: string } {
 }
 
 /** Runs the engine in batches (rejected images are results with rejected: true). */
-async function analyseAll(
+async function scoreBatches(
   engine: Engine,
   inputs: Array<() => Promise<Uint8Array>>,
   label: string,
@@ -209,7 +209,7 @@ async function main(): Promise<void> {
   log(
     `(a) False rejections on the validation split: ${val.source}${valFiles.length < val.files.length ? `, first ${valFiles.length}` : ''}`,
   );
-  const vres = await analyseAll(
+  const vres = await scoreBatches(
     engine,
     valFiles.map((l) => () => readFile(l.path)),
     'validation ',

@@ -9,7 +9,7 @@
  * (Kermany pediatric; NIH adults, also per view AP/PA):
  *  1. n, ROC-AUC with a 95% stratified bootstrap CI, sensitivity and specificity at the card's
  *     threshold, ECE, the NORMAL-AP false-positive rate, the gate's declines (by reason) and the AUC
- *     on accepted images only. Engine.analyseMany without force: rejected results still carry a
+ *     on accepted images only. Engine.analyseStream without force: rejected results still carry a
  *     probability, so every image counts in the AUC and "accepted" is a separate column.
  *  2. Shortcut audit: cross-validated linear probes (grouped by patient) on the pooled features
  *     predicting source and view; the share of Grad-CAM mass on the border band, burned-in

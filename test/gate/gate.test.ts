@@ -392,7 +392,7 @@ describe('engine with a gated tiny model', () => {
     expect(r.cam).toBeDefined();
   });
 
-  it('analyseMany flags rejected images in place (no Grad-CAM) next to accepted ones', async () => {
+  it('a batch flags rejected images in place (no Grad-CAM) next to accepted ones', async () => {
     const many = (await collect(engine.analyseStream([dark, bright, await colourPhotoPng(48, 40, 9)]))).map(resultOrError);
     const [a, b, c] = many as Array<Exclude<(typeof many)[number], PneumoError>>;
     expect([a.rejected, b.rejected, c.rejected]).toEqual([false, true, true]);

@@ -125,7 +125,7 @@ describe('Engine (tiny model)', () => {
 });
 
 describe('Engine.load', () => {
-  it('splits analyseMany into batches of maxBatch with identical results', async () => {
+  it('analyseStream splits the input into batches of maxBatch with identical results', async () => {
     const e = await Engine.load({ card: writeTinyModel(SPEC).cardPath, threads: 1, maxBatch: 2 });
     const imgs = [1, 2, 3, 4, 5].map((k) => png(32, 32, (i) => (i * k) % 256));
     const many = (await collect(e.analyseStream([...imgs.slice(0, 2), Buffer.from('x'), ...imgs.slice(2)], { cam: false }))).map(
