@@ -242,6 +242,11 @@ export interface BootstrapOptions {
   level?: number; // default 0.95
   /** Class names for the words of a non-informative interval (default NORMAL, PNEUMONIA). */
   labels?: readonly [string, string];
+  /**
+   * The group (patient) of each item: resample groups, not items, so that several films of one
+   * patient count as one draw (their errors are not independent). Without it every item is its own group.
+   */
+  groups?: ArrayLike<string | number>;
 }
 
 export interface ConfidenceInterval {
@@ -291,9 +296,12 @@ export function ciInformative(
 }
 
 /**
- * Percentile bootstrap CI of the ROC-AUC, stratified: each resample draws the positives with
- * replacement from the positives and the negatives from the negatives, so both classes are always
- * present. Deterministic for a given seed. Null when one class is absent.
+ * Percentile bootstrap CI of the ROC-AUC, stratified and, with `opts.groups`, clustered: the groups
+ * (patients) are split into strata by the classes of their items (only positives, only negatives,
+ * both), and each resample draws every stratum's groups with replacement from that stratum, all of a
+ * drawn group's items with it, so both classes are always present. Without groups every item is its
+ * own group (positives drawn from the positives, negatives from the negatives). Deterministic for a
+ * given seed. Null when one class is absent.
  */
 export function bootstrapAucCi(
   labels: ArrayLike<number>,
@@ -306,10 +314,14 @@ export function bootstrapAucCi(
   const level = opts.level ?? 0.95;
   if (!(Number.isInteger(resamples) && resamples >= 1)) throw new RangeError(`resamples must be a positive integer, got ${resamples}`);
   if (!(level > 0 && level < 1)) throw new RangeError(`level must be in (0, 1), got ${level}`);
-  const posIdx: number[] = [];
-  const negIdx: number[] = [];
-  for (let i = 0; i < labels.length; i++) (labels[i] === 1 ? posIdx : negIdx).push(i);
-  if (posIdx.length === 0 || negIdx.length === 0) return null;
+  if (opts.groups && opts.groups.length !== labels.length) {
+    throw new RangeError(`groups must have one entry per item (${labels.length}), got ${opts.groups.length}`);
+  }
+  let positives = 0;
+  for (let i = 0; i < labels.length; i++) positives += labels[i] === 1 ? 1 : 0;
+  const negatives = labels.length - positives;
+  if (positives === 0 || negatives === 0) return null;
+  const strata = groupStrata(labels, opts.groups);
 
   const order = ascendingOrder(scores);
   const rand = mulberry32(seed);
@@ -317,14 +329,35 @@ export function bootstrapAucCi(
   const aucs = new Float64Array(resamples);
   for (let r = 0; r < resamples; r++) {
     w.fill(0);
-    for (let k = 0; k < posIdx.length; k++) w[posIdx[Math.floor(rand() * posIdx.length)]]++;
-    for (let k = 0; k < negIdx.length; k++) w[negIdx[Math.floor(rand() * negIdx.length)]]++;
+    for (const stratum of strata) {
+      for (let k = 0; k < stratum.length; k++) for (const i of stratum[Math.floor(rand() * stratum.length)]) w[i]++;
+    }
     aucs[r] = weightedAuc(order, labels, scores, w) as number;
   }
   aucs.sort();
   const tail = (1 - level) / 2;
   const [lower, upper] = [quantile(aucs, tail), quantile(aucs, 1 - tail)];
-  return { lower, upper, level, resamples, seed, ...ciInformative(lower, upper, posIdx.length, negIdx.length, opts.labels) };
+  return { lower, upper, level, resamples, seed, ...ciInformative(lower, upper, positives, negatives, opts.labels) };
+}
+
+/**
+ * The bootstrap's strata, each a list of groups (item indices): groups of positives only, of
+ * negatives only, of both; empty strata left out. Groups keep the order of their first item.
+ */
+function groupStrata(labels: ArrayLike<number>, groups?: ArrayLike<string | number>): number[][][] {
+  const byGroup = new Map<string | number, number[]>();
+  for (let i = 0; i < labels.length; i++) {
+    const g = groups ? groups[i] : i;
+    const members = byGroup.get(g);
+    if (members) members.push(i);
+    else byGroup.set(g, [i]);
+  }
+  const strata: number[][][] = [[], [], []]; // positives only, negatives only, mixed
+  for (const members of byGroup.values()) {
+    const pos = members.filter((i) => labels[i] === 1).length;
+    strata[pos === members.length ? 0 : pos === 0 ? 1 : 2].push(members);
+  }
+  return strata.filter((s) => s.length > 0);
 }
 
 /** Linear-interpolated quantile of a sorted array (numpy's default). */

@@ -1,7 +1,7 @@
 /**
  * The DICOM attributes pneumolens reads, by keyword (PS3.6), with the tag dicom-parser indexes
  * them by. The keywords are the names dcmjs writes (src/pacs) and Orthanc's simplified tags use, so
- * reading and writing share one vocabulary; test/dicom-details.test.ts checks every entry against
+ * reading and writing share one vocabulary; test/image/dicom-details.test.ts checks every entry against
  * dcmjs's dictionary. Patient attributes are not here except PatientID, which only
  * dicomPatientKey reads (as a hash, see dicom.ts).
  */

@@ -62,7 +62,7 @@ export function checkDecodeCost(width: number, height: number, channels: number,
  * src/image/sharp-io.ts) straight from its decoded 8/16-bit samples, before any float copy; the
  * model's own resize (docs/model-contract.md) then runs on the reduced image. 1024 is more than 4x
  * the model input and above the overlay's longest side (768), so what the model and the user see
- * is unchanged in kind; test/engine-decode.test.ts states how close it stays to a full-size resize.
+ * is unchanged in kind; test/image/engine-decode.test.ts states how close it stays to a full-size resize.
  */
 export const WORK_MAX_SIDE = 1024;
 

@@ -253,6 +253,7 @@ export function fitSite(
   );
 
   const truth: number[] = [];
+  const groupOf: string[] = [];
   const after: number[] = [];
   const before: number[] = [];
   const decided: number[] = [];
@@ -268,14 +269,15 @@ export function fitSite(
       }
       const p = calibrated(f.logit, fit.calibration.temperature, fit.calibration.bias, card);
       truth.push(f.truth);
+      groupOf.push(f.group);
       after.push(p);
       before.push(postprocess(f.logit, card).probability);
       decided.push(p >= fit.calibration.threshold ? 1 : 0);
     }
   }
-  const ci = bootstrapAucCi(truth, after, { resamples, seed });
+  const ci = bootstrapAucCi(truth, after, { resamples, seed, groups: groupOf }); // patients resampled, not films
   const validation = {
-    method: `${k}-fold by group, each fold judged with the calibration, threshold and scope fitted on the other folds`,
+    method: `${k}-fold by group, each fold judged with the calibration, threshold and scope fitted on the other folds; the AUC's CI from a bootstrap of the groups (a patient's films together), stratified by class`,
     folds: k,
     seed,
     bootstrap: resamples,

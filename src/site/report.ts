@@ -31,7 +31,7 @@ export function renderSiteReport(profile: SiteProfile, fit: SiteFit, labels: rea
     ['Folds', `${esc(v.method)}; ${v.folds} folds over ${profile.data.groups} groups (${esc(profile.data.grouping)})`],
     [
       'AUC',
-      `${dec(v.auc)}${v.auc_ci95 ? ` (95% CI ${dec(v.auc_ci95[0])}-${dec(v.auc_ci95[1])}, ${v.bootstrap} stratified bootstrap resamples)` : ''}`,
+      `${dec(v.auc)}${v.auc_ci95 ? ` (95% CI ${dec(v.auc_ci95[0])}-${dec(v.auc_ci95[1])}, ${v.bootstrap} bootstrap resamples of the groups, stratified by class)` : ''}`,
     ],
     [
       'Sensitivity / specificity',

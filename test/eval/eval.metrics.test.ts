@@ -175,6 +175,25 @@ describe('bootstrap CI', () => {
     expect(a.upper - a.lower).toBeLessThan(0.3);
   });
 
+  it('resamples patients, not films: one group per film is the film bootstrap; 5 copies per patient widen it', () => {
+    const singletons = bootstrapAucCi(labels, scores, { resamples: 300, seed: 1, groups: labels.map((_, i) => `p${i}`) });
+    expect(singletons).toEqual(bootstrapAucCi(labels, scores, { resamples: 300, seed: 1 }));
+    // The same 200 patients, each filmed 5 times with the same score: as films, 1,000 independent draws
+    // (a CI about sqrt(5) narrower, falsely); as patients, the interval of 200.
+    const rep = <T>(xs: T[]): T[] => xs.flatMap((x) => [x, x, x, x, x]);
+    const patients = rep(labels.map((_, i) => `p${i}`));
+    const films = bootstrapAucCi(rep(labels), rep(scores), { resamples: 300, seed: 1 })!;
+    const clustered = bootstrapAucCi(rep(labels), rep(scores), { resamples: 300, seed: 1, groups: patients })!;
+    const width = (ci: { lower: number; upper: number }): number => ci.upper - ci.lower;
+    expect(width(clustered)).toBeGreaterThan(1.8 * width(films));
+    expect(width(clustered) / width(singletons!)).toBeGreaterThan(0.75);
+    expect(width(clustered) / width(singletons!)).toBeLessThan(1.33);
+    // A patient with films of both classes is drawn whole; a group list of the wrong length is refused.
+    const mixed = bootstrapAucCi([1, 0, 1, 0], [0.9, 0.1, 0.6, 0.4], { resamples: 50, groups: ['a', 'a', 'b', 'b'] })!;
+    expect(mixed.lower).toBeLessThanOrEqual(mixed.upper);
+    expect(() => bootstrapAucCi([1, 0], [0.9, 0.1], { groups: ['a'] })).toThrow(/one entry per item/);
+  });
+
   it('collapses to [1, 1] for a perfect ranking', () => {
     const ci = bootstrapAucCi([1, 1, 1, 0, 0], [0.9, 0.8, 0.7, 0.2, 0.1], { resamples: 50 })!;
     expect([ci.lower, ci.upper]).toEqual([1, 1]);

@@ -141,6 +141,21 @@ describe('fitSite', () => {
     expect(fit.validation.n + Math.round(fit.validation.declined * 610)).toBe(610 - 0);
   });
 
+  it("the AUC's CI resamples patients: four films of each patient do not narrow it as four patients would", () => {
+    const patients = calibratedFilms(150, 1, 0, 5);
+    const four = patients.flatMap((f) => [f, f, f, f]);
+    const width = (fit: ReturnType<typeof fitSite>): number => fit.validation.auc_ci95![1] - fit.validation.auc_ci95![0];
+    const byPatient = fitSite(four, NO_HEAD, 0, { bootstrap: 300 });
+    const asIfFilesWerePatients = fitSite(
+      four.map((f, i) => ({ ...f, group: `f${i}` })),
+      NO_HEAD,
+      0,
+      { bootstrap: 300 },
+    );
+    expect(width(byPatient)).toBeGreaterThan(1.5 * width(asIfFilesWerePatients));
+    expect(byPatient.validation.method).toMatch(/bootstrap of the groups/);
+  });
+
   it('refuses too few groups for the folds', () => {
     const films = calibratedFilms(30, 1, 0, 1).map((f, i) => ({ ...f, group: `p${i % 3}` }));
     expect(() => fitSite(films, CARD)).toThrow(/too few for 5 folds/);
