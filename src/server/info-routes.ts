@@ -62,6 +62,8 @@ export function registerInfoRoutes(app: FastifyInstance, o: InfoRouteOptions): v
         status: degraded ? 'degraded' : state.status,
         ready: !!engine,
         model: engine ? { name: engine.card.name, version: engine.card.version } : null,
+        // what every answer stands on: the site profile's calibration, threshold and scope, or the card's (null)
+        site: engine?.site ?? null,
         uptime_s: round((Date.now() - o.startedAt) / 1000, 1),
         load: {
           active: s.active,

@@ -151,6 +151,27 @@ function predictErrorProse(mb: number): Record<number, string> {
   };
 }
 
+/** A site profile as every answer names it (SiteSummary, src/site/profile.ts). */
+const SITE_PROFILE_SCHEMA = {
+  type: 'object',
+  description:
+    "The site profile the answer was decided with (PNEUMOLENS_SITE / --site): its calibration, threshold and scope replace the card's. Absent without one; /api/model gives it as `site` (null without one).",
+  properties: {
+    name: { type: 'string' },
+    created: { type: 'string' },
+    validated: {
+      type: 'boolean',
+      description: "false: the local AUC's CI fell below the floor; films outside the intended use stay declined.",
+    },
+    n: { type: 'integer', description: 'Films the profile was validated on at that site.' },
+    auc: { type: 'number', nullable: true, description: 'Local AUC, k-fold by patient.' },
+    auc_ci95: { type: 'array', nullable: true, items: { type: 'number' }, description: '[lower, upper] 95% bootstrap interval.' },
+    threshold: { type: 'number' },
+    policy: { type: 'string' },
+    statement: { type: 'string', description: 'For people: "Site profile NAME: validated on N films here, AUC x [lo, hi]".' },
+  },
+} as const;
+
 /** One response per error status of the table: a status without prose is a programming error. */
 function predictErrorResponses(mb: number): Record<string, ReturnType<typeof errorResponse> & { headers?: typeof retryAfter }> {
   const prose = predictErrorProse(mb);
@@ -398,25 +419,7 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             site: { $ref: '#/components/schemas/SiteProfile' },
           },
         },
-        SiteProfile: {
-          type: 'object',
-          description:
-            "The site profile the answer was decided with (PNEUMOLENS_SITE / --site): its calibration, threshold and scope replace the card's. Absent without one; /api/model gives it as `site` (null without one).",
-          properties: {
-            name: { type: 'string' },
-            created: { type: 'string' },
-            validated: {
-              type: 'boolean',
-              description: "false: the local AUC's CI fell below the floor; films outside the intended use stay declined.",
-            },
-            n: { type: 'integer', description: 'Films the profile was validated on at that site.' },
-            auc: { type: 'number', nullable: true, description: 'Local AUC, k-fold by patient.' },
-            auc_ci95: { type: 'array', nullable: true, items: { type: 'number' }, description: '[lower, upper] 95% bootstrap interval.' },
-            threshold: { type: 'number' },
-            policy: { type: 'string' },
-            statement: { type: 'string', description: 'For people: "Site profile NAME: validated on N films here, AUC x [lo, hi]".' },
-          },
-        },
+        SiteProfile: SITE_PROFILE_SCHEMA,
         Gate: {
           type: 'object',
           description: 'The input gate: cheap image checks plus, when the model has one, its out-of-distribution score.',
@@ -480,6 +483,11 @@ export function openApiDocument(info: { version: string; maxUploadBytes: number 
             },
             ready: { type: 'boolean' },
             model: { type: 'object', nullable: true, properties: { name: { type: 'string' }, version: { type: 'string' } } },
+            site: {
+              ...SITE_PROFILE_SCHEMA,
+              nullable: true,
+              description: 'The site profile the answers are decided with (PNEUMOLENS_SITE / --site), or null: the model card alone.',
+            },
             uptime_s: { type: 'number' },
             load: {
               type: 'object',

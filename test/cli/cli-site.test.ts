@@ -153,12 +153,15 @@ describe('pneumolens site', { timeout: 180_000 }, () => {
       const model = (await app.inject({ method: 'GET', url: '/api/model' })).json();
       expect(model.site).toMatchObject({ name: 'Test Hospital', validated: true, n: 2 * n });
       expect(model.postprocessing.threshold).toBe(plain.card.postprocessing.threshold); // the card, as shipped
+      const health = (await app.inject({ method: 'GET', url: '/api/health' })).json();
+      expect(health.site).toEqual(model.site); // a monitor sees which profile the answers stand on
     } finally {
       await app.close();
       await engine.dispose();
     }
     const bare = buildApp({ engine: plain, maxConcurrent: 1 });
     expect((await bare.inject({ method: 'GET', url: '/api/model' })).json().site).toBeNull();
+    expect((await bare.inject({ method: 'GET', url: '/api/health' })).json().site).toBeNull();
     await bare.close();
   });
 
