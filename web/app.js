@@ -413,7 +413,7 @@ function showResult(r) {
 
 /**
  * The server's colour maps (src/explain/colormaps.ts) at 33 evenly spaced points, for the legend
- * only (the heatmap itself is rendered by the server); test/web-truth.test.ts checks the rendered
+ * only (the heatmap itself is rendered by the server); test/web/web-truth.test.ts checks the rendered
  * legend against that module.
  */
 /** @type {Record<string, string>} */
@@ -688,7 +688,7 @@ function splitRule(split, c) {
 /**
  * Why a source's AUC interval is not informative, or null: the rule of src/eval/metrics.ts
  * `ciInformative` (fewer than MIN_PER_CLASS_FOR_CI images of a class, or an interval of width
- * zero); test/web-truth.test.ts checks the page against that module.
+ * zero); test/web/web-truth.test.ts checks the page against that module.
  */
 const MIN_PER_CLASS_FOR_CI = 30;
 /**
