@@ -40,8 +40,12 @@ await stage('preprocess (resize + normalise)', (i) => pre.preprocess(dec[i].imag
 const C = card.gradcam.weights.length;
 const feats = Float32Array.from({ length: C * 49 }, (_, k) => Math.max(0, Math.sin(k / 7)));
 const cams = await stage('Grad-CAM map (7x7)', () => gradCam(feats, [C, 7, 7], card.gradcam.weights));
-await stage('overlay + heatmap PNGs', (i) => overlay.renderCam(dec[i].image, cams[i], {}, grays[i]));
-await stage('overlay PNG only', (i) => overlay.renderCam(dec[i].image, cams[i], { heatmap: false }, grays[i]));
+await stage('overlay + heatmap PNGs', (i) =>
+  overlay.renderCam(dec[i].image, cams[i], { ...overlay.resolveOverlayOptions({}), heatmap: true, rgb: false }, grays[i]),
+);
+await stage('overlay PNG only', (i) =>
+  overlay.renderCam(dec[i].image, cams[i], { ...overlay.resolveOverlayOptions({}), heatmap: false, rgb: false }, grays[i]),
+);
 const first = dec[0].image;
 console.log(
   JSON.stringify({

@@ -7,7 +7,7 @@ import { gradCam } from './explain/gradcam.ts';
 import { gateDecision, OUTSIDE_INTENDED_USE, type GateResult } from './gate/gate.ts';
 import { checkImage, type ImageCheckResult } from './gate/image-checks.ts';
 import { UNCERTAIN_WARNING, uncertaintyOf } from './gate/uncertainty.ts';
-import { checkOverlayOptions, renderCam } from './explain/overlay.ts';
+import { renderCam, resolveOverlayOptions, type RenderOptions } from './explain/overlay.ts';
 import { decodeImage, type DecodeOptions } from './image/decode.ts';
 import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
 import { checkThreshold, postprocess } from './model/postprocess.ts';
@@ -47,8 +47,32 @@ interface Inferred {
 
 interface FinishInput extends Inferred {
   prepared: Prepared;
-  opts: AnalyseOptions;
-  wantCam: boolean;
+  opts: ResolvedOptions;
+}
+
+/**
+ * AnalyseOptions resolved once, at the start of a stream: checked (a bad value throws a 400
+ * PneumoError before anything runs) and completed with the defaults, so the stages trust them.
+ */
+export interface ResolvedOptions {
+  /** The overlay's settings, or null when no Grad-CAM is wanted. */
+  cam: RenderOptions | null;
+  /** The decision threshold: the caller's, else the applied card's (a site profile's, or the card's). */
+  threshold: number;
+  force: boolean;
+}
+
+/** Checks and completes the caller's options (see ResolvedOptions); `threshold` is the applied card's default. */
+export function resolveOptions(opts: AnalyseOptions, threshold: number): ResolvedOptions {
+  const cam =
+    (opts.cam ?? true)
+      ? {
+          ...resolveOverlayOptions({ colormap: opts.colormap, alpha: opts.alpha }),
+          heatmap: opts.heatmap ?? true,
+          rgb: opts.overlayRgb ?? false,
+        }
+      : null;
+  return { cam, threshold: opts.threshold === undefined ? threshold : checkThreshold(opts.threshold), force: opts.force ?? false };
 }
 
 interface Prepared {
@@ -147,9 +171,7 @@ export class Engine {
    */
   async *analyseStream(items: Source[], opts: AnalyseOptions = {}, batchSize = this.opts.maxBatch ?? 16): AsyncGenerator<Outcome[]> {
     if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new Error(`batchSize must be a positive integer (got ${batchSize})`);
-    if (opts.threshold !== undefined) checkThreshold(opts.threshold);
-    const wantCam = opts.cam ?? true;
-    if (wantCam) checkOverlayOptions({ colormap: opts.colormap, alpha: opts.alpha });
+    const resolved = resolveOptions(opts, this.applied.postprocessing.threshold);
     const prepareChunk = (start: number): Promise<Array<Prepared | Error>> =>
       Promise.all(items.slice(start, start + batchSize).map((s) => this.prepare(s).catch(toError)));
     let next: Promise<Array<Prepared | Error>> | null = items.length > 0 ? prepareChunk(0) : null;
@@ -172,7 +194,7 @@ export class Engine {
         prepared.map((p) => {
           const inf = p instanceof Error ? p : inferred[ok.indexOf(p)];
           if (inf instanceof Error) return { status: 'failed', error: inf } satisfies Outcome;
-          return this.finish({ prepared: p as Prepared, ...inf, opts, wantCam }).catch((e: unknown) => failed(e));
+          return this.finish({ prepared: p as Prepared, ...inf, opts: resolved }).catch((e: unknown) => failed(e));
         }),
       );
       yield out;
@@ -203,7 +225,7 @@ export class Engine {
   }
 
   /** Gate, uncertainty, Grad-CAM and the result of one image: the one place that decides its outcome. */
-  private async finish({ prepared: p, output: inferred, k, infer, opts, wantCam }: FinishInput): Promise<Outcome> {
+  private async finish({ prepared: p, output: inferred, k, infer, opts }: FinishInput): Promise<Outcome> {
     const logit = inferred.logit[k];
     if (!Number.isFinite(logit)) throw new PneumoError('model_error', 'The model produced an invalid output for this image.');
     const decision = postprocess(logit, this.applied, opts.threshold);
@@ -221,16 +243,11 @@ export class Engine {
     const unc = uncertaintyOf(members, this.card.uncertainty, pp.temperature, pp.bias ?? 0, decision);
     const t0 = performance.now();
     let cam: AnalysisResult['cam'];
-    if (wantCam && (!gate.rejected || opts.force)) {
+    if (opts.cam && (!gate.rejected || opts.force)) {
       const [C, h, w] = inferred.featureShape;
       const features = inferred.features.subarray(k * C * h * w, (k + 1) * C * h * w);
       const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights, this.card.gradcam.display_scale);
-      const { overlayPng, heatmapPng, overlayRgb } = await renderCam(
-        p.decoded.image,
-        map,
-        { colormap: opts.colormap, alpha: opts.alpha, heatmap: opts.heatmap ?? true, rgb: opts.overlayRgb ?? false },
-        p.gray,
-      );
+      const { overlayPng, heatmapPng, overlayRgb } = await renderCam(p.decoded.image, map, opts.cam, p.gray);
       cam = {
         map: map.map,
         mapWidth: map.width,

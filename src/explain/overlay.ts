@@ -21,8 +21,8 @@ export const DEFAULT_COLORMAP: Colormap = 'jet';
 export const DEFAULT_ALPHA = 0.45;
 export const DEFAULT_MAX_SIDE = 768;
 
-/** Validates user overlay options (PneumoError 400 on bad values). */
-export function checkOverlayOptions(opts: OverlayOptions): Required<OverlayOptions> {
+/** Checks a caller's overlay options and completes them with the defaults (PneumoError 400 on bad values). */
+export function resolveOverlayOptions(opts: OverlayOptions): Required<OverlayOptions> {
   const colormap = opts.colormap ?? DEFAULT_COLORMAP;
   const alpha = opts.alpha ?? DEFAULT_ALPHA;
   const maxSide = opts.maxSide ?? DEFAULT_MAX_SIDE;
@@ -123,9 +123,10 @@ export function blendOverlay(
   base: GrayBase,
   cam: CamGrid,
   opts: OverlayOptions = {},
-  heat: Uint8ClampedArray = heatmapRgba(cam, base.width, base.height, checkOverlayOptions(opts).colormap),
+  heat?: Uint8ClampedArray,
 ): { rgb: Uint8ClampedArray; width: number; height: number } {
-  const { alpha } = checkOverlayOptions(opts);
+  const { alpha, colormap } = resolveOverlayOptions(opts);
+  heat ??= heatmapRgba(cam, base.width, base.height, colormap);
   const { width, height, data } = base;
   const rgb = new Uint8ClampedArray(width * height * 3); // rounds and clamps on store
   const beta = 1 - alpha;
@@ -159,8 +160,11 @@ function blendIndexed(base: GrayBase, index: Uint8Array, lut: Uint8Array, alpha:
 
 /** The overlay as a PNG at the image size, longest side capped at maxSide. */
 export async function renderOverlay(image: RawImage, cam: CamGrid, opts: OverlayOptions = {}): Promise<Buffer> {
-  return (await renderCam(image, cam, { ...opts, heatmap: false })).overlayPng;
+  return (await renderCam(image, cam, { ...resolveOverlayOptions(opts), heatmap: false, rgb: false })).overlayPng;
 }
+
+/** What renderCam draws: overlay options already resolved (resolveOverlayOptions), and which outputs. */
+export type RenderOptions = Required<OverlayOptions> & { heatmap: boolean; rgb: boolean };
 
 /**
  * The overlay (RGB PNG) and, unless `heatmap: false`, the heatmap alone (the pixels of heatmapRgba
@@ -172,10 +176,10 @@ export async function renderOverlay(image: RawImage, cam: CamGrid, opts: Overlay
 export async function renderCam(
   image: RawImage,
   cam: CamGrid,
-  opts: OverlayOptions & { heatmap?: boolean; rgb?: boolean } = {},
+  opts: RenderOptions,
   gray?: Float32Array,
 ): Promise<{ overlayPng: Buffer; heatmapPng?: Buffer; overlayRgb?: OverlayRgb }> {
-  const { colormap, alpha, maxSide } = checkOverlayOptions(opts);
+  const { colormap, alpha, maxSide } = opts; // resolved by the caller (the engine resolves them once per stream)
   const base = await overlayBase(image, maxSide, gray);
   const { width, height } = base;
   const lut = colormapLut(colormap);
@@ -184,7 +188,7 @@ export async function renderCam(
   const pixels = new Uint8Array(rgb.buffer);
   const overlay = encodePng(pixels, width, height, 3);
   const overlayRgb = opts.rgb ? { overlayRgb: { data: pixels, width, height } } : {};
-  if (opts.heatmap === false) return { overlayPng: await overlay, ...overlayRgb };
+  if (!opts.heatmap) return { overlayPng: await overlay, ...overlayRgb };
   // The heatmap's pixels are colour-map entries: an indexed-colour PNG whose palette is the map.
   const [overlayPng, heatmapPng] = await Promise.all([overlay, encodePngIndexed(index, width, height, lut)]);
   return { overlayPng, heatmapPng, ...overlayRgb };

@@ -20,9 +20,12 @@ export function checkThreshold(threshold: unknown): number {
   return threshold;
 }
 
-/** probability = sigmoid(logit / temperature + bias); label = labels[1] if probability >= threshold. */
+/**
+ * probability = sigmoid(logit / temperature + bias); label = labels[1] if probability >= threshold.
+ * `threshold` (default: the card's) is trusted: a caller's value is checked once, at the edge (checkThreshold).
+ */
 export function postprocess(logit: number, card: Pick<ModelCard, 'labels' | 'postprocessing'>, threshold?: number): Decision {
-  const t = threshold === undefined ? card.postprocessing.threshold : checkThreshold(threshold);
+  const t = threshold ?? card.postprocessing.threshold;
   const probability = sigmoid(logit / card.postprocessing.temperature + (card.postprocessing.bias ?? 0));
   return { probability, label: probability >= t ? card.labels[1] : card.labels[0], threshold: t };
 }
