@@ -81,6 +81,17 @@ export default tseslint.config(
         tsconfigRootDir: import.meta.dirname,
       },
     },
+    rules: {
+      // tsconfig.web.json loads Node's types (the API types it imports live in src, next to Node code),
+      // so the type check no longer stops Node globals in the page: this rule does.
+      'no-restricted-globals': [
+        'error',
+        ...['process', 'Buffer', 'require', 'module', '__dirname', '__filename', 'global', 'setImmediate'].map((name) => ({
+          name,
+          message: 'web/ runs in the browser: no Node globals.',
+        })),
+      ],
+    },
   },
   {
     // Plain JS without types: the config files at the root (this one, .dependency-cruiser.cjs) and the
