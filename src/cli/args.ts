@@ -1,6 +1,6 @@
 /** Command-line parsing on node:util parseArgs, with typed number/choice checks that raise UsageError. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { UsageError, type Io } from './io.js';
+import { UsageError, type Io } from './io.ts';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 

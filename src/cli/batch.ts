@@ -5,10 +5,10 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { isPneumoError, PneumoError } from '../errors.js';
-import { defaultMaxFileBytes } from '../image/limits.js';
-import type { Engine } from '../pipeline.js';
-import type { AnalyseOptions, AnalysisResult, Outcome } from '../types.js';
+import { isPneumoError, PneumoError } from '../errors.ts';
+import { defaultMaxFileBytes } from '../image/limits.ts';
+import type { Engine } from '../pipeline.ts';
+import type { AnalyseOptions, AnalysisResult, Outcome } from '../types.ts';
 
 export interface OutcomeError {
   code: string;

@@ -14,18 +14,18 @@ import {
   type GalleryItem,
   type RejectionCode,
   type ReportItem,
-} from '../eval/report.js';
-import { curves, summarize, type MetricsSummary } from '../eval/summary.js';
-import type { Engine } from '../pipeline.js';
-import type { SiteSummary } from '../site/profile.js';
-import { command, ENGINE_HELP, engineOptions, flag, num, str } from './args.js';
-import { analyseFiles } from './batch.js';
-import { withEngine } from './engine.js';
-import { listImages } from './files.js';
-import { EXIT_OK, UsageError, type Io } from './io.js';
-import { checkShardFile, mergeShards, type ShardEvaluation, type ShardRecord } from './merge.js';
-import { Progress } from './progress.js';
-import { resolveShard, shardKey, shardLine, shardPositions } from './shard.js';
+} from '../eval/report.ts';
+import { curves, summarize, type MetricsSummary } from '../eval/summary.ts';
+import type { Engine } from '../pipeline.ts';
+import type { SiteSummary } from '../site/profile.ts';
+import { command, ENGINE_HELP, engineOptions, flag, num, str } from './args.ts';
+import { analyseFiles } from './batch.ts';
+import { withEngine } from './engine.ts';
+import { listImages } from './files.ts';
+import { EXIT_OK, UsageError, type Io } from './io.ts';
+import { checkShardFile, mergeShards, type ShardEvaluation, type ShardRecord } from './merge.ts';
+import { Progress } from './progress.ts';
+import { resolveShard, shardKey, shardLine, shardPositions } from './shard.ts';
 
 export const help = `Usage: pneumolens evaluate [options] <dir>
        pneumolens evaluate --merge [--json FILE] <shard.json>...

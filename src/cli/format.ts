@@ -3,8 +3,8 @@
  * once in COLUMNS; JSON carries every result field except the bulky ones, so fields the engine adds
  * later (e.g. rejected / reason / uncertainty) appear without changes here.
  */
-import type { AnalysisResult } from '../types.js';
-import type { FileOutcome } from './batch.js';
+import type { AnalysisResult } from '../types.ts';
+import type { FileOutcome } from './batch.ts';
 
 export interface PredictRow extends FileOutcome {
   /** Path of the written Grad-CAM overlay, with --cam. */

@@ -1,9 +1,9 @@
 /** `pneumolens info`: the model card in words. */
-import { describeCard } from '../eval/card.js';
-import { command, ENGINE_HELP, engineOptions, flag } from './args.js';
-import { withEngine } from './engine.js';
-import { EXIT_OK, UsageError, type Io } from './io.js';
-import { siteText } from './site.js';
+import { describeCard } from '../eval/card.ts';
+import { command, ENGINE_HELP, engineOptions, flag } from './args.ts';
+import { withEngine } from './engine.ts';
+import { EXIT_OK, UsageError, type Io } from './io.ts';
+import { siteText } from './site.ts';
 
 export const help = `Usage: pneumolens info [options]
 

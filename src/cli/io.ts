@@ -1,5 +1,5 @@
 /** What a command needs from the outside world, so tests can run commands in-process. */
-import type { Engine } from '../pipeline.js';
+import type { Engine } from '../pipeline.ts';
 
 export interface OutStream {
   write(s: string): unknown;

@@ -5,14 +5,14 @@
 import { fileURLToPath } from 'node:url';
 import { readFileSync, realpathSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { isPneumoError } from '../errors.js';
-import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, processIo, type Io } from './io.js';
-import * as predict from './predict.js';
-import * as evaluate from './evaluate.js';
-import * as info from './info.js';
-import * as serve from './serve.js';
-import * as pacs from './pacs.js';
-import * as site from './site.js';
+import { isPneumoError } from '../errors.ts';
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, processIo, type Io } from './io.ts';
+import * as predict from './predict.ts';
+import * as evaluate from './evaluate.ts';
+import * as info from './info.ts';
+import * as serve from './serve.ts';
+import * as pacs from './pacs.ts';
+import * as site from './site.ts';
 
 interface Command {
   help: string;

@@ -6,8 +6,8 @@
  * must be there exactly once, made with the same model, data set, threshold and settings; anything
  * else is refused, since a partial or mixed merge would look like a whole.
  */
-import type { FailedItem, ReportItem } from '../eval/report.js';
-import { UsageError } from './io.js';
+import type { FailedItem, ReportItem } from '../eval/report.ts';
+import { UsageError } from './io.ts';
 
 /** What `evaluate --shard` adds to its JSON: enough to merge exactly and to check the merge. */
 export interface ShardRecord {

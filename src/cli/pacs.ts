@@ -2,9 +2,9 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { defaultMaxFileBytes } from '../image/limits.ts';
-import { choice, command, ENGINE_HELP, engineOptions, flag, num, str } from './args.js';
-import { withEngine } from './engine.js';
-import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
+import { choice, command, ENGINE_HELP, engineOptions, flag, num, str } from './args.ts';
+import { withEngine } from './engine.ts';
+import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.ts';
 
 export const help = `Usage: pneumolens pacs --orthanc URL [options]
 

@@ -1,16 +1,16 @@
 /** `pneumolens predict`: probability and label for each image, as a table, CSV or JSON. */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { COLORMAPS } from '../explain/colormaps.js';
-import type { AnalyseOptions } from '../types.js';
-import { choice, command, ENGINE_HELP, engineOptions, flag, num, str } from './args.js';
-import { analyseFiles } from './batch.js';
-import { withEngine } from './engine.js';
-import { expandInputs } from './files.js';
-import { resolveShard, shardLine, shardPositions } from './shard.js';
-import { csvHeader, csvRow, jsonRow, table, type PredictRow } from './format.js';
-import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
-import { Progress } from './progress.js';
+import { COLORMAPS } from '../explain/colormaps.ts';
+import type { AnalyseOptions } from '../types.ts';
+import { choice, command, ENGINE_HELP, engineOptions, flag, num, str } from './args.ts';
+import { analyseFiles } from './batch.ts';
+import { withEngine } from './engine.ts';
+import { expandInputs } from './files.ts';
+import { resolveShard, shardLine, shardPositions } from './shard.ts';
+import { csvHeader, csvRow, jsonRow, table, type PredictRow } from './format.ts';
+import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.ts';
+import { Progress } from './progress.ts';
 
 export const help = `Usage: pneumolens predict [options] <file|dir|glob>...
        pneumolens predict [options] --files-from LIST

@@ -2,7 +2,7 @@
  * A one-line progress bar on stderr. Drawn only when stderr is a terminal and there is more than
  * one item, so piped output and logs stay clean; stdout is never touched.
  */
-import type { OutStream } from './io.js';
+import type { OutStream } from './io.ts';
 
 export class Progress {
   private done = 0;

@@ -1,7 +1,7 @@
 /** `pneumolens serve`: starts the web server (src/server). */
 import { resolve } from 'node:path';
-import { command, num, str } from './args.js';
-import { EXIT_OK, UsageError, type Io } from './io.js';
+import { command, num, str } from './args.ts';
+import { EXIT_OK, UsageError, type Io } from './io.ts';
 
 export const help = `Usage: pneumolens serve [options]
 
@@ -27,7 +27,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   const site = str(p, 'site');
   if (site === '') throw new UsageError('--site needs a profile file (made by pneumolens site)');
   // imported lazily: the other commands never load the web stack
-  const { startServer } = await import('../server/start.js');
+  const { startServer } = await import('../server/start.ts');
   await startServer({
     ...(port !== undefined ? { port } : {}),
     ...(host !== undefined ? { host } : {}),

@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { sep } from 'node:path';
-import { UsageError } from './io.js';
+import { UsageError } from './io.ts';
 
 export interface Shard {
   /** 0-based, < count. */

@@ -2,18 +2,18 @@
 import { createHash } from 'node:crypto';
 import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
-import { checkPolicy, DEFAULT_POLICY, fitSite, SiteDataError, type SiteFilm } from '../site/fit.js';
-import { dicomPatientKey } from '../image/dicom.js';
-import { groupOf, readGrouping } from '../site/groups.js';
-import { PROFILE_SCHEMA, SITE_RULES, siteStatement, type SiteProfile } from '../site/profile.js';
-import { renderSiteReport } from '../site/report.js';
-import { command, ENGINE_HELP, engineOptions, flag, num, str } from './args.js';
-import { analyseFiles } from './batch.js';
-import { withEngine } from './engine.js';
-import { classFolders } from './evaluate.js';
-import { listImages } from './files.js';
-import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.js';
-import { Progress } from './progress.js';
+import { checkPolicy, DEFAULT_POLICY, fitSite, SiteDataError, type SiteFilm } from '../site/fit.ts';
+import { dicomPatientKey } from '../image/dicom.ts';
+import { groupOf, readGrouping } from '../site/groups.ts';
+import { PROFILE_SCHEMA, SITE_RULES, siteStatement, type SiteProfile } from '../site/profile.ts';
+import { renderSiteReport } from '../site/report.ts';
+import { command, ENGINE_HELP, engineOptions, flag, num, str } from './args.ts';
+import { analyseFiles } from './batch.ts';
+import { withEngine } from './engine.ts';
+import { classFolders } from './evaluate.ts';
+import { listImages } from './files.ts';
+import { EXIT_FAILED, EXIT_OK, UsageError, type Io } from './io.ts';
+import { Progress } from './progress.ts';
 
 export const help = `Usage: pneumolens site <dir> --out PROFILE.json [options]
 

@@ -2,7 +2,7 @@
  * Calibration of predicted probabilities (of label 1): Brier score, reliability bins and the
  * expected calibration error. Scores must lie in [0, 1].
  */
-import { checkInputs } from './metrics.js';
+import { checkInputs } from './metrics.ts';
 
 function checkProbabilities(labels: ArrayLike<number>, probs: ArrayLike<number>): void {
   checkInputs(labels, probs);

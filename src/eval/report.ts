@@ -2,9 +2,9 @@
  * Self-contained HTML evaluation report: inline CSS, inline SVG plots, overlays as data-URL PNGs,
  * no scripts and no external assets, so the single file can be mailed or archived as is.
  */
-import { describeCard, type CardInfo } from './card.js';
-import { esc, histogramPlot, prPlot, reliabilityPlot, rocPlot } from './svg.js';
-import type { Curves, MetricsSummary } from './summary.js';
+import { describeCard, type CardInfo } from './card.ts';
+import { esc, histogramPlot, prPlot, reliabilityPlot, rocPlot } from './svg.ts';
+import type { Curves, MetricsSummary } from './summary.ts';
 
 export const DISCLAIMER = 'Research and education tool, not a medical device.';
 

@@ -13,8 +13,8 @@ import {
   type PrPoint,
   type RatesAtThreshold,
   type RocPoint,
-} from './metrics.js';
-import { brierScore, expectedCalibrationError, reliabilityBins, type ReliabilityBin } from './calibration.js';
+} from './metrics.ts';
+import { brierScore, expectedCalibrationError, reliabilityBins, type ReliabilityBin } from './calibration.ts';
 
 /** The rates at the decision threshold (as in the sweep), plus the threshold-free metrics. */
 export interface MetricsSummary extends Omit<RatesAtThreshold, 'youden'> {

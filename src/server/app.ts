@@ -5,26 +5,26 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import multipart from '@fastify/multipart';
-import { appConfig, type AppOptions } from './config.js';
-import { capConnections, guardRequests } from './edge.js';
-import { EngineState } from './engine-state.js';
-import { errorHandler, notFoundHandler } from './error-handler.js';
-import { clientErrorHandler } from './errors.js';
-import { registerInfoRoutes } from './info-routes.js';
-import { loggerOptions } from './logging.js';
-import { registerPredictRoute } from './predict-route.js';
-import { inputReader } from './read-input.js';
-import { serveStatic } from './static-files.js';
+import { appConfig, type AppOptions } from './config.ts';
+import { capConnections, guardRequests } from './edge.ts';
+import { EngineState } from './engine-state.ts';
+import { errorHandler, notFoundHandler } from './error-handler.ts';
+import { clientErrorHandler } from './errors.ts';
+import { registerInfoRoutes } from './info-routes.ts';
+import { loggerOptions } from './logging.ts';
+import { registerPredictRoute } from './predict-route.ts';
+import { inputReader } from './read-input.ts';
+import { serveStatic } from './static-files.ts';
 
 // What tests, start.ts and the benches import from here.
-export { DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_BYTES, type AppOptions } from './config.js';
-export { DEFAULT_MAX_CONNECTIONS } from './edge.js';
-export type { PredictEngine } from './engine-state.js';
-export { publicCard } from './info-routes.js';
-export type { LogDestination } from './logging.js';
-export { toPredictResponse } from './predict-route.js';
-export { MAX_PART_HEADER_BYTES } from './read-input.js';
-export { DEFAULT_DEVICE_ROOT } from './static-files.js';
+export { DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_BYTES, type AppOptions } from './config.ts';
+export { DEFAULT_MAX_CONNECTIONS } from './edge.ts';
+export type { PredictEngine } from './engine-state.ts';
+export { publicCard } from './info-routes.ts';
+export type { LogDestination } from './logging.ts';
+export { toPredictResponse } from './predict-route.ts';
+export { MAX_PART_HEADER_BYTES } from './read-input.ts';
+export { DEFAULT_DEVICE_ROOT } from './static-files.ts';
 
 export function buildApp(opts: AppOptions): FastifyInstance {
   const { limit, limiter, uploads, ...cfg } = appConfig(opts);

@@ -1,16 +1,16 @@
 /** The options of buildApp, and what they resolve to: defaults filled in, policies and budgets built. */
 import os from 'node:os';
 import { createRequire } from 'node:module';
-import { DEFAULT_MAX_CONNECTIONS } from './edge.js';
-import type { PredictEngine } from './engine-state.js';
-import { UrlPolicy, type Resolver } from './fetch-url.js';
-import { HostPolicy } from './host.js';
-import { Limiter } from './limiter.js';
-import type { LogOption } from './logging.js';
-import { openApiDocument, type OpenApiDocument } from './openapi.js';
-import { OriginPolicy } from './origin.js';
-import { BodyLimit } from './read-input.js';
-import { UploadBudget } from './uploads.js';
+import { DEFAULT_MAX_CONNECTIONS } from './edge.ts';
+import type { PredictEngine } from './engine-state.ts';
+import { UrlPolicy, type Resolver } from './fetch-url.ts';
+import { HostPolicy } from './host.ts';
+import { Limiter } from './limiter.ts';
+import type { LogOption } from './logging.ts';
+import { openApiDocument, type OpenApiDocument } from './openapi.ts';
+import { OriginPolicy } from './origin.ts';
+import { BodyLimit } from './read-input.ts';
+import { UploadBudget } from './uploads.ts';
 
 export interface AppOptions {
   /** The engine, or a promise of it (health answers 503 'loading' until it resolves). */

@@ -5,10 +5,10 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import { PneumoError } from '../errors.js';
-import type { EngineState } from './engine-state.js';
-import type { HostPolicy } from './host.js';
-import type { OriginPolicy } from './origin.js';
+import { PneumoError } from '../errors.ts';
+import type { EngineState } from './engine-state.ts';
+import type { HostPolicy } from './host.ts';
+import type { OriginPolicy } from './origin.ts';
 
 export const DEFAULT_MAX_CONNECTIONS = 512;
 

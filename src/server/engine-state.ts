@@ -2,9 +2,9 @@
  * The engine as the server sees it: loading (health answers 503 until the promise resolves),
  * ready, failed to load, or shutting down (from Fastify's preClose on).
  */
-import { PneumoError } from '../errors.js';
-import type { SiteSummary } from '../site/profile.js';
-import type { AnalyseOptions, AnalysisResult } from '../types.js';
+import { PneumoError } from '../errors.ts';
+import type { SiteSummary } from '../site/profile.ts';
+import type { AnalyseOptions, AnalysisResult } from '../types.ts';
 
 /** What the server needs from the engine (the real Engine of src/pipeline.ts has these). */
 export interface PredictEngine {

@@ -4,9 +4,9 @@
  * Grad-CAM, overlay blending) blocks this thread, not the server's event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { collect, Engine } from '../pipeline.js';
-import type { AnalyseOptions } from '../types.js';
-import { outcomeToWire, type ThreadReply, type ThreadRequest } from './engine-worker.js';
+import { collect, Engine } from '../pipeline.ts';
+import type { AnalyseOptions } from '../types.ts';
+import { outcomeToWire, type ThreadReply, type ThreadRequest } from './engine-worker.ts';
 
 const port = parentPort!;
 const { card, threads, site } = workerData as { card?: string; threads: number; site?: string };

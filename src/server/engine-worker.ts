@@ -9,11 +9,11 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { isPneumoError, PneumoError, type ErrorCode } from '../errors.js';
-import { unwrap } from '../pipeline.js';
-import type { AnalyseOptions, AnalysisResult, Outcome } from '../types.js';
-import type { SiteSummary } from '../site/profile.js';
-import type { PredictEngine } from './app.js';
+import { isPneumoError, PneumoError, type ErrorCode } from '../errors.ts';
+import { unwrap } from '../pipeline.ts';
+import type { AnalyseOptions, AnalysisResult, Outcome } from '../types.ts';
+import type { SiteSummary } from '../site/profile.ts';
+import type { PredictEngine } from './app.ts';
 
 export type ThreadRequest = { type: 'analyse'; id: number; bytes: Uint8Array; opts: AnalyseOptions } | { type: 'dispose' };
 

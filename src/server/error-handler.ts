@@ -3,8 +3,8 @@
  * carries its status (src/errors.ts); mapError only maps what reaches here to the API's answer.
  */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { PneumoError } from '../errors.js';
-import { mapError, notFoundBody } from './errors.js';
+import { PneumoError } from '../errors.ts';
+import { mapError, notFoundBody } from './errors.ts';
 
 /** The methods of each API address (HEAD with GET, as Fastify adds it): anything else there is 405. */
 const API_METHODS: Record<string, string[]> = {

@@ -6,7 +6,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError } from 'fastify';
-import { codesWithStatus, ERRORS, isPneumoError, PneumoError, type ErrorCode } from '../errors.js';
+import { codesWithStatus, ERRORS, isPneumoError, PneumoError, type ErrorCode } from '../errors.ts';
 
 export interface ErrorBody {
   error: { code: string; message: string } & Record<string, unknown>;

@@ -18,8 +18,8 @@ import https from 'node:https';
 import dns from 'node:dns';
 import type { LookupAddress, LookupOptions } from 'node:dns';
 import { isIP } from 'node:net';
-import { PneumoError } from '../errors.js';
-import { classifyAddress, cidrContains, parseCidr, type Cidr } from './ip.js';
+import { PneumoError } from '../errors.ts';
+import { classifyAddress, cidrContains, parseCidr, type Cidr } from './ip.ts';
 
 export type Resolver = (hostname: string) => Promise<LookupAddress[]>;
 

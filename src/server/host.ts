@@ -14,7 +14,7 @@
  */
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
-import { PneumoError } from '../errors.js';
+import { PneumoError } from '../errors.ts';
 
 /** The name of a Host header value, without its port and IPv6 brackets, lower case. */
 export function hostName(host: string): string {

@@ -1,11 +1,11 @@
 /** The read-only API: /api/health, /api/model, /api/openapi.json and /docs. */
 import type { FastifyInstance } from 'fastify';
-import { intendedPopulation, type CardInfo } from '../eval/card.js';
-import type { EngineState } from './engine-state.js';
-import type { Limiter } from './limiter.js';
-import { renderDocsHtml, resolvedSchema, type OpenApiDocument } from './openapi.js';
-import { round } from './predict-route.js';
-import type { UploadBudget } from './uploads.js';
+import { intendedPopulation, type CardInfo } from '../eval/card.ts';
+import type { EngineState } from './engine-state.ts';
+import type { Limiter } from './limiter.ts';
+import { renderDocsHtml, resolvedSchema, type OpenApiDocument } from './openapi.ts';
+import { round } from './predict-route.ts';
+import type { UploadBudget } from './uploads.ts';
 
 /** Keys of the loaded card that describe this machine, not the model (absolute file paths). */
 const LOCAL_CARD_KEYS = new Set(['cardPath', 'modelPath']);

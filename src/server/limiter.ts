@@ -9,7 +9,7 @@
  * slot until it is done), or with release() if it never ran. So `admitted` is exactly the work
  * waiting or running, and Retry-After is its measured drain time.
  */
-import { PneumoError } from '../errors.js';
+import { PneumoError } from '../errors.ts';
 
 export interface LimiterOptions {
   maxConcurrent: number;

@@ -4,13 +4,13 @@
  * and the server cannot disagree about the parameters.
  */
 
-import { codesWithStatus, ERROR_CODES, ERRORS } from '../errors.js';
-import type { CardInfo } from '../eval/card.js';
-import { COLORMAPS, type Colormap } from '../explain/colormaps.js';
-import type { DeclineBasis, GateResult } from '../gate/gate.js';
-import { CHECK_NAMES } from '../gate/image-checks.js';
-import type { SiteSummary } from '../site/profile.js';
-import type { AnalysisResult, RejectionReason } from '../types.js';
+import { codesWithStatus, ERROR_CODES, ERRORS } from '../errors.ts';
+import type { CardInfo } from '../eval/card.ts';
+import { COLORMAPS, type Colormap } from '../explain/colormaps.ts';
+import type { DeclineBasis, GateResult } from '../gate/gate.ts';
+import { CHECK_NAMES } from '../gate/image-checks.ts';
+import type { SiteSummary } from '../site/profile.ts';
+import type { AnalysisResult, RejectionReason } from '../types.ts';
 
 /** Query parameters of POST /api/predict (JSON Schema, validated by Fastify). Add new ones here. */
 export const PREDICT_QUERY_SCHEMA = {

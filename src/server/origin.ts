@@ -11,7 +11,7 @@
  * Otherwise: 403 forbidden.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { PneumoError } from '../errors.js';
+import { PneumoError } from '../errors.ts';
 
 export class OriginPolicy {
   private constructor(

@@ -3,13 +3,13 @@
  * image is read (read-input.ts), then admitted to a compute slot and analysed within the deadline.
  */
 import type { FastifyInstance } from 'fastify';
-import { PneumoError } from '../errors.js';
-import type { AnalyseOptions, AnalysisResult } from '../types.js';
-import { abortable } from './abortable.js';
-import type { EngineState } from './engine-state.js';
-import type { Limiter } from './limiter.js';
-import { PREDICT_QUERY_SCHEMA, resolvedSchema, type OpenApiDocument, type PredictQuery } from './openapi.js';
-import type { BodyLimit, ReadInput } from './read-input.js';
+import { PneumoError } from '../errors.ts';
+import type { AnalyseOptions, AnalysisResult } from '../types.ts';
+import { abortable } from './abortable.ts';
+import type { EngineState } from './engine-state.ts';
+import type { Limiter } from './limiter.ts';
+import { PREDICT_QUERY_SCHEMA, resolvedSchema, type OpenApiDocument, type PredictQuery } from './openapi.ts';
+import type { BodyLimit, ReadInput } from './read-input.ts';
 
 const JSON_BODY_LIMIT = 16 * 1024;
 

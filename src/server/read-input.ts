@@ -5,10 +5,10 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyRequest } from 'fastify';
-import { isPneumoError, PneumoError } from '../errors.js';
-import { abortable } from './abortable.js';
-import { fetchImageUrl, formatBytes, type Resolver, type UrlPolicy } from './fetch-url.js';
-import { collectBody, PartHeaderScanner, requestTimeout, type Upload, type UploadBudget } from './uploads.js';
+import { isPneumoError, PneumoError } from '../errors.ts';
+import { abortable } from './abortable.ts';
+import { fetchImageUrl, formatBytes, type Resolver, type UrlPolicy } from './fetch-url.ts';
+import { collectBody, PartHeaderScanner, requestTimeout, type Upload, type UploadBudget } from './uploads.ts';
 
 /** Room for the multipart envelope around the file when checking Content-Length up front. */
 const MULTIPART_SLACK_BYTES = 64 * 1024;

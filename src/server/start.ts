@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { buildApp, DEFAULT_DEVICE_ROOT, type AppOptions, type PredictEngine } from './app.js';
+import { buildApp, DEFAULT_DEVICE_ROOT, type AppOptions, type PredictEngine } from './app.ts';
 import type { FastifyInstance } from 'fastify';
 
 export interface ServeOptions extends AppOptions {
@@ -143,7 +143,7 @@ function deviceBuildModel(): { name?: string; version?: string; sha256?: string 
  */
 export async function startServer(opts: { port?: number; host?: string; site?: string } = {}): Promise<void> {
   const env = serverOptionsFromEnv();
-  const { WorkerEngine } = await import('./engine-worker.js');
+  const { WorkerEngine } = await import('./engine-worker.ts');
   const site = opts.site ?? (process.env.PNEUMOLENS_SITE?.trim() || undefined);
   const maxConcurrent = env.maxConcurrent ?? defaultMaxConcurrent();
   // Analyses run in worker threads, so none of their synchronous work blocks the event loop.

@@ -11,7 +11,7 @@
  *   not complete after `timeoutMs`.
  */
 import type { Readable } from 'node:stream';
-import { PneumoError } from '../errors.js';
+import { PneumoError } from '../errors.ts';
 
 export interface UploadLimits {
   maxUploads: number;

@@ -9,8 +9,8 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { Engine } from '../../src/pipeline.js';
-import { run } from '../../src/cli/main.js';
+import { Engine } from '../../src/pipeline.ts';
+import { run } from '../../src/cli/main.ts';
 import { memIo } from '../fixtures/mem-io.ts';
 import { REPO as ROOT } from '../fixtures/paths.ts';
 

@@ -2,13 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expandInputs, globToRegExp } from '../../src/cli/files.js';
-import { csvHeader, csvRow, table } from '../../src/cli/format.js';
-import { CamNames } from '../../src/cli/predict.js';
-import { gateDecision } from '../../src/gate/gate.js';
-import { checkImage } from '../../src/gate/image-checks.js';
-import { run } from '../../src/cli/main.js';
-import type { Io } from '../../src/cli/io.js';
+import { expandInputs, globToRegExp } from '../../src/cli/files.ts';
+import { csvHeader, csvRow, table } from '../../src/cli/format.ts';
+import { CamNames } from '../../src/cli/predict.ts';
+import { gateDecision } from '../../src/gate/gate.ts';
+import { checkImage } from '../../src/gate/image-checks.ts';
+import { run } from '../../src/cli/main.ts';
+import type { Io } from '../../src/cli/io.ts';
 
 const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -155,7 +155,7 @@ describe('CLI usage errors (no model needed)', () => {
 
 describe('Progress', () => {
   it('draws on a terminal only, for more than one item, and erases itself', async () => {
-    const { Progress } = await import('../../src/cli/progress.js');
+    const { Progress } = await import('../../src/cli/progress.ts');
     const tty: string[] = [];
     const p = new Progress(3, { write: (s: string) => tty.push(s), isTTY: true, columns: 100 }, 'x ');
     p.tick(1);

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { accuracy, averagePrecision, bootstrapAucCi, confusion, f1, mulberry32, npv, prCurve, precision } from '../../src/eval/metrics.js';
-import { quantile, rocAuc, rocCurve, sensitivity, specificity, thresholdSweep, youdenThreshold } from '../../src/eval/metrics.js';
-import { brierScore, expectedCalibrationError, reliabilityBins } from '../../src/eval/calibration.js';
-import { summarize } from '../../src/eval/summary.js';
+import { accuracy, averagePrecision, bootstrapAucCi, confusion, f1, mulberry32, npv, prCurve, precision } from '../../src/eval/metrics.ts';
+import { quantile, rocAuc, rocCurve, sensitivity, specificity, thresholdSweep, youdenThreshold } from '../../src/eval/metrics.ts';
+import { brierScore, expectedCalibrationError, reliabilityBins } from '../../src/eval/calibration.ts';
+import { summarize } from '../../src/eval/summary.ts';
 
 // Hand-worked example. Positives score {0.9, 0.8, 0.3, 0.5}, negatives {0.7, 0.2, 0.1, 0.5}.
 const y = [1, 1, 1, 0, 0, 0, 0, 1];

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import sharp from 'sharp';
-import { renderReport, worstErrors, DISCLAIMER, type ReportItem } from '../../src/eval/report.js';
-import { summarize, curves } from '../../src/eval/summary.js';
-import { describeCard, type CardInfo } from '../../src/eval/card.js';
+import { renderReport, worstErrors, DISCLAIMER, type ReportItem } from '../../src/eval/report.ts';
+import { summarize, curves } from '../../src/eval/summary.ts';
+import { describeCard, type CardInfo } from '../../src/eval/card.ts';
 
 const card: CardInfo = {
   name: 'pneumolens-test',
