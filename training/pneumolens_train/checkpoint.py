@@ -50,7 +50,8 @@ def load_checkpoint(path: str) -> torch.nn.Module:
     """best.pt -> the trained Classifier in eval mode (architecture rebuilt from the saved config)."""
     ck = torch.load(path, map_location="cpu")
     c = ck["config"]
-    model = build_model(c["arch"], c.get("members", []), None, c.get("dropout", 0.2), c.get("width", 1.0))
+    model = build_model(c["arch"], c.get("members", []), None, c.get("dropout", 0.2), c.get("width", 1.0),
+                        c.get("cam_stride", 32))
     model.load_state_dict(ck["model"])
     return model.eval()
 

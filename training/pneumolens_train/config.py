@@ -23,6 +23,7 @@ class TrainConfig:
     pretrained: Optional[str] = None                    # local torchvision state_dict
     freeze_epochs: int = 0                              # phase 1 with a frozen backbone (pretrained)
     width: float = 1.0
+    cam_stride: int = 32                                # 16: resnet_s* keep a 14x14 Grad-CAM layer at 224 px
     size: int = 224
     normalize: str = "fixed"                            # fixed | per_image
     resize_mode: str = "stretch"                        # stretch | letterbox
@@ -55,6 +56,7 @@ class TrainConfig:
                 raise ValueError(f"config: {msg}")
         need(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
         need(all(m in ARCHS and m != "ensemble" for m in self.members), f"bad ensemble members {self.members}")
+        need(self.cam_stride in (16, 32), "cam_stride must be 16 or 32")
         need(self.normalize in ("fixed", "per_image"), "normalize must be fixed|per_image")
         need(self.resize_mode in ("stretch", "letterbox"), "resize_mode must be stretch|letterbox")
         need(self.schedule in ("onecycle", "cosine", "plateau"), "schedule must be onecycle|cosine|plateau")

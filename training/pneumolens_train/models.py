@@ -58,18 +58,21 @@ class BasicBlock(nn.Module):
 # --------------------------------------------------------------------------- backbones
 class ResNetS(nn.Module):
     """Compact ResNet-style backbone: a stride-4 stem, then one stage per width (each stride 2
-    except the first), SiLU, optional CBAM in every block; output stride 32."""
+    except the first), SiLU, optional CBAM in every block; output stride 32, or 16 with
+    `cam_stride=16` (the last stage keeps its input's resolution: a 14x14 Grad-CAM layer at 224 px)."""
 
     def __init__(self, widths: Sequence[int] = (32, 48, 96, 192, 320), blocks: Sequence[int] = (1, 2, 2, 1),
-                 attention: bool = False):
+                 attention: bool = False, cam_stride: int = 32):
         super().__init__()
         w0 = widths[0]
         self.stem = nn.Sequential(ConvBNAct(1, w0 // 2, 3, 2), ConvBNAct(w0 // 2, w0, 3, 2))
         layers: List[nn.Module] = []
         cin = w0
+        last = len(blocks) - 1
         for i, (cout, n) in enumerate(zip(widths[1:], blocks)):
             for b in range(n):
-                layers.append(BasicBlock(cin, cout, 2 if (b == 0 and i > 0) else 1, attention))
+                down = b == 0 and i > 0 and not (i == last and cam_stride == 16)
+                layers.append(BasicBlock(cin, cout, 2 if down else 1, attention))
                 cin = cout
         self.stages = nn.Sequential(*layers)
         self.out_channels = cin
@@ -178,27 +181,27 @@ ARCHS = ("resnet_s", "resnet_s_cbam", "cbam_cnn", "ensemble", "densenet121", "ef
          "mobilenet_v2", "resnet50", "vgg16")
 
 
-def build_backbone(name: str, pretrained: Optional[str] = None, width: float = 1.0) -> nn.Module:
+def build_backbone(name: str, pretrained: Optional[str] = None, width: float = 1.0, cam_stride: int = 32) -> nn.Module:
     def wd(ws):
         return tuple(max(8, int(round(w * width / 8)) * 8) for w in ws)
 
     if name == "resnet_s":
-        return ResNetS(widths=wd((32, 48, 96, 192, 320)))
+        return ResNetS(widths=wd((32, 48, 96, 192, 320)), cam_stride=cam_stride)
     if name == "resnet_s_cbam":
-        return ResNetS(widths=wd((32, 48, 96, 192, 320)), attention=True)
+        return ResNetS(widths=wd((32, 48, 96, 192, 320)), attention=True, cam_stride=cam_stride)
     if name == "cbam_cnn":
         return CBAMNet(widths=wd((24, 48, 96, 160, 256)))
     return TorchvisionBackbone(name, pretrained)
 
 
 def build_model(arch: str, members: Sequence[str] = (), pretrained: Optional[str] = None,
-                dropout: float = 0.2, width: float = 1.0) -> Classifier:
+                dropout: float = 0.2, width: float = 1.0, cam_stride: int = 32) -> Classifier:
     if arch == "ensemble":
         names = list(members) or ["resnet_s", "cbam_cnn"]
-        return Classifier([build_backbone(n, None, width) for n in names], dropout)
+        return Classifier([build_backbone(n, None, width, cam_stride) for n in names], dropout)
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
-    return Classifier([build_backbone(arch, pretrained, width)], dropout)
+    return Classifier([build_backbone(arch, pretrained, width, cam_stride)], dropout)
 
 
 def combine(models: Sequence[Classifier]):

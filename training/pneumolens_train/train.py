@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
     print(f"train {len(ytr)} images ({int(n_neg)} NORMAL / {int(n_pos)} PNEUMONIA, {len({s.patient for s in train_s})} "
           f"patients), val {len(yva)} images ({len({s.patient for s in val_s})} patients)", file=sys.stderr)
 
-    model = build_model(cfg.arch, cfg.members, cfg.pretrained, cfg.dropout, cfg.width)
+    model = build_model(cfg.arch, cfg.members, cfg.pretrained, cfg.dropout, cfg.width, cfg.cam_stride)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(ytr) // cfg.batch_size)

@@ -1,4 +1,5 @@
 """The levers of model 3.0.0: hospitals, held-out children, lung fields, the lung-focus loss, shift2."""
+import pytest
 import numpy as np
 import torch
 
@@ -109,3 +110,20 @@ def test_config_parses_booleans_and_hospital_maps():
     c = TrainConfig.from_sources(None, {"holdout_children": "false", "lung_focus": "0.5",
                                         "hospital_of": {"nih_dev": "nih"}})
     assert c.holdout_children is False and c.lung_focus == 0.5 and c.hospital_of == {"nih_dev": "nih"}
+
+
+def test_cam_stride_16_keeps_a_14x14_grad_cam_layer_and_is_measured_on_7x7_cells():
+    from pneumolens_train.probe import cam_stats
+    coarse, fine = (build_model("resnet_s", width=0.5, cam_stride=s) for s in (32, 16))
+    x = torch.zeros(2, 1, 224, 224)
+    assert coarse(x)[1].shape[-2:] == (7, 7) and fine(x)[1].shape[-2:] == (14, 14)
+    assert sum(p.numel() for p in coarse.parameters()) == sum(p.numel() for p in fine.parameters())
+    with pytest.raises(ValueError, match="cam_stride"):
+        TrainConfig(cam_stride=8).validate()
+    # peaks in two fine cells of the same 7x7 cell count as one cell; in two 7x7 cells, as two
+    cams = torch.zeros(4, 14, 14)
+    cams[0, 2, 2] = cams[1, 3, 3] = 1.0   # both in 7x7 cell (1, 1)
+    cams[2, 10, 4] = cams[3, 11, 5] = 1.0  # both in 7x7 cell (5, 2)
+    r = cam_stats(cams, torch.ones(4, 64, 64), np.array([1, 1, 1, 1]))
+    assert r["grid"] == [14, 14] and r["peak_top_cell_share_pneumonia"] == 0.25
+    assert r["peak_top_cell_share_pneumonia_7x7"] == 0.5
