@@ -7,7 +7,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { gradCamAlphas } from '../src/explain/gradcam.ts';
+import { camAccumulation, gradCamAlphas } from '../src/explain/gradcam.ts';
 import { decodeImage } from '../src/image/decode.ts';
 import { loadCard } from '../src/model/card.ts';
 import { preprocess } from '../src/model/preprocess.ts';
@@ -29,10 +29,8 @@ for (let i = 0; i < items.length; i += B) {
   const [C, h, w] = o.featureShape;
   const alphas = gradCamAlphas(card.gradcam.weights, o.featureShape);
   chunk.forEach((it, k) => {
-    const acc = new Array<number>(h * w).fill(0);
-    const f = o.features.subarray(k * C * h * w, (k + 1) * C * h * w);
-    for (let c = 0; c < C; c++) for (let p = 0; p < h * w; p++) acc[p] += alphas[c] * f[c * h * w + p];
-    out.push({ ...it, logit: o.logit[k], acc, grid: [h, w] });
+    const acc = camAccumulation(o.features.subarray(k * C * h * w, (k + 1) * C * h * w), o.featureShape, alphas);
+    out.push({ ...it, logit: o.logit[k], acc: Array.from(acc), grid: [h, w] });
   });
   if ((i / B) % 20 === 0) process.stderr.write(`cam-maps: ${Math.min(i + B, items.length)}/${items.length}\n`);
 }

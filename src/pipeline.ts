@@ -14,7 +14,7 @@ import { checkThreshold, postprocess } from './model/postprocess.ts';
 import { grayOf } from './image/raw.ts';
 import { preprocess } from './model/preprocess.ts';
 import { ModelSession, type InferenceOutput } from './model/session.ts';
-import { DICOM_WARNING } from './image/dicom.ts';
+import { DICOM_WARNING } from './image/dicom-scope.ts';
 import { applySite, outsideSiteMessage } from './site/apply.ts';
 import { checkProfileFor, readProfile, siteSummary, type SiteProfile, type SiteSummary } from './site/profile.ts';
 import type { AnalyseOptions, AnalysisResult, DecodedImage, Outcome } from './types.ts';

@@ -30,24 +30,32 @@ export type CamGrid = Pick<CamMap, 'map' | 'width' | 'height'>;
 /** Shape of one item's features: [C, h, w]. */
 export type FeatureShape = readonly [number, number, number];
 
-/**
- * cam(i,j) = ReLU(sum_k alpha_k * A_k(i,j)) divided by its maximum; with a displayScale,
- * clamp(acc / displayScale, 0, 1) instead.
- */
-export function weightedCam(features: Float32Array, shape: FeatureShape, alphas: ArrayLike<number>, displayScale?: number): CamMap {
+/** acc(i,j) = sum_k alpha_k * A_k(i,j) over one item's features [C, h, w], before any ReLU or scale (h*w values). */
+export function camAccumulation(features: Float32Array, shape: FeatureShape, alphas: ArrayLike<number>): Float64Array {
   const [C, h, w] = shape;
   const hw = h * w;
   if (features.length !== C * hw) throw new Error(`weightedCam: expected ${C * hw} feature values, got ${features.length}`);
   if (alphas.length !== C) throw new Error(`weightedCam: expected ${C} channel weights, got ${alphas.length}`);
-  if (displayScale !== undefined && !(Number.isFinite(displayScale) && displayScale > 0)) {
-    throw new Error(`weightedCam: displayScale must be a positive number (got ${displayScale})`);
-  }
   const acc = new Float64Array(hw);
   for (let k = 0; k < C; k++) {
     const a = alphas[k];
     if (a === 0) continue;
     const base = k * hw;
     for (let p = 0; p < hw; p++) acc[p] += a * features[base + p];
+  }
+  return acc;
+}
+
+/**
+ * cam(i,j) = ReLU(sum_k alpha_k * A_k(i,j)) divided by its maximum; with a displayScale,
+ * clamp(acc / displayScale, 0, 1) instead.
+ */
+export function weightedCam(features: Float32Array, shape: FeatureShape, alphas: ArrayLike<number>, displayScale?: number): CamMap {
+  const acc = camAccumulation(features, shape, alphas);
+  const [, h, w] = shape;
+  const hw = h * w;
+  if (displayScale !== undefined && !(Number.isFinite(displayScale) && displayScale > 0)) {
+    throw new Error(`weightedCam: displayScale must be a positive number (got ${displayScale})`);
   }
   const map = new Float32Array(hw);
   if (displayScale !== undefined) {

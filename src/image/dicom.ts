@@ -14,7 +14,7 @@ import type { DataSet } from 'dicom-parser';
 import { PneumoError } from '../errors.ts';
 import type { DecodedImage, RawImage } from './raw.ts';
 import { inflateDataSet } from './dicom-inflate.ts';
-import { DICOM_WARNING, dicomScope, safeDicomText } from './dicom-scope.ts';
+import { DICOM_WARNING, dicomScope } from './dicom-scope.ts';
 import { TAG, tagText, type Keyword } from './dicom-tags.ts';
 import { CODEC_OF_SYNTAX, decodeFrame, type FrameInfo } from './dicom-codec.ts';
 import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from './limits.ts';
@@ -22,8 +22,6 @@ import { reduceSamples } from './sharp-io.ts';
 
 // dicom-parser is a UMD bundle: load it through require so its exports are visible from ESM.
 const dicomParser = createRequire(import.meta.url)('dicom-parser') as typeof import('dicom-parser');
-
-export { DICOM_WARNING, safeDicomText };
 
 const IMPLICIT_LE = '1.2.840.10008.1.2';
 const EXPLICIT_LE = '1.2.840.10008.1.2.1';

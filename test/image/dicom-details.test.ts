@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { PneumoError } from '../../src/errors.ts';
 import { decodeImage } from '../../src/image/decode.ts';
-import { DICOM_WARNING } from '../../src/image/dicom.ts';
+import { DICOM_WARNING } from '../../src/image/dicom-scope.ts';
 import { RADIOGRAPH_SOP_CLASS, RADIOGRAPH_SOP_CLASSES } from '../../src/image/dicom-scope.ts';
 import { TAG } from '../../src/image/dicom-tags.ts';
 import { makeDicom, pixelTags, sequence, TS, type DicomElement } from '../fixtures/make-dicom.ts';

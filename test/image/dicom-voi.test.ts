@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { decodeImage } from '../../src/image/decode.ts';
-import { DICOM_WARNING } from '../../src/image/dicom.ts';
+import { DICOM_WARNING } from '../../src/image/dicom-scope.ts';
 import { checkImage } from '../../src/gate/image-checks.ts';
 import { Engine } from '../../src/pipeline.ts';
 import { makeDicom, pixelTags, sequence, TS, type DicomElement } from '../fixtures/make-dicom.ts';

@@ -22,7 +22,7 @@ import {
 import { safeError, watcherScope } from '../../src/pacs/watcher.ts';
 import { PneumoError } from '../../src/errors.ts';
 import { decodeImage } from '../../src/image/decode.ts';
-import { DICOM_WARNING } from '../../src/image/dicom.ts';
+import { DICOM_WARNING } from '../../src/image/dicom-scope.ts';
 import { dicomScope, RADIOGRAPH_SOP_CLASS } from '../../src/image/dicom-scope.ts';
 import { radiographDicom } from '../fixtures/make-dicom.ts';
 
