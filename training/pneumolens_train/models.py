@@ -82,14 +82,18 @@ class ResNetS(nn.Module):
 
 
 class CBAMNet(nn.Module):
-    """Custom plain CNN with CBAM attention after every stage, SiLU and spatial dropout."""
+    """Custom plain CNN with CBAM attention after every stage, SiLU and spatial dropout; each stage
+    halves the resolution (output stride 32), except the last with `cam_stride=16` (a 14x14 Grad-CAM
+    layer at 224 px)."""
 
-    def __init__(self, widths: Sequence[int] = (24, 48, 96, 160, 256), dropout: float = 0.1):
+    def __init__(self, widths: Sequence[int] = (24, 48, 96, 160, 256), dropout: float = 0.1, cam_stride: int = 32):
         super().__init__()
         layers: List[nn.Module] = []
         cin = 1
+        last = len(widths) - 1
         for i, c in enumerate(widths):
-            layers += [ConvBNAct(cin, c, 3, 2)] + ([ConvBNAct(c, c, 3, 1)] if i > 0 else [])
+            stride = 1 if (i == last and cam_stride == 16) else 2
+            layers += [ConvBNAct(cin, c, 3, stride)] + ([ConvBNAct(c, c, 3, 1)] if i > 0 else [])
             if i >= 1:
                 layers.append(CBAM(c))
             if i >= 2 and dropout > 0:
@@ -190,7 +194,7 @@ def build_backbone(name: str, pretrained: Optional[str] = None, width: float = 1
     if name == "resnet_s_cbam":
         return ResNetS(widths=wd((32, 48, 96, 192, 320)), attention=True, cam_stride=cam_stride)
     if name == "cbam_cnn":
-        return CBAMNet(widths=wd((24, 48, 96, 160, 256)))
+        return CBAMNet(widths=wd((24, 48, 96, 160, 256)), cam_stride=cam_stride)
     return TorchvisionBackbone(name, pretrained)
 
 

@@ -114,10 +114,13 @@ def test_config_parses_booleans_and_hospital_maps():
 
 def test_cam_stride_16_keeps_a_14x14_grad_cam_layer_and_is_measured_on_7x7_cells():
     from pneumolens_train.probe import cam_stats
-    coarse, fine = (build_model("resnet_s", width=0.5, cam_stride=s) for s in (32, 16))
     x = torch.zeros(2, 1, 224, 224)
-    assert coarse(x)[1].shape[-2:] == (7, 7) and fine(x)[1].shape[-2:] == (14, 14)
-    assert sum(p.numel() for p in coarse.parameters()) == sum(p.numel() for p in fine.parameters())
+    for arch in ("resnet_s", "cbam_cnn"):
+        coarse, fine = (build_model(arch, width=0.5, cam_stride=s).eval() for s in (32, 16))
+        assert coarse(x)[1].shape[-2:] == (7, 7) and fine(x)[1].shape[-2:] == (14, 14), arch
+        assert sum(p.numel() for p in coarse.parameters()) == sum(p.numel() for p in fine.parameters())
+    both = build_model("ensemble", ["resnet_s", "cbam_cnn"], width=0.5, cam_stride=16).eval()
+    assert both(x)[1].shape[-2:] == (14, 14)
     with pytest.raises(ValueError, match="cam_stride"):
         TrainConfig(cam_stride=8).validate()
     # peaks in two fine cells of the same 7x7 cell count as one cell; in two 7x7 cells, as two
