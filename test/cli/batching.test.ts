@@ -4,13 +4,13 @@
  * once (with its batch size) instead of awaiting chunks of its own, so it overlaps them too.
  */
 import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { analyseFiles } from '../../src/cli/batch.ts';
 import { Engine, type Source } from '../../src/pipeline.ts';
 import { tinyEngine } from '../fixtures/tiny-model.ts';
 import { texturedGrayPng } from '../fixtures/non-cxr.ts';
+import { testTmp } from '../fixtures/paths.ts';
 
 let engine: Engine;
 let png: Buffer;
@@ -39,7 +39,7 @@ describe('batching', () => {
   });
 
   it('the CLI gives the engine every file in one stream, with its batch size', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'pneumolens-batch-'));
+    const dir = await mkdtemp(join(testTmp(), 'pneumolens-batch-'));
     const files = Array.from({ length: 5 }, (_, i) => `f${i}.png`);
     for (const f of files) await writeFile(join(dir, f), png);
     const calls: Array<{ n: number; batch: number | undefined }> = [];

@@ -5,11 +5,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { processArgv } from '../../src/cli/main.ts';
-import { REPO as ROOT } from '../fixtures/paths.ts';
+import { REPO as ROOT, testTmp } from '../fixtures/paths.ts';
 
 const XRAY = resolve(ROOT, 'test', 'fixtures', 'golden', 'pneumonia_gray_224.png');
 
@@ -32,7 +31,7 @@ describe('long argument lists', () => {
   }, 60_000);
 
   it('processArgv reads and deletes the hand-over file, then adds any command-line arguments', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pneumolens-argv-test-'));
+    const dir = mkdtempSync(join(testTmp(), 'pneumolens-argv-test-'));
     const file = join(dir, 'argv.json');
     writeFileSync(file, JSON.stringify(['predict', 'a b.png']));
     const env: NodeJS.ProcessEnv = { PNEUMOLENS_ARGV_FILE: file };
@@ -43,7 +42,7 @@ describe('long argument lists', () => {
   });
 
   it('predict --files-from reads inputs one per line', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pneumolens-list-'));
+    const dir = mkdtempSync(join(testTmp(), 'pneumolens-list-'));
     mkdirSync(join(dir, 'x'));
     writeFileSync(join(dir, 'list.txt'), `${XRAY}\n\n${XRAY}\r\n`);
     const r = spawnSync(

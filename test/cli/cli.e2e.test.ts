@@ -6,13 +6,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { Engine } from '../../src/pipeline.ts';
 import { run } from '../../src/cli/main.ts';
 import { memIo } from '../fixtures/mem-io.ts';
-import { REPO as ROOT } from '../fixtures/paths.ts';
+import { REPO as ROOT, testTmp } from '../fixtures/paths.ts';
 
 /**
  * A 96x112 chest X-ray made from the shipped golden fixtures (real images, so the input gate accepts
@@ -34,7 +33,7 @@ let dir: string;
 let engine: Engine;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'pneumolens-cli-'));
+  dir = await mkdtemp(join(testTmp(), 'pneumolens-cli-'));
   await mkdir(join(dir, 'set/normal'), { recursive: true }); // lower case on purpose
   await mkdir(join(dir, 'set/Pneumonia/sub'), { recursive: true });
   for (let i = 0; i < 3; i++) {

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expandInputs, globToRegExp } from '../../src/cli/files.ts';
 import { csvHeader, csvRow, table } from '../../src/cli/format.ts';
@@ -9,6 +8,7 @@ import { gateDecision } from '../../src/gate/gate.ts';
 import { checkImage } from '../../src/gate/image-checks.ts';
 import { run } from '../../src/cli/main.ts';
 import type { Io } from '../../src/cli/io.ts';
+import { testTmp } from '../fixtures/paths.ts';
 
 const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -28,7 +28,7 @@ describe('globToRegExp', () => {
 describe('expandInputs', () => {
   let dir: string;
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'pneumolens-files-'));
+    dir = await mkdtemp(join(testTmp(), 'pneumolens-files-'));
     await mkdir(join(dir, 'data/sub/deeper'), { recursive: true });
     await mkdir(join(dir, 'data/.hidden'), { recursive: true });
     for (const f of ['data/a.png', 'data/B.JPG', 'data/sub/c.dcm', 'data/sub/deeper/d.tiff', 'data/.hidden/e.png', 'data/notes.txt']) {

@@ -5,7 +5,6 @@
  * model (test/fixtures/make-onnx.ts) and real PNG files in a temp folder; no shipped-model numbers.
  */
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/main.ts';
@@ -14,13 +13,14 @@ import { Engine } from '../../src/pipeline.ts';
 import { writeTinyModel } from '../fixtures/make-onnx.ts';
 import { constantPng, texturedGrayPng } from '../fixtures/non-cxr.ts';
 import { memIo } from '../fixtures/mem-io.ts';
+import { testTmp } from '../fixtures/paths.ts';
 
 let dir: string;
 let engine: Engine;
 const N_FILES = 27; // 12 + 12 films, one unreadable file, one blank image (rejected), one in a deeper folder
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'pneumolens-shard-'));
+  dir = await mkdtemp(join(testTmp(), 'pneumolens-shard-'));
   for (const sub of ['set/NORMAL/a', 'set/NORMAL/b', 'set/PNEUMONIA/x/y']) await mkdir(join(dir, sub), { recursive: true });
   for (let i = 0; i < 12; i++) {
     await writeFile(join(dir, `set/NORMAL/${i % 2 ? 'a' : 'b'}/n${i}.png`), texturedGrayPng(40 + i, 44, 100 + i, 0, 140));
@@ -100,7 +100,7 @@ describe('predict --shard K/3', () => {
     const viaEnv = await predictFiles(['set'], { JOB_COMPLETION_INDEX: '1', JOB_COMPLETIONS: '3' });
     expect(viaEnv.files).toEqual(viaFlag.files);
     // the same folder elsewhere, named by an absolute path: the same files, by their path under it
-    const other = await mkdtemp(join(tmpdir(), 'pneumolens-shard-mount-'));
+    const other = await mkdtemp(join(testTmp(), 'pneumolens-shard-mount-'));
     try {
       await cp(join(dir, 'set'), join(other, 'mnt', 'archive'), { recursive: true });
       const moved = await predictFiles(['--shard', '1/3', join(other, 'mnt', 'archive')], {}, '/');

@@ -4,7 +4,6 @@
  * gated model: bright films are outside its intended use, a colour photo is not a chest X-ray.
  */
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/main.ts';
@@ -14,6 +13,7 @@ import { Engine } from '../../src/pipeline.ts';
 import { writeTinyModel } from '../fixtures/make-onnx.ts';
 import { colourPhotoPng, texturedGrayPng } from '../fixtures/non-cxr.ts';
 import { memIo as memIoAt, type MemIo } from '../fixtures/mem-io.ts';
+import { testTmp } from '../fixtures/paths.ts';
 
 let engine: Engine;
 let dir: string;
@@ -23,7 +23,7 @@ beforeAll(async () => {
     c.gate = { output: 'ood', threshold: 100, intended_use: { output: 'scope', threshold: 0.5 } };
   });
   engine = await Engine.load({ card: cardPath, threads: 1 });
-  dir = await mkdtemp(join(tmpdir(), 'pneumolens-reasons-'));
+  dir = await mkdtemp(join(testTmp(), 'pneumolens-reasons-'));
   await mkdir(join(dir, 'set/NORMAL'), { recursive: true });
   await mkdir(join(dir, 'set/PNEUMONIA'), { recursive: true });
   await writeFile(join(dir, 'set/NORMAL/a.png'), texturedGrayPng(40, 48, 3, 0, 120));

@@ -12,11 +12,10 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO as ROOT } from '../fixtures/paths.ts';
+import { REPO as ROOT, testTmp } from '../fixtures/paths.ts';
 
 const XRAY = readFileSync(join(ROOT, 'test/fixtures/golden/pneumonia_gray_224.png'));
 const BASE_IMAGE = 'node:20-bookworm-slim'; // the Dockerfile's ARG NODE_IMAGE
@@ -116,7 +115,7 @@ describe.skipIf(missing)('container image (podman)', () => {
   let readyAfterMs = 0;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pneumolens-container-'));
+    dir = mkdtempSync(join(testTmp(), 'pneumolens-container-'));
     const b = spawnSync(join(ROOT, 'scripts/container-base.sh'), [BASE_IMAGE], {
       encoding: 'utf8',
       timeout: 300_000,

@@ -14,7 +14,6 @@
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,7 +25,7 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { Service } from 'kubernetes-models/v1';
 import { writeTinyModel } from '../fixtures/make-onnx.ts';
 import { constantPng, texturedGrayPng } from '../fixtures/non-cxr.ts';
-import { REPO as ROOT } from '../fixtures/paths.ts';
+import { REPO as ROOT, testTmp } from '../fixtures/paths.ts';
 
 const DIR = join(ROOT, 'deploy/kubernetes');
 const MODELS = { Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, Job } as const;
@@ -212,7 +211,7 @@ describe('deploy/kubernetes: the Job command over a folder, one run per index', 
   let cardPath: string;
   const N = 3;
   beforeAll(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'pneumolens-job-'));
+    tmp = await mkdtemp(join(testTmp(), 'pneumolens-job-'));
     await mkdir(join(tmp, 'data/2024/a'), { recursive: true });
     await mkdir(join(tmp, 'data/2025'), { recursive: true });
     await mkdir(join(tmp, 'results'));

@@ -4,7 +4,6 @@
  * engine with a tiny gated model (ood and members outputs, gate and uncertainty card blocks).
  */
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/main.ts';
@@ -12,6 +11,7 @@ import { colourPhotoPng, texturedGrayPng, textPng } from '../fixtures/non-cxr.ts
 import { useApp } from '../fixtures/app.ts';
 import { gated, tinyEngine } from '../fixtures/tiny-model.ts';
 import { memIo as memIoAt, type MemIo } from '../fixtures/mem-io.ts';
+import { testTmp } from '../fixtures/paths.ts';
 
 const t = useApp(() => tinyEngine({ ood: true, members: 5 }, gated(0.05)));
 const { predict } = t;
@@ -23,7 +23,7 @@ let colour: Buffer;
 
 beforeAll(async () => {
   colour = await colourPhotoPng(64, 48, 4);
-  dir = await mkdtemp(join(tmpdir(), 'pneumolens-gate-'));
+  dir = await mkdtemp(join(testTmp(), 'pneumolens-gate-'));
   await mkdir(join(dir, 'set/NORMAL'), { recursive: true });
   await mkdir(join(dir, 'set/PNEUMONIA'), { recursive: true });
   for (let i = 0; i < 3; i++) await writeFile(join(dir, `set/NORMAL/n${i}.png`), dark(10 + i));

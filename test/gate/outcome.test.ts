@@ -6,7 +6,6 @@
  * evaluate): a front end that decided again would drift from the others here.
  */
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +19,7 @@ import type { Outcome } from '../../src/types.ts';
 import { writeTinyModel } from '../fixtures/make-onnx.ts';
 import { colourPhotoPng, texturedGrayPng } from '../fixtures/non-cxr.ts';
 import { fileUpload } from '../fixtures/server-helpers.ts';
+import { testTmp } from '../fixtures/paths.ts';
 
 let engine: Engine;
 let worker: WorkerEngine;
@@ -50,7 +50,7 @@ beforeAll(async () => {
   inputs.photo = await colourPhotoPng(64, 48, 4);
   inputs.bright = texturedGrayPng(40, 48, 6, 140, 250);
   inputs.broken = Buffer.from('not an image at all');
-  dir = await mkdtemp(join(tmpdir(), 'pneumolens-outcome-'));
+  dir = await mkdtemp(join(testTmp(), 'pneumolens-outcome-'));
   await mkdir(join(dir, 'set/NORMAL'), { recursive: true });
   await mkdir(join(dir, 'set/PNEUMONIA'), { recursive: true });
   for (const n of NAMES) await writeFile(join(dir, 'set/NORMAL', `${n}.png`), inputs[n]);

@@ -9,6 +9,7 @@ import { decodeImage } from '../../src/image/decode.ts';
 import { deflateBombDicom, deflatedDicom, pixelTags, type DicomElement } from '../fixtures/make-dicom.ts';
 import { grayDicom } from '../fixtures/make-dicom.ts';
 import { zeroPng } from '../fixtures/zero-png.ts';
+import { testTmp } from '../fixtures/paths.ts';
 
 const MB = 1024 * 1024;
 const maxRssMb = () => process.resourceUsage().maxRSS / 1024;
@@ -144,7 +145,7 @@ describe('CLI input size', () => {
     const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
-    const dir = await mkdtemp(join(tmpdir(), 'pneumolens-'));
+    const dir = await mkdtemp(join(testTmp(), 'pneumolens-'));
     try {
       await writeFile(join(dir, 'big.png'), Buffer.alloc(2 * MB));
       // The engine reads each file through its source function (the size check is in that function).

@@ -7,7 +7,6 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { copyAttributes, instanceNumber, invalidSourceUids, isValidUid } from '../../src/pacs/attributes.ts';
@@ -25,6 +24,7 @@ import { decodeImage } from '../../src/image/decode.ts';
 import { DICOM_WARNING } from '../../src/image/dicom-scope.ts';
 import { dicomScope, RADIOGRAPH_SOP_CLASS } from '../../src/image/dicom-scope.ts';
 import { radiographDicom } from '../fixtures/make-dicom.ts';
+import { testTmp } from '../fixtures/paths.ts';
 
 /** Orthanc's simplified tags of a source whose every patient and study attribute is malformed. */
 const MALFORMED = {
@@ -143,7 +143,7 @@ describe('attributes copied from the source (issue 19 item 1)', () => {
   });
 
   it.skipIf(spawnSync('dsrdump', ['--version']).status !== 0)('dcmtk reads the SR of the malformed source without errors', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pneumolens-attr-'));
+    const dir = mkdtempSync(join(testTmp(), 'pneumolens-attr-'));
     try {
       writeFileSync(join(dir, 'sr.dcm'), structuredReport(MALFORMED, refused, { withSc: false }));
       const r = spawnSync('dsrdump', ['-Ec', join(dir, 'sr.dcm')], { encoding: 'utf8' });

@@ -6,7 +6,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import sharp from 'sharp';
@@ -20,7 +19,7 @@ import { decodeImage } from '../../src/image/decode.ts';
 import { MALFORMED_PATIENT, radiographDicom, type DicomElement } from '../fixtures/make-dicom.ts';
 import { writeTinyModel } from '../fixtures/make-onnx.ts';
 import { texturedGrayPng } from '../fixtures/non-cxr.ts';
-import { GOLDEN, REPO } from '../fixtures/paths.ts';
+import { GOLDEN, REPO, testTmp } from '../fixtures/paths.ts';
 
 const PATIENT = 'DOE^JANE';
 
@@ -174,7 +173,7 @@ const HAS_DCMTK = spawnSync('dsrdump', ['--version']).status === 0;
 
 describe.skipIf(!HAS_DCMTK)('DICOM written back, checked by dcmtk', () => {
   it('dsrdump reads the SR without errors; dcm2pnm renders the SC; UTF-8 names survive', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pneumolens-sr-'));
+    const dir = mkdtempSync(join(testTmp(), 'pneumolens-sr-'));
     try {
       const { file } = await xrayDicom({ png: 'pneumonia_gray_224.png', modality: 'CR', study: derivedUid('dcmtk-study') });
       const result = await engine.analyse(file);
@@ -261,7 +260,7 @@ describe.skipIf(!ORTHANC_BIN)('PACS round trip with a real Orthanc', () => {
   const studyInstances = (studyId: string) => api<Inst[]>(`/studies/${studyId}/instances`);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pneumolens-orthanc-'));
+    dir = mkdtempSync(join(testTmp(), 'pneumolens-orthanc-'));
     const port = await freePort();
     const config = {
       Name: 'pneumolens-test',
@@ -588,7 +587,7 @@ describe.skipIf(!ORTHANC_BIN)('PACS round trip with a real Orthanc', () => {
 
   it('issue 19 item 2: canary patient attributes appear in no output and no file pneumolens writes, except the DICOM results', async () => {
     const study = derivedUid('e2e-canary');
-    const root = mkdtempSync(join(tmpdir(), 'pneumolens-canary-'));
+    const root = mkdtempSync(join(testTmp(), 'pneumolens-canary-'));
     const home = join(root, 'home');
     const tmp = join(root, 'tmp');
     const cwd = join(root, 'cwd');

@@ -5,7 +5,6 @@
  * In device mode nothing is posted; every off-origin request is refused by the test.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +13,7 @@ import { Engine } from '../../src/pipeline.ts';
 import type { RunningServer } from '../../src/server/start.ts';
 import { serveWithBrowser } from '../fixtures/browser.ts';
 import { closeAll } from '../fixtures/app.ts';
-import { GOLDEN } from '../fixtures/paths.ts';
+import { GOLDEN, testTmp } from '../fixtures/paths.ts';
 
 const XRAY = readFileSync(resolve(GOLDEN, 'pneumonia_gray_224.png'));
 
@@ -24,7 +23,7 @@ let server: RunningServer;
 let browser: Browser;
 
 beforeAll(async () => {
-  out = mkdtempSync(join(tmpdir(), 'pneumolens-web-'));
+  out = mkdtempSync(join(testTmp(), 'pneumolens-web-'));
   await buildWeb({ out });
   engine = await Engine.load({ threads: 1 });
   ({ server, browser } = await serveWithBrowser(engine, { deviceRoot: join(out, 'device') }));

@@ -7,7 +7,6 @@
  * gate outcome and warnings; what the device cannot decode says so.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Browser, BrowserContext } from 'playwright-core';
 import sharp from 'sharp';
@@ -22,7 +21,7 @@ import { xrayDicom } from '../fixtures/dicom-tools.ts';
 import { deflatedDicom, pixelTags } from '../fixtures/make-dicom.ts';
 import { colourPhotoPng, constantPng } from '../fixtures/non-cxr.ts';
 import { serveStatic, type StaticServer } from '../fixtures/static-server.ts';
-import { GOLDEN, NIH } from '../fixtures/paths.ts';
+import { GOLDEN, NIH, testTmp } from '../fixtures/paths.ts';
 
 interface Fixture {
   name: string;
@@ -50,7 +49,7 @@ let engine: Engine;
 let fixtures: Fixture[];
 
 beforeAll(async () => {
-  out = mkdtempSync(join(tmpdir(), 'pneumolens-web-'));
+  out = mkdtempSync(join(testTmp(), 'pneumolens-web-'));
   await buildWeb({ out });
   writeFileSync(join(out, 'blank.html'), '<!doctype html><title>engine only</title>');
   site = await serveStatic(out);
