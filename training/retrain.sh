@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces the shipped model (3.0.0): trains the two ensemble members in parallel (one thread each,
-# about 60-80 minutes on a 2-core machine) on the pediatric training split and the NIH films of
+# Reproduces the shipped model (3.1.0): trains the two ensemble members in parallel (one thread each,
+# about 60 minutes on a 2-core machine; both keep a 14x14 Grad-CAM layer, cam_stride 16, and the ResNet
+# member also learns from horizontally flipped films) on the pediatric training split and the NIH films of
 # nih_dev + nih_extra (one hospital; the children of nih_extra are held out, never trained on), then
 # exports the feature-level ensemble with its gate (fitted also on other_sites' real films), calibration,
 # Grad-CAM display scale, model card and golden fixtures to models/.
@@ -16,14 +17,15 @@ resume=()
 [ "${RESUME:-0}" = 1 ] && resume=(--resume)
 mkdir -p ../runs
 runs=()
-for r in cbam_cnn resnet_s; do
-  "$PY" -m pneumolens_train.train --config "configs/${r}_v3.json" --out "../runs/${r}_v3" --data "$D/chest_xray_train" \
-    --extra-data "$D/nih_dev" "$D/nih_extra" "${resume[@]}" > "../runs/${r}_v3.log" 2>&1 &
-  runs+=("../runs/${r}_v3")
+for r in cbam_cnn_v3_s16 resnet_s_v3_s16_flip; do
+  "$PY" -m pneumolens_train.train --config "configs/${r}.json" --threads 1 --out "../runs/${r}" --data "$D/chest_xray_train" \
+    --extra-data "$D/nih_dev" "$D/nih_extra" "${resume[@]}" > "../runs/${r}.log" 2>&1 &
+  runs+=("../runs/${r}")
 done
-echo "training 2 members in parallel; progress: tail -f runs/*_v3.log"
+echo "training 2 members in parallel; progress: tail -f runs/*_v3_s16*.log"
 wait
-"$PY" -m pneumolens_train.export --run "${runs[@]}" --name pneumolens --version 3.0.0 \
+# the previous model's development table goes beside the new one (3.0.0's card, kept in models/training/v3.0.0)
+"$PY" -m pneumolens_train.export --run "${runs[@]}" --name pneumolens --version 3.1.0 \
   --threshold-policy worst_source_youden:0.01 --data "$D/chest_xray_train" \
   --gate-extra "$D/other_sites/hannover" "$D/other_sites/cohen" \
-  --loso ../runs/loso.json --previous ../runs/previous_card.json
+  --loso ../models/training/levers_loso.json --previous ../models/training/v3.0.0/pneumolens.json

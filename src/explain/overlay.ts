@@ -13,7 +13,7 @@ import type { CamGrid } from './gradcam.ts';
 export interface OverlayOptions {
   colormap?: Colormap; // default 'jet'
   alpha?: number; // opacity of the heat map, 0..1, default 0.45
-  /** Longest side of the overlay in pixels (default 768: the 7x7 map carries no finer detail); smaller images keep their size. */
+  /** Longest side of the overlay in pixels (default 768: the 7x7 or 14x14 map carries no finer detail); smaller images keep their size. */
   maxSide?: number;
 }
 

@@ -127,7 +127,7 @@ LIMITATIONS = [
     "Binary NORMAL vs PNEUMONIA only; other findings (effusion, nodules, tubes, COVID-19) are not modelled.",
     "Validation numbers are measured on a patient-level split of the same source and overstate real-world "
     "performance.",
-    "Grad-CAM shows where the last convolutional block's evidence lies at 7x7 resolution; it is not a "
+    "Grad-CAM shows where the last convolutional block's evidence lies at {grid} resolution; it is not a "
     "segmentation of the pathology.",
 ]
 
@@ -140,6 +140,9 @@ def build_card(f: Fit, name: str, version: str, onnx_path: str) -> Dict:
     with open(onnx_path, "rb") as fh:
         sha = hashlib.sha256(fh.read()).hexdigest()
     m = calib["metrics"]
+    with torch.no_grad():
+        h, w = model.eval()(torch.zeros(1, 1, f.size, f.size))[1].shape[-2:]
+    grid = f"{h}x{w}"
     archs = [c["arch"] for c in cfgs]
     arch_text = " + ".join(archs) + ENSEMBLE_TEXT if len(f.runs) > 1 else archs[0]
     extra_rows = [dict(r, source=SOURCE_NAMES.get(r["source"], r["source"])) for r in (f.extra_rows or [])]
@@ -215,7 +218,7 @@ def build_card(f: Fit, name: str, version: str, onnx_path: str) -> Dict:
         },
         "intended_use": INTENDED_USE + (INTENDED_USE_GATED if scope else INTENDED_USE_OPEN if multi else ""),
         "limitations": (LIMITATIONS_GATED if scope else LIMITATIONS_OPEN if multi else LIMITATIONS_SINGLE_SOURCE)
-        + LIMITATIONS,
+        + [t.format(grid=grid) for t in LIMITATIONS],
     }
 
 
