@@ -143,7 +143,6 @@ describe('CLI input size', () => {
   it('a file over the CLI limit is reported as payload_too_large without being read', async () => {
     const { analyseFiles } = await import('../../src/cli/batch.ts');
     const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
     const dir = await mkdtemp(join(testTmp(), 'pneumolens-'));
     try {
