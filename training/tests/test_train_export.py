@@ -60,7 +60,8 @@ def test_train_resume_export(tiny_dataset, tmp_path):
     assert cam.min() >= 0 and cam.max() <= 1 and len(cam) == case["cam_shape"][0] * case["cam_shape"][1]
     # the card's prose comes from card.py; a single source has no intended-use head, no uncertainty block
     from pneumolens_train.card import GATE_RULE, LIMITATIONS
-    assert card["gate"]["validation"]["rule"] == GATE_RULE and card["limitations"][-len(LIMITATIONS):] == [t.format(grid="1x1") for t in LIMITATIONS]
+    assert card["gate"]["validation"]["rule"] == GATE_RULE
+    assert card["limitations"][-len(LIMITATIONS):] == [t.format(grid="1x1") for t in LIMITATIONS]
     assert "intended_use" not in card["gate"] and "uncertainty" not in card
     assert json.load(open(models / "tiny.json")) == card and (models / "MODEL").read_text() == "tiny.json\n"
 
