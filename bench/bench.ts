@@ -13,7 +13,10 @@
  * during one measurement then moves one round's ratio, not the result (measured once each in
  * sequence, b/a read 1.88 in one run and 0.78 in the next).
  *
- *   npm run bench -- [--dir DIR | --synthetic] [--n 300] [--rounds 5] [--batch 8] [--threads T] [--latency 60] [--json]
+ *   npm run bench -- [--dir DIR | --synthetic] [--n 300] [--rounds 5] [--batch 8] [--threads T] [--latency 60] [--inline] [--json]
+ *
+ * (a) is always onnxruntime-node on this thread; the engine's session runs in a thread of its own
+ * (the default, src/model/runtime.ts) or, with --inline, on this thread as well.
  *
  * Images: --dir DIR, else ../shared/data/chest_xray_train when it exists, else synthetic JPEGs.
  */
@@ -27,6 +30,7 @@ import { listImages } from '../src/cli/files.ts';
 import { decodeImage } from '../src/image/decode.ts';
 import { REPO_ROOT } from '../src/model/card.ts';
 import { preprocess } from '../src/model/preprocess.ts';
+import { inlineRuntime } from '../src/model/runtime.ts';
 import { ModelSession } from '../src/model/session.ts';
 import { collect, Engine, resultOrError } from '../src/pipeline.ts';
 import { quantile } from '../src/eval/metrics.ts';
@@ -42,6 +46,7 @@ const { values } = parseArgs({
     latency: { type: 'string', default: '60' },
     json: { type: 'boolean', default: false },
     synthetic: { type: 'boolean', default: false },
+    inline: { type: 'boolean', default: false },
   },
 });
 const N = Number(values.n);
@@ -127,11 +132,17 @@ async function main(): Promise<void> {
   }
   log(`bench: ${source}, batch ${BATCH}`);
 
-  const engine = await Engine.load({ maxBatch: BATCH, ...(threads !== undefined ? { threads } : {}) });
+  const engine = await Engine.load({
+    maxBatch: BATCH,
+    ...(threads !== undefined ? { threads } : {}),
+    ...(values.inline ? { runtime: inlineRuntime } : {}),
+  });
   const card = engine.card;
-  // Engine keeps its session private: (a) uses a second session made exactly as Engine.load makes
-  // it (same model file, same card, same thread count), run one at a time with the engine's.
-  const session = await ModelSession.create(card.modelPath, card, { threads: engine.threads });
+  // Engine keeps its session private: (a) uses a second session on the same model file, card and
+  // thread count, run one at a time with the engine's, on this thread (onnxruntime-node as it
+  // comes, no message passing): the fastest the model runs here. The engine's own session runs in
+  // a thread of its own (src/model/runtime.ts), or on this thread too with --inline.
+  const session = await ModelSession.create(card.modelPath, card, { threads: engine.threads, runtime: inlineRuntime });
   const hw = card.input.height * card.input.width;
 
   // (a) preprocess everything once (untimed), then time only the session on batches
@@ -203,6 +214,7 @@ async function main(): Promise<void> {
     source,
     batch: BATCH,
     threads: session.threads,
+    engine_runtime: engine.runtimeName,
     model: `${card.name} ${card.version}`,
     gflops_per_image: card.gflops_per_image ?? null,
     a_raw_session_img_s: n / ta,
@@ -240,6 +252,7 @@ async function main(): Promise<void> {
     [
       `pneumolens bench: ${r.model}, ${source}`,
       `machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memory_gib} GiB, node ${r.machine.node}, ORT threads ${r.threads}, load avg ${f(load0)} -> ${f(load1)}`,
+      `engine's session: ${r.engine_runtime}; (a): ${session.runtimeName}`,
       `batch ${BATCH}${r.gflops_per_image !== null ? `, ${r.gflops_per_image} GFLOPs/image` : ''}; ${ROUNDS} interleaved rounds (a b c a b c ...), img/s of the median round, ratios = median of per-round ratios`,
       `(a) raw ONNX session on tensors   ${f(r.a_raw_session_img_s).padStart(8)} img/s${r.gflops_per_image !== null ? `  (${f(r.a_raw_session_img_s * r.gflops_per_image)} GFLOP/s)` : ''}`,
       `(b) pipeline bytes -> prob        ${f(r.b_pipeline_img_s).padStart(8)} img/s   b/a = ${ratio(r.ratio_b_over_a)}`,

@@ -13,7 +13,7 @@ import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
 import { checkThreshold, postprocess } from './model/postprocess.ts';
 import { grayOf } from './image/raw.ts';
 import { preprocess } from './model/preprocess.ts';
-import { ModelSession, type InferenceOutput } from './model/session.ts';
+import { ModelSession, type InferenceOutput, type OrtRuntime } from './model/session.ts';
 import { DICOM_WARNING } from './image/dicom-scope.ts';
 import { applySite, outsideSiteMessage } from './site/apply.ts';
 import { checkProfileFor, readProfile, siteSummary, type SiteProfile, type SiteSummary } from './site/profile.ts';
@@ -35,6 +35,8 @@ export interface EngineOptions {
   verifyHash?: boolean;
   /** A site profile (src/site) to decide with: its calibration, threshold and scope replace the card's; refused if made with another model. */
   site?: string;
+  /** The inference runtime (default: src/model/runtime.ts's, the session in a thread of its own). */
+  runtime?: OrtRuntime;
 }
 
 interface Inferred {
@@ -124,7 +126,10 @@ export class Engine {
     const profile = opts.site === undefined ? undefined : readProfile(opts.site);
     if (profile) checkProfileFor(profile, card, profile.path);
     if (opts.verifyHash ?? true) await verifyModelHash(card);
-    const session = await ModelSession.create(card.modelPath, card, { threads: opts.threads });
+    const session = await ModelSession.create(card.modelPath, card, {
+      ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      ...(opts.runtime ? { runtime: opts.runtime } : {}),
+    });
     return new Engine(card, session, opts, profile);
   }
 
@@ -139,6 +144,11 @@ export class Engine {
 
   get threads(): number {
     return this.session.threads;
+  }
+
+  /** The inference runtime's name, e.g. "onnxruntime-node" (for benchmarks and `info`). */
+  get runtimeName(): string {
+    return this.session.runtimeName;
   }
 
   get disposed(): boolean {
@@ -166,28 +176,30 @@ export class Engine {
    * input is analysed, rejected by the input gate (with its 422 error; `opts.force` analyses it
    * anyway, flagged `rejected: true` with a warning) or failed (its error; a source that cannot be
    * read fails alone). Invalid options throw before anything runs. The next batch is read, decoded
-   * and preprocessed while the model runs the current one, so at most two batches of decoded
-   * images are held at once.
+   * and preprocessed while the model runs the current one, and run while the current one's results
+   * (Grad-CAM, PNGs) are made, so at most two batches of decoded images are held at once.
    */
   async *analyseStream(items: Source[], opts: AnalyseOptions = {}, batchSize = this.opts.maxBatch ?? 16): AsyncGenerator<Outcome[]> {
     if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new Error(`batchSize must be a positive integer (got ${batchSize})`);
     const resolved = resolveOptions(opts, this.applied.postprocessing.threshold);
     const prepareChunk = (start: number): Promise<Array<Prepared | Error>> =>
       Promise.all(items.slice(start, start + batchSize).map((s) => this.prepare(s).catch(toError)));
-    let next: Promise<Array<Prepared | Error>> | null = items.length > 0 ? prepareChunk(0) : null;
+    // A chunk is inferred as soon as it is prepared: the model (in its own thread, src/model/runtime.ts)
+    // runs chunk k+1 while this thread finishes chunk k, and chunk k+1 is decoded while chunk k runs.
+    // Runs are chained (one at a time), so each image's timings.infer_ms is its batch's run alone.
+    let lastRun: Promise<unknown> = Promise.resolve();
+    const stage = (start: number) => {
+      const prepared = prepareChunk(start);
+      const inferred = Promise.all([prepared, lastRun]).then(([p]) => this.inferChunk(p));
+      lastRun = inferred;
+      return { prepared, inferred };
+    };
+    let cur = items.length > 0 ? stage(0) : null;
     for (let start = 0; start < items.length; start += batchSize) {
-      const prepared = await next!;
-      next = start + batchSize < items.length ? prepareChunk(start + batchSize) : null;
-      const ok = prepared.filter((p): p is Prepared => !(p instanceof Error));
-      let inferred: Array<Inferred | Error> = [];
-      if (ok.length > 0) {
-        inferred = await this.infer(ok).catch(async () => {
-          // A failure of the whole batch: isolate the culprit by running the images one at a time.
-          const alone: Array<Inferred | Error> = [];
-          for (const p of ok) alone.push(...(await this.infer([p]).catch((e: unknown) => [toError(e)])));
-          return alone;
-        });
-      }
+      const prepared = await cur!.prepared;
+      const inferring = cur!.inferred;
+      cur = start + batchSize < items.length ? stage(start + batchSize) : null;
+      const { ok, inferred } = await inferring;
       // The batch's images are finished together: one image's PNGs are encoded in the thread pool
       // while the next image's Grad-CAM is drawn on this thread.
       const out: Outcome[] = await Promise.all(
@@ -199,6 +211,18 @@ export class Engine {
       );
       yield out;
     }
+  }
+
+  /** The prepared images of a chunk through the model; a failure of the whole batch is isolated by running its images one at a time. */
+  private async inferChunk(prepared: Array<Prepared | Error>): Promise<{ ok: Prepared[]; inferred: Array<Inferred | Error> }> {
+    const ok = prepared.filter((p): p is Prepared => !(p instanceof Error));
+    if (ok.length === 0) return { ok, inferred: [] };
+    const inferred = await this.infer(ok).catch(async () => {
+      const alone: Array<Inferred | Error> = [];
+      for (const p of ok) alone.push(...(await this.infer([p]).catch((e: unknown) => [toError(e)])));
+      return alone;
+    });
+    return { ok, inferred };
   }
 
   /** One model run over a batch: for each image its output and the batch's wall time. */

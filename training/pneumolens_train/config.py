@@ -23,7 +23,7 @@ class TrainConfig:
     pretrained: Optional[str] = None                    # local torchvision state_dict
     freeze_epochs: int = 0                              # phase 1 with a frozen backbone (pretrained)
     width: float = 1.0
-    cam_stride: int = 32                                # 16: resnet_s* and cbam_cnn keep a 14x14 Grad-CAM layer at 224 px
+    cam_stride: int = 32                                # 16: resnet_s*, cbam_cnn, mobilenet_v2: 14x14 Grad-CAM layer at 224 px
     size: int = 224
     normalize: str = "fixed"                            # fixed | per_image
     resize_mode: str = "stretch"                        # stretch | letterbox

@@ -118,7 +118,7 @@ def _first_conv_to_gray(conv: nn.Conv2d) -> nn.Conv2d:
 class TorchvisionBackbone(nn.Module):
     """torchvision classifiers cut at their last convolutional block, first conv made 1-channel."""
 
-    def __init__(self, name: str, pretrained: Optional[str] = None):
+    def __init__(self, name: str, pretrained: Optional[str] = None, cam_stride: int = 32):
         super().__init__()
         import torchvision.models as tvm
 
@@ -140,6 +140,12 @@ class TorchvisionBackbone(nn.Module):
             self.out_channels = 1024
         elif name in ("efficientnet_b0", "mobilenet_v2"):
             m.features[0][0] = _first_conv_to_gray(m.features[0][0])
+            if name == "mobilenet_v2":
+                for mod in m.modules():  # Keras' batch-norm epsilon: the weights of pneumolens_train.nsfwjs
+                    if isinstance(mod, nn.BatchNorm2d):
+                        mod.eps = 1e-3
+                if cam_stride == 16:  # the last stride-2 block (96 -> 160 channels) keeps its resolution
+                    m.features[14].conv[1][0].stride = (1, 1)
             self.body = m.features
             self.out_channels = 1280
         else:  # vgg16_bn: drop the last max-pool so the CAM layer keeps stride 16
@@ -195,7 +201,9 @@ def build_backbone(name: str, pretrained: Optional[str] = None, width: float = 1
         return ResNetS(widths=wd((32, 48, 96, 192, 320)), attention=True, cam_stride=cam_stride)
     if name == "cbam_cnn":
         return CBAMNet(widths=wd((24, 48, 96, 160, 256)), cam_stride=cam_stride)
-    return TorchvisionBackbone(name, pretrained)
+    if cam_stride == 16 and name != "mobilenet_v2":
+        raise ValueError(f"cam_stride 16 is built for resnet_s*, cbam_cnn and mobilenet_v2, not {name}")
+    return TorchvisionBackbone(name, pretrained, cam_stride)
 
 
 def build_model(arch: str, members: Sequence[str] = (), pretrained: Optional[str] = None,
