@@ -191,7 +191,8 @@ def main(argv: List[str] = None) -> int:
     return 0
 
 
-LEVERS_NOTE = ("leave-one-source-out probes: each lever trained at 128 px for 4 epochs (one CBAM CNN, seed 0) on the "
+LEVERS_NOTE = ("leave-one-source-out probes: each lever trained at 128 px for 4 epochs (one CBAM CNN unless the lever "
+               "names another network, seed 0) on the "
                "Kermany training patients only, then measured on every NIH film (nih_dev + nih_extra: a hospital it "
                "never saw, adults and 9 children), on the other sites' pneumonia films (sensitivity at the run's own "
                "threshold), on its Kermany validation patients and under the 'other hospital' shift suite")
