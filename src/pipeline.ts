@@ -7,7 +7,7 @@ import { gradCam } from './explain/gradcam.ts';
 import { gateDecision, OUTSIDE_INTENDED_USE, type GateResult } from './gate/gate.ts';
 import { checkImage, type ImageCheckResult } from './gate/image-checks.ts';
 import { UNCERTAIN_WARNING, uncertaintyOf } from './gate/uncertainty.ts';
-import { renderCam, resolveOverlayOptions, type RenderOptions } from './explain/overlay.ts';
+import { overlayBase, renderCam, resolveOverlayOptions, type GrayBase, type RenderOptions } from './explain/overlay.ts';
 import { decodeImage, type DecodeOptions } from './image/decode.ts';
 import { loadCard, verifyModelHash, type LoadedCard } from './model/card.ts';
 import { checkThreshold, postprocess } from './model/postprocess.ts';
@@ -84,6 +84,8 @@ interface Prepared {
   checks: ImageCheckResult;
   input: Float32Array;
   timings: { decode: number; preprocess: number };
+  /** The overlay's gray base (overlayBase), when Grad-CAM is wanted: resized in the thread pool while the model runs. */
+  base?: Promise<GrayBase>;
 }
 
 const since = (t0: number) => performance.now() - t0;
@@ -183,7 +185,7 @@ export class Engine {
     if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new Error(`batchSize must be a positive integer (got ${batchSize})`);
     const resolved = resolveOptions(opts, this.applied.postprocessing.threshold);
     const prepareChunk = (start: number): Promise<Array<Prepared | Error>> =>
-      Promise.all(items.slice(start, start + batchSize).map((s) => this.prepare(s).catch(toError)));
+      Promise.all(items.slice(start, start + batchSize).map((s) => this.prepare(s, resolved.cam).catch(toError)));
     // A chunk is inferred as soon as it is prepared: the model (in its own thread, src/model/runtime.ts)
     // runs chunk k+1 while this thread finishes chunk k, and chunk k+1 is decoded while chunk k runs.
     // Runs are chained (one at a time), so each image's timings.infer_ms is its batch's run alone.
@@ -236,7 +238,7 @@ export class Engine {
     return ok.map((_, k) => ({ output, k, infer }));
   }
 
-  private async prepare(source: Source): Promise<Prepared> {
+  private async prepare(source: Source, cam: RenderOptions | null): Promise<Prepared> {
     const bytes = typeof source === 'function' ? await source() : source;
     let t0 = performance.now();
     const decoded = await decodeImage(bytes, this.opts.decode);
@@ -245,7 +247,11 @@ export class Engine {
     const gray = grayOf(decoded.image);
     const checks = checkImage(decoded.image, gray); // a bounded pixel sample
     const input = preprocess(decoded.image, this.card, gray);
-    return { decoded, gray, checks, input, timings: { decode, preprocess: since(t0) } };
+    const timings = { decode, preprocess: since(t0) };
+    if (!cam) return { decoded, gray, checks, input, timings };
+    const base = overlayBase(decoded.image, cam.maxSide, gray);
+    base.catch(() => {}); // awaited by finish, or dropped with a declined image: never an unhandled rejection
+    return { decoded, gray, checks, input, timings, base };
   }
 
   /** Gate, uncertainty, Grad-CAM and the result of one image: the one place that decides its outcome. */
@@ -271,7 +277,7 @@ export class Engine {
       const [C, h, w] = inferred.featureShape;
       const features = inferred.features.subarray(k * C * h * w, (k + 1) * C * h * w);
       const map = gradCam(features, inferred.featureShape, this.card.gradcam.weights, this.card.gradcam.display_scale);
-      const { overlayPng, heatmapPng, overlayRgb } = await renderCam(p.decoded.image, map, opts.cam, p.gray);
+      const { overlayPng, heatmapPng, overlayRgb } = await renderCam(p.decoded.image, map, opts.cam, p.gray, await p.base);
       cam = {
         map: map.map,
         mapWidth: map.width,

@@ -169,7 +169,8 @@ export type RenderOptions = Required<OverlayOptions> & { heatmap: boolean; rgb: 
 /**
  * The overlay (RGB PNG) and, unless `heatmap: false`, the heatmap alone (the pixels of heatmapRgba
  * as an opaque indexed-colour PNG whose palette is the colour map, for a front end that blends it itself), both at the image size with the longest side capped at
- * maxSide, from one colour-mapped upsampling. `gray` is the image's gray_bt601 when the caller has it.
+ * maxSide, from one colour-mapped upsampling. `gray` is the image's gray_bt601 when the caller has it,
+ * `base` its overlayBase at maxSide when the caller made it already (the engine makes it while the model runs).
  * With `rgb: true`, also the overlay's pixels as encoded (`overlayRgb`, interleaved 8-bit RGB), for
  * a caller that needs them (the PACS Secondary Capture) and would otherwise decode the PNG again.
  */
@@ -178,9 +179,10 @@ export async function renderCam(
   cam: CamGrid,
   opts: RenderOptions,
   gray?: Float32Array,
+  base?: GrayBase,
 ): Promise<{ overlayPng: Buffer; heatmapPng?: Buffer; overlayRgb?: OverlayRgb }> {
   const { colormap, alpha, maxSide } = opts; // resolved by the caller (the engine resolves them once per stream)
-  const base = await overlayBase(image, maxSide, gray);
+  base ??= await overlayBase(image, maxSide, gray);
   const { width, height } = base;
   const lut = colormapLut(colormap);
   const index = heatmapIndex(cam, width, height);
