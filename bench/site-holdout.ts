@@ -111,14 +111,14 @@ const seconds = (performance.now() - t0) / 1000;
 const f3 = (v: number | null | undefined) => (v === null || v === undefined ? 'n/a' : v.toFixed(3));
 const declined = (e: EvaluationJson) => (e.rejected.length + e.errors.length) / (e.n + e.rejected.length + e.errors.length);
 const row = (name: string, e: EvaluationJson) =>
-  `| ${name} | ${e.n + e.rejected.length + e.errors.length} | ${(declined(e) * 100).toFixed(1)}% | ${f3(e.auc)} [${f3(e.auc_ci95?.lower)}, ${f3(e.auc_ci95?.upper)}] | ${f3(e.ece)} | ${f3(e.sensitivity)} | ${f3(e.specificity)} | ${f3(e.threshold)} |`;
+  `| ${name} | ${e.n + e.rejected.length + e.errors.length} | ${(declined(e) * 100).toFixed(1)}% | ${f3(e.auc)} [${f3(e.auc_ci95?.lower)}, ${f3(e.auc_ci95?.upper)}] | ${f3(e.ece)} | ${f3(e.ece_chance?.mean)} (${f3(e.ece_chance?.p90)}) | ${f3(e.sensitivity)} | ${f3(e.specificity)} | ${f3(e.threshold)} |`;
 const v = profile.validation;
 const lines = [
   `Data ${data}: ${patients.length} patients, ${fitPatients.size} fit the profile (${values['test-from'] ? `test patients from ${values['test-from']}` : `seed ${seed}`}), the other ${patients.length - fitPatients.size} are tested.`,
   `Model ${profile.model.name} ${profile.model.version}; profile ${profile.validated ? 'validated' : `NOT validated (${profile.not_validated_reason})`}, policy ${profile.calibration.policy}, scope ${profile.scope.rule}.`,
   '',
-  '| test patients | films | declined | AUC [95% CI] | ECE | sensitivity | specificity | threshold |',
-  '|---|---|---|---|---|---|---|---|',
+  '| test patients | films | declined | AUC [95% CI] | ECE | ECE of a perfectly calibrated model by chance: mean (90%) | sensitivity | specificity | threshold |',
+  '|---|---|---|---|---|---|---|---|---|',
   row('card alone (gate as shipped)', cardGated),
   row('card alone, forced past every gate', card),
   row('`--site site.json`', site),

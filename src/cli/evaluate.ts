@@ -192,7 +192,7 @@ export function summaryText(e: EvaluationJson, labels: readonly string[]): strin
     `ROC-AUC      ${fmt(e.auc)}${ci}`,
     `PR-AUC       ${fmt(e.pr_auc)}`,
     `Brier        ${fmt(e.brier)}`,
-    `ECE          ${fmt(e.ece)}`,
+    `ECE          ${fmt(e.ece)}${e.ece_chance ? ` (by chance alone a perfectly calibrated model reads ${fmt(e.ece_chance.mean)} on ${e.n} films, 90% of the time <= ${fmt(e.ece_chance.p90)})` : ''}`,
     `Youden       ${e.youden ? `threshold ${fmt(e.youden.threshold)}, J ${fmt(e.youden.youden)}` : 'n/a'}`,
     `Confusion    TP ${c.tp}  FP ${c.fp}  TN ${c.tn}  FN ${c.fn}`,
   ];

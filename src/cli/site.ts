@@ -293,7 +293,10 @@ export function siteText(p: SiteProfile): string {
     ['Sensitivity', `${pct(v.sensitivity)} (in-sample ${pct(p.in_sample.sensitivity)})`],
     ['Specificity', `${pct(v.specificity)} (in-sample ${pct(p.in_sample.specificity)})`],
     ['PPV / NPV', `${pct(v.ppv)} / ${pct(v.npv)}`],
-    ['ECE', `${f3(v.ece_before)} with the card's calibration, ${f3(v.ece_after)} with the site's`],
+    [
+      'ECE',
+      `${f3(v.ece_before)} with the card's calibration, ${f3(v.ece_after)} with the site's${v.ece_after_chance ? ` (a perfectly calibrated model reads ${f3(v.ece_after_chance.mean)} on ${v.n} films by chance alone)` : ''}`,
+    ],
     ['Declined', pct(v.declined)],
     [
       'Calibration',

@@ -178,7 +178,13 @@ export function renderReport(input: ReportInput): string {
         ['ROC-AUC', dec(s.auc) + ci],
         ['PR-AUC (average precision)', dec(s.pr_auc)],
         ['Brier score', dec(s.brier, 4)],
-        ['ECE (10 bins)', dec(s.ece, 4)],
+        [
+          'ECE (10 bins)',
+          dec(s.ece, 4) +
+            (s.ece_chance
+              ? ` <span class="muted">(a perfectly calibrated model reads ${dec(s.ece_chance.mean, 3)} on ${s.n} films by chance alone; 90% of the time at most ${dec(s.ece_chance.p90, 3)})</span>`
+              : ''),
+        ],
         ['Youden threshold', s.youden ? `${dec(s.youden.threshold, 4)} (J ${dec(s.youden.youden)})` : 'n/a'],
       ],
     ),

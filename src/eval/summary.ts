@@ -14,7 +14,14 @@ import {
   type RatesAtThreshold,
   type RocPoint,
 } from './metrics.ts';
-import { brierScore, expectedCalibrationError, reliabilityBins, type ReliabilityBin } from './calibration.ts';
+import {
+  brierScore,
+  eceByChance,
+  expectedCalibrationError,
+  reliabilityBins,
+  type EceByChance,
+  type ReliabilityBin,
+} from './calibration.ts';
 
 /** The rates at the decision threshold (as in the sweep), plus the threshold-free metrics. */
 export interface MetricsSummary extends Omit<RatesAtThreshold, 'youden'> {
@@ -26,6 +33,8 @@ export interface MetricsSummary extends Omit<RatesAtThreshold, 'youden'> {
   pr_auc: number | null;
   brier: number | null;
   ece: number | null;
+  /** The ECE a perfectly calibrated model would read on these probabilities by chance alone (src/eval/calibration.ts). */
+  ece_chance: EceByChance | null;
   reliability: ReliabilityBin[];
   sweep: RatesAtThreshold[];
   youden: RatesAtThreshold | null;
@@ -69,6 +78,7 @@ export function summarize(
     pr_auc: averagePrecision(labels, probs),
     brier: brierScore(labels, probs),
     ece: expectedCalibrationError(labels, probs, opts.bins ?? 10),
+    ece_chance: eceByChance(probs, { bins: opts.bins ?? 10 }),
     reliability: reliabilityBins(labels, probs, opts.bins ?? 10),
     sweep: thresholdSweep(labels, probs, opts.sweepStep ?? 0.05),
     youden: youdenThreshold(labels, probs),

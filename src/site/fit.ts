@@ -4,7 +4,7 @@
  * honest estimate by k-fold over groups (patients where known): each fold is judged only with what
  * was fitted on the other folds. Metrics come from src/eval (metrics, calibration).
  */
-import { expectedCalibrationError } from '../eval/calibration.ts';
+import { eceByChance, expectedCalibrationError } from '../eval/calibration.ts';
 import {
   bootstrapAucCi,
   confusion,
@@ -287,6 +287,7 @@ export function fitSite(
     ...rates(truth, decided),
     ece_before: expectedCalibrationError(truth, before),
     ece_after: expectedCalibrationError(truth, after),
+    ece_after_chance: eceByChance(after, { seed }),
     declined: declined / (films.length + notChestXray),
   };
 

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { ModelCard } from '../model/card.ts';
+import type { EceByChance } from '../eval/calibration.ts';
 
 export const PROFILE_SCHEMA = 'pneumolens-site-profile';
 
@@ -58,6 +59,8 @@ export interface Estimate {
   /** ECE (10 bins) with the card's calibration, and with the site's calibration fitted on the other folds. */
   ece_before: number | null;
   ece_after: number | null;
+  /** What ece_after would read by chance alone if the site's calibration were perfect (src/eval/calibration.ts eceByChance); absent in profiles written before it. */
+  ece_after_chance?: EceByChance | null;
   /** Share of the site's chest X-rays declined (not a chest X-ray, or out of scope under the fold's rule). */
   declined: number;
 }

@@ -38,7 +38,10 @@ export function renderSiteReport(profile: SiteProfile, fit: SiteFit, labels: rea
       `${pct(v.sensitivity)} / ${pct(v.specificity)} (in-sample, optimistic: ${pct(profile.in_sample.sensitivity)} / ${pct(profile.in_sample.specificity)})`,
     ],
     ['PPV / NPV', `${pct(v.ppv)} / ${pct(v.npv)}`],
-    ['ECE before / after', `${dec(v.ece_before)} / ${dec(v.ece_after)}`],
+    [
+      'ECE before / after',
+      `${dec(v.ece_before)} / ${dec(v.ece_after)}${v.ece_after_chance ? ` (by chance alone a perfectly calibrated model reads ${dec(v.ece_after_chance.mean)} on ${v.n} films, 90% of the time at most ${dec(v.ece_after_chance.p90)})` : ''}`,
+    ],
     ['Declined', `${pct(v.declined)} of the site's films`],
     [
       'Calibration',

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { accuracy, averagePrecision, bootstrapAucCi, confusion, f1, mulberry32, npv, prCurve, precision } from '../../src/eval/metrics.ts';
 import { quantile, rocAuc, rocCurve, sensitivity, specificity, thresholdSweep, youdenThreshold } from '../../src/eval/metrics.ts';
-import { brierScore, expectedCalibrationError, reliabilityBins } from '../../src/eval/calibration.ts';
+import { brierScore, eceByChance, expectedCalibrationError, reliabilityBins } from '../../src/eval/calibration.ts';
 import { summarize } from '../../src/eval/summary.ts';
 
 // Hand-worked example. Positives score {0.9, 0.8, 0.3, 0.5}, negatives {0.7, 0.2, 0.1, 0.5}.
@@ -149,6 +149,45 @@ describe('calibration', () => {
     expect(bins[9].meanPredicted).toBeCloseTo(0.975, 12);
     expect(bins[0]).toMatchObject({ count: 1, meanPredicted: 0, fractionPositive: 0 });
     expect(bins[4]).toMatchObject({ count: 0, meanPredicted: null, fractionPositive: null });
+  });
+});
+
+describe('ECE by chance alone', () => {
+  const spread = (n: number) => Array.from({ length: n }, (_, i) => (i + 0.5) / n);
+
+  it('is what a perfectly calibrated model reads: large on 100 films, small on 10,000, seeded', () => {
+    const small = eceByChance(spread(100))!;
+    const large = eceByChance(spread(10_000))!;
+    expect(small.mean).toBeGreaterThan(0.05); // 10 bins of about 10 films: sampling noise alone
+    expect(small.mean).toBeLessThan(0.15);
+    expect(small.p90).toBeGreaterThan(small.mean);
+    expect(large.mean).toBeLessThan(0.015);
+    expect(large.mean).toBeLessThan(small.mean / 4); // about 1/sqrt(n)
+    expect(eceByChance(spread(100))).toEqual(small);
+    expect(eceByChance(spread(100), { seed: 2 })!.mean).not.toBe(small.mean);
+  });
+
+  it('matches the ECE of labels actually drawn from the probabilities, and not a miscalibrated set', () => {
+    const p = spread(200);
+    const rand = mulberry32(7);
+    const eces = Array.from({ length: 200 }, () => {
+      const y = p.map((v) => (rand() < v ? 1 : 0));
+      return expectedCalibrationError(y, p)!;
+    });
+    const mean = eces.reduce((a, b) => a + b, 0) / eces.length;
+    expect(eceByChance(p)!.mean).toBeCloseTo(mean, 2);
+    // a model twice as sure as it should be: its ECE is above what chance alone gives its probabilities
+    const y = p.map((v) => (rand() < v ? 1 : 0));
+    const overconfident = p.map((v) => Math.min(1, Math.max(0, 0.5 + (v - 0.5) * 2)));
+    expect(expectedCalibrationError(y, overconfident)!).toBeGreaterThan(eceByChance(overconfident)!.p90);
+  });
+
+  it('bounds its work and refuses bad input', () => {
+    expect(eceByChance([])).toBeNull();
+    expect(eceByChance(spread(1_000_000))!.draws).toBe(20);
+    expect(eceByChance(spread(1_000))!.draws).toBe(500);
+    expect(() => eceByChance([0.5, 1.5])).toThrow(/outside \[0, 1\]/);
+    expect(() => eceByChance([0.5], { draws: 0 })).toThrow(/draws/);
   });
 });
 
