@@ -8,6 +8,10 @@ import type { RawImage, ResizeGray8 } from './raw.ts';
 import { encodePngFast, encodePngIndexed as encodeIndexed } from './png-encode.ts';
 import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from './limits.ts';
 
+// libvips caches operations by their inputs, but every image here arrives once: the cache only costs
+// time (0.25-0.3 ms of a 224x224 JPEG's 1.3 ms decode, measured) and holds memory after the request.
+sharp.cache(false);
+
 /** maxPixels and maxDecodedBytes, both checked from the header before any pixel is decoded. */
 export type RasterLimits = DecodeLimits;
 
