@@ -31,15 +31,22 @@ export interface DecodedImage {
   source?: { width: number; height: number };
 }
 
+// float32 at every step, in the order numpy evaluates the spec (bit-identical to the Python side).
+const f = Math.fround;
+const [wr, wg, wb] = [f(0.299), f(0.587), f(0.114)];
+
+/**
+ * gray_bt601 of a pixel whose red, green and blue are all v, for v = 0..255: the exact float32 value
+ * toGray gives it (not always v: 15 gives 15.000001), for a decoder that reads such a film as gray.
+ */
+export const GRAY_OF_EQUAL_RGB: Float32Array = Float32Array.from({ length: 256 }, (_, v) => f(f(f(wr * v) + f(wg * v)) + f(wb * v)));
+
 /** Colour step `gray_bt601`: alpha composited onto black, RGB -> 0.299 R + 0.587 G + 0.114 B. */
 export function toGray(image: RawImage): Float32Array {
   const { data, width, height, channels } = image;
   const n = width * height;
   if (data.length !== n * channels) throw new Error(`toGray: expected ${n * channels} values, got ${data.length}`);
   if (channels === 1) return data.slice();
-  // float32 at every step, in the order numpy evaluates the spec (bit-identical to the Python side).
-  const f = Math.fround;
-  const [wr, wg, wb] = [f(0.299), f(0.587), f(0.114)];
   const out = new Float32Array(n);
   for (let p = 0, i = 0; p < n; p++, i += channels) {
     if (channels === 2) {

@@ -4,7 +4,7 @@
  */
 import sharp from 'sharp';
 import { PneumoError } from '../errors.ts';
-import type { RawImage, ResizeGray8 } from './raw.ts';
+import { GRAY_OF_EQUAL_RGB, type RawImage, type ResizeGray8 } from './raw.ts';
 import { encodePngFast, encodePngIndexed as encodeIndexed } from './png-encode.ts';
 import { checkAnalysisCost, checkDecodeCost, defaultMaxAnalysisBytes, workSize, type DecodeLimits } from './limits.ts';
 
@@ -88,7 +88,14 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
     const channels = (keep ? 2 : info.channels) as RawImage['channels'];
     const pixels = info.width * info.height;
     let out: Float32Array;
-    if (keep) {
+    let outChannelsRead = channels;
+    if (!sixteen && channels === 3 && equalRgb(data, pixels)) {
+      // A gray film stored as RGB (most JPEGs of radiographs): read as one channel holding its
+      // gray_bt601, the very values toGray would give the RGB (GRAY_OF_EQUAL_RGB), from a third of the memory.
+      out = new Float32Array(pixels);
+      for (let p = 0, i = 0; p < pixels; p++, i += 3) out[p] = GRAY_OF_EQUAL_RGB[data[i]];
+      outChannelsRead = 1;
+    } else if (keep) {
       out = new Float32Array(pixels * 2);
       for (let p = 0; p < pixels; p++) {
         out[p * 2] = samples[p * 4] / div;
@@ -98,13 +105,19 @@ export async function decodeRaster(bytes: Uint8Array, format: string, limits: Ra
       out = new Float32Array(samples); // native element-wise conversion
       if (div !== 1) for (let i = 0; i < n; i++) out[i] /= div;
     }
-    const image: ReducedImage = { data: out, width: info.width, height: info.height, channels };
+    const image: ReducedImage = { data: out, width: info.width, height: info.height, channels: outChannelsRead };
     if (info.width !== w || info.height !== h) image.source = { width: w, height: h };
     return image;
   } catch (e) {
     if (e instanceof PneumoError) throw e;
     throw toPneumoError(e, format.toUpperCase());
   }
+}
+
+/** Whether every pixel of interleaved 8-bit RGB has red = green = blue (stops at the first that does not). */
+function equalRgb(data: Uint8Array, pixels: number): boolean {
+  for (let p = 0, i = 0; p < pixels; p++, i += 3) if (data[i] !== data[i + 1] || data[i] !== data[i + 2]) return false;
+  return true;
 }
 
 /** Samples as they come out of a decoder: 8 or 16 bits unsigned, or float. */

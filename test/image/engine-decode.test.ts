@@ -1,6 +1,7 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { decodeImage } from '../../src/image/decode.ts';
+import { toGray } from '../../src/image/raw.ts';
 import { PneumoError } from '../../src/errors.ts';
 import { grayDicom, makeDicom, rgbDicom, TS } from '../fixtures/make-dicom.ts';
 import { makePng } from '../fixtures/make-png.ts';
@@ -55,6 +56,21 @@ describe('decodeImage: raster formats (sharp)', () => {
     const b = await decodeImage(makePng({ width: 16, height: 16, channels: 2, bitDepth: 8, samples: ga }));
     expect(b.image.channels).toBe(2);
     expect(Array.from(b.image.data)).toEqual(ga);
+  });
+
+  it('reads an 8-bit RGB file whose channels are all equal as one channel: the gray_bt601 values of its RGB, bit for bit', async () => {
+    const levels = ramp(16 * 16, (i) => i); // every level 0..255 (toGray does not give 15 for (15, 15, 15))
+    const rgb = levels.flatMap((v) => [v, v, v]);
+    const { image } = await decodeImage(makePng({ width: 16, height: 16, channels: 3, bitDepth: 8, samples: rgb }));
+    expect(image.channels).toBe(1);
+    const asRgb = toGray({ data: Float32Array.from(rgb), width: 16, height: 16, channels: 3 });
+    expect(Array.from(image.data)).toEqual(Array.from(asRgb));
+    expect(image.data[15]).not.toBe(15);
+    // one pixel off the gray axis: the file is colour, and stays three channels
+    rgb[3 * 100 + 2] = (rgb[3 * 100 + 2] + 1) % 256;
+    const colour = await decodeImage(makePng({ width: 16, height: 16, channels: 3, bitDepth: 8, samples: rgb }));
+    expect(colour.image.channels).toBe(3);
+    expect(Array.from(colour.image.data)).toEqual(rgb);
   });
 
   it('decodes JPEG, WebP and TIFF (sniffed from bytes, not names)', async () => {
