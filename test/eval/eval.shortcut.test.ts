@@ -159,6 +159,8 @@ describe('acquisition shifts (pixel-wise)', () => {
     expect([b.width, b.height]).toEqual([24, 12]);
     expect(b.data[0]).toBe(0);
     expect(b.data[1 * 24 + 2]).toBe(g.data[0]);
+    const w = blackBorder(g, 0.1, 240); // a bright surround
+    expect([w.data[0], w.data[w.data.length - 1], w.data[1 * 24 + 2]]).toEqual([240, 240, g.data[0]]);
     const c = centralCrop(g, 0.8);
     expect([c.width, c.height]).toEqual([16, 8]);
     expect(c.data[0]).toBe(g.data[1 * 20 + 2]);
