@@ -34,6 +34,8 @@ class AugmentConfig:
     collimation_p: float = 0.0   # probability of a collimator edge: one or two sides shaded dark or bright
     grid_p: float = 0.0          # probability of anti-scatter grid lines (fine periodic stripes)
     downup_min: float = 0.25     # smallest down-sampling factor of downup
+    zoom_out_p: float = 0.0      # probability of a zoom-out into a surround: the chest small on a large plate
+    zoom_out_min: float = 0.5    # smallest side of the film inside the surround (fraction of the canvas)
 
 
 def affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, masks: Optional[torch.Tensor] = None):
@@ -61,6 +63,40 @@ def affine(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, masks: Optio
     # the same geometric transform for the lung-field masks (normalised coordinates: any resolution)
     mgrid = F.affine_grid(theta, list(masks.shape), align_corners=False)
     return out, F.grid_sample(masks, mgrid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def zoom_out(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, masks: Optional[torch.Tensor] = None):
+    """A small child on a large plate: with probability zoom_out_p, the film shrinks to a side of
+    zoom_out_min..0.85 of the canvas at a random place inside it, and the rest is a flat surround, dark
+    (unexposed film read as black), bright (read as white) or mid gray, each as other hospitals' films
+    carry it. Lung-field masks move with the film (zero in the surround)."""
+    n = x.shape[0]
+    pick = torch.rand(n, generator=g) < cfg.zoom_out_p
+    idx = pick.nonzero().flatten()
+    if len(idx) == 0:
+        return x if masks is None else (x, masks)
+    k = len(idx)
+    s = cfg.zoom_out_min + torch.rand(k, generator=g) * (0.85 - cfg.zoom_out_min)
+    room = 1 / s - 1  # the film stays whole inside the canvas
+    tx = (torch.rand(k, generator=g) * 2 - 1) * room
+    ty = (torch.rand(k, generator=g) * 2 - 1) * room
+    zero = torch.zeros(k)
+    theta = torch.stack([torch.stack([1 / s, zero, tx], 1), torch.stack([zero, 1 / s, ty], 1)], 1)
+    sub = x[idx]
+    grid = F.affine_grid(theta, list(sub.shape), align_corners=False)
+    inside = F.grid_sample(torch.ones_like(sub), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    kind = torch.rand(k, generator=g)
+    level = torch.where(kind < 0.4, 0.05 * torch.rand(k, generator=g),
+                        torch.where(kind < 0.8, 0.85 + 0.15 * torch.rand(k, generator=g),
+                                    0.3 + 0.4 * torch.rand(k, generator=g))).view(k, 1, 1, 1)
+    out = x.clone()
+    out[idx] = F.grid_sample(sub, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + (1 - inside) * level
+    if masks is None:
+        return out
+    m = masks.clone()
+    mgrid = F.affine_grid(theta, list(masks[idx].shape), align_corners=False)
+    m[idx] = F.grid_sample(masks[idx], mgrid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out, m
 
 
 def photometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
@@ -163,13 +199,19 @@ def augment(x01: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, masks: Op
     """x01: [N,1,H,W] float in 0..1 -> augmented, same range. With `masks` [N,1,h,w] (lung fields):
     (image, masks moved by the same geometric transform)."""
     if masks is None:
-        return photometric(affine(x01, cfg, g), cfg, g)
+        x = affine(x01, cfg, g)
+        if cfg.zoom_out_p > 0:
+            x = zoom_out(x, cfg, g)
+        return photometric(x, cfg, g)
     x, m = affine(x01, cfg, g, masks)
+    if cfg.zoom_out_p > 0:
+        x, m = zoom_out(x, cfg, g, m)
     return photometric(x, cfg, g), m
 
 
 def preset(name: str, hflip: float = 0.0) -> Optional[AugmentConfig]:
-    """The named augmentation of a training config (`augment`: none | light | strong | shift | shift2)."""
+    """The named augmentation of a training config (`augment`: none | light | strong | shift | shift2 |
+    shift_zoom: shift with a zoom-out into a dark, bright or gray surround on 30% of the films)."""
     if name == "none":
         return None
     a = AugmentConfig(hflip_p=hflip)
@@ -180,6 +222,9 @@ def preset(name: str, hflip: float = 0.0) -> Optional[AugmentConfig]:
     if name == "shift":
         a = AugmentConfig(hflip_p=hflip, gamma=0.4, contrast=0.35, sharpen_p=0.15, downup_p=0.2, marker_p=0.3,
                           border_p=0.15)
+    if name == "shift_zoom":
+        a = AugmentConfig(hflip_p=hflip, gamma=0.4, contrast=0.35, sharpen_p=0.15, downup_p=0.2, marker_p=0.3,
+                          border_p=0.15, zoom_out_p=0.3)
     if name == "shift2":
         # another hospital, imitated harder: exposure, resolution, noise, grids, markers, collimation, crops
         a = AugmentConfig(hflip_p=hflip, rotate_deg=12, shift=0.10, scale_min=0.80, scale_max=1.30,

@@ -66,7 +66,8 @@ class TrainConfig:
         need(self.select in ("auc", "worst_source_auc"), "select must be auc|worst_source_auc")
         need(self.lung_focus >= 0, "lung_focus >= 0")
         need(0 <= self.source_mix < 1, "source_mix in [0,1)")
-        need(self.augment in ("none", "light", "strong", "shift", "shift2"), "augment must be none|light|strong|shift|shift2")
+        need(self.augment in ("none", "light", "strong", "shift", "shift2", "shift_zoom"),
+             "augment must be none|light|strong|shift|shift2|shift_zoom")
         need(32 <= self.size <= 1024 and self.size % 32 == 0, "size must be a multiple of 32 in 32..1024")
         need(self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2")
         need(0 < self.lr < 1 and self.weight_decay >= 0, "lr in (0,1), weight_decay >= 0")

@@ -65,6 +65,19 @@ def shift_suite(x01: torch.Tensor) -> Dict[str, torch.Tensor]:
     return {k: v.clamp(0, 1) for k, v in out.items()}
 
 
+def surround_suite(x01: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The film inside a flat frame of 25% of its side on every side (so it fills 2/3 of the side), black or
+    near white (240/255): a small child on a large plate. The same shifts as bench/xsource/shifts.ts's
+    black_border_25 and white_border_25; kept apart from shift_suite so that `shift_worst` compares with
+    the probes made before them."""
+    n, _, h, w = x01.shape
+    ih, iw = round(h / 1.5), round(w / 1.5)
+    small = F.interpolate(x01, size=(ih, iw), mode="bilinear", align_corners=False, antialias=True)
+    pad = ((w - iw) // 2, w - iw - (w - iw) // 2, (h - ih) // 2, h - ih - (h - ih) // 2)
+    return {"black_frame_25": F.pad(small, pad, value=0.0).clamp(0, 1),
+            "white_frame_25": F.pad(small, pad, value=240 / 255).clamp(0, 1)}
+
+
 @torch.no_grad()
 def run_model(model, x01: torch.Tensor, spec: Dict, batch: int = 64):
     """(logits [N], CAM [N,h,w]) of 0..1 images."""
@@ -136,6 +149,8 @@ def probe(run: str, eval_dirs: Sequence[str] = (), out: str = "") -> Dict:
     for name, xs in shift_suite(x01[mp]).items():
         res["shift"][name] = _auc(yva[mp], prob(run_model(model, xs, spec)[0]))
     res["shift_worst"] = float(np.nanmin(list(res["shift"].values())))
+    res["surround"] = {name: _auc(yva[mp], prob(run_model(model, xs, spec)[0]))
+                       for name, xs in surround_suite(x01[mp]).items()}
     trained = {source_name(r) for r in roots}
     for d in eval_dirs:
         ex, ey, _ = load_images(scan_sources([d]), size, spec, progress=False)
@@ -167,6 +182,8 @@ def summary(res: Dict) -> str:
         parts.append(f"{s} AUC {v['auc']:.3f} (CAM in lungs {v['cam_in_lungs_pneumonia']:.2f}, "
                      f"top cell {v['peak_top_cell_share']:.2f})")
     parts.append(f"shift worst {res['shift_worst']:.3f}")
+    for s, v in res.get("surround", {}).items():
+        parts.append(f"{s} AUC {v:.3f}")
     for s, v in res["eval"].items():
         parts.append(f"{s}{'' if v['trained_on'] else ' (unseen)'} AUC {v['auc']:.3f} sens {v['sensitivity']:.2f}")
     if "children_other_hospital" in res:

@@ -3,7 +3,7 @@ import pytest
 import numpy as np
 import torch
 
-from pneumolens_train.augment import AugmentConfig, augment
+from pneumolens_train.augment import AugmentConfig, augment, zoom_out
 from pneumolens_train.config import TrainConfig
 from pneumolens_train.data import Sample, assign_hospitals, split_off_children
 from pneumolens_train.losses import mixup
@@ -104,6 +104,24 @@ def test_shift2_keeps_the_range_and_moves_masks_like_the_image():
     out, mout = augment(x, cfg, g, torch.nn.functional.interpolate(masks, size=(32, 32), mode="area"))
     assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert mout.shape == (8, 1, 32, 32) and float(mout.min()) >= 0 and float(mout.max()) <= 1 + 1e-6
+
+
+def test_zoom_out_puts_the_whole_film_inside_a_flat_surround_and_moves_the_masks():
+    cfg = aug_config(TrainConfig(augment="shift_zoom"))
+    assert cfg.zoom_out_p == 0.3
+    g = torch.Generator().manual_seed(2)
+    x = torch.full((6, 1, 64, 64), 0.5)
+    x[:, :, 0, :] = 0.2  # a marked top row, to see where the film went
+    masks = torch.ones(6, 1, 32, 32)
+    out, mout = zoom_out(x, AugmentConfig(zoom_out_p=1.0, zoom_out_min=0.5), g, masks)
+    for i in range(6):
+        level = out[i, 0, 0, 0]
+        surround = (out[i, 0] - level).abs() < 1e-6
+        film = (out[i, 0] - 0.5).abs() < 1e-6
+        assert 0.5 ** 2 * 0.8 < float(film.float().mean()) < 0.85 ** 2  # the film's share of the canvas
+        assert float(surround.float().mean()) > 0.2 and (float(level) < 0.05 or 0.3 <= float(level) <= 1.0)
+        assert float(mout[i].mean()) < 0.85 ** 2 + 0.05 and float(mout[i].max()) == 1.0  # lungs only inside the film
+    assert torch.equal(zoom_out(x, AugmentConfig(zoom_out_p=0.0), g), x)
 
 
 def test_config_parses_booleans_and_hospital_maps():
