@@ -209,10 +209,12 @@ def main(argv: List[str] = None) -> int:
 
 
 LEVERS_NOTE = ("leave-one-source-out probes: each lever trained at 128 px for 4 epochs (one CBAM CNN unless the lever "
-               "names another network, seed 0) on the "
+               "names another network, seed 0 unless it names another) on the "
                "Kermany training patients only, then measured on every NIH film (nih_dev + nih_extra: a hospital it "
                "never saw, adults and 9 children), on the other sites' pneumonia films (sensitivity at the run's own "
-               "threshold), on its Kermany validation patients and under the 'other hospital' shift suite")
+               "threshold), on its Kermany validation patients and under the 'other hospital' shift suite; "
+               "surround_auc (rows since 2026-12-04): the Kermany validation films inside black and near-white "
+               "frames of 25% a side")
 
 
 def levers_table(probe_paths: Sequence[str]) -> Dict:
@@ -233,6 +235,8 @@ def levers_table(probe_paths: Sequence[str]) -> Dict:
                "cam_in_lungs_pneumonia": r["sources"].get("chest_xray_train", {}).get("cam_in_lungs_pneumonia"),
                "peak_top_cell_share": r["sources"].get("chest_xray_train", {}).get("peak_top_cell_share"),
                "worst_auc": r["worst_auc"]}
+        if r.get("surround"):  # probes since the surround shifts (frames of 25%, black and near white)
+            row["surround_auc"] = r["surround"]
         rows.append(row)
     md = ["| lever | Kermany val AUC | worst shifted AUC | unseen NIH AUC (nih_dev / nih_extra) | other sites sens "
           "(hannover / cohen) | CAM in lungs (pneumonia) | top peak cell | worst |", "|---|---|---|---|---|---|---|---|"]
