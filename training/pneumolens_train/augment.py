@@ -210,8 +210,8 @@ def augment(x01: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, masks: Op
 
 
 def preset(name: str, hflip: float = 0.0) -> Optional[AugmentConfig]:
-    """The named augmentation of a training config (`augment`: none | light | strong | shift | shift2 |
-    shift_zoom: shift with a zoom-out into a dark, bright or gray surround on 30% of the films)."""
+    """The named augmentation of a training config (`augment`: none | light | strong | shift | shift2); the
+    config's `zoom_out` adds the zoom-out into a surround (zoom_out) to any of them."""
     if name == "none":
         return None
     a = AugmentConfig(hflip_p=hflip)
@@ -222,9 +222,6 @@ def preset(name: str, hflip: float = 0.0) -> Optional[AugmentConfig]:
     if name == "shift":
         a = AugmentConfig(hflip_p=hflip, gamma=0.4, contrast=0.35, sharpen_p=0.15, downup_p=0.2, marker_p=0.3,
                           border_p=0.15)
-    if name == "shift_zoom":
-        a = AugmentConfig(hflip_p=hflip, gamma=0.4, contrast=0.35, sharpen_p=0.15, downup_p=0.2, marker_p=0.3,
-                          border_p=0.15, zoom_out_p=0.3)
     if name == "shift2":
         # another hospital, imitated harder: exposure, resolution, noise, grids, markers, collimation, crops
         a = AugmentConfig(hflip_p=hflip, rotate_deg=12, shift=0.10, scale_min=0.80, scale_max=1.30,

@@ -42,6 +42,7 @@ class TrainConfig:
     dropout: float = 0.2
     augment: str = "strong"                             # none | light | strong | shift (strong + acquisition shift)
     hflip: float = 0.0
+    zoom_out: float = 0.0                               # share of films zoomed out into a surround (augment.zoom_out)
     ema: float = 0.998                                  # 0 disables the weight EMA
     val_fraction: float = 0.15
     seed: int = 0
@@ -66,8 +67,9 @@ class TrainConfig:
         need(self.select in ("auc", "worst_source_auc"), "select must be auc|worst_source_auc")
         need(self.lung_focus >= 0, "lung_focus >= 0")
         need(0 <= self.source_mix < 1, "source_mix in [0,1)")
-        need(self.augment in ("none", "light", "strong", "shift", "shift2", "shift_zoom"),
-             "augment must be none|light|strong|shift|shift2|shift_zoom")
+        need(self.augment in ("none", "light", "strong", "shift", "shift2"), "augment must be none|light|strong|shift|shift2")
+        need(0 <= self.zoom_out <= 1 and (self.zoom_out == 0 or self.augment != "none"),
+             "zoom_out is a probability, and needs an augmentation")
         need(32 <= self.size <= 1024 and self.size % 32 == 0, "size must be a multiple of 32 in 32..1024")
         need(self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2")
         need(0 < self.lr < 1 and self.weight_decay >= 0, "lr in (0,1), weight_decay >= 0")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -43,7 +44,10 @@ def set_seed(seed: int) -> None:
 
 
 def aug_config(cfg: TrainConfig) -> Optional[AugmentConfig]:
-    return preset(cfg.augment, cfg.hflip)
+    a = preset(cfg.augment, cfg.hflip)
+    if a is not None and cfg.zoom_out > 0:
+        a = dataclasses.replace(a, zoom_out_p=cfg.zoom_out)
+    return a
 
 
 @torch.no_grad()

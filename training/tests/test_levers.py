@@ -107,8 +107,10 @@ def test_shift2_keeps_the_range_and_moves_masks_like_the_image():
 
 
 def test_zoom_out_puts_the_whole_film_inside_a_flat_surround_and_moves_the_masks():
-    cfg = aug_config(TrainConfig(augment="shift_zoom"))
-    assert cfg.zoom_out_p == 0.3
+    cfg = aug_config(TrainConfig(augment="shift", zoom_out=0.3))
+    assert cfg.zoom_out_p == 0.3 and aug_config(TrainConfig(augment="shift")).zoom_out_p == 0.0
+    with pytest.raises(Exception):
+        TrainConfig(augment="none", zoom_out=0.3).validate()
     g = torch.Generator().manual_seed(2)
     x = torch.full((6, 1, 64, 64), 0.5)
     x[:, :, 0, :] = 0.2  # a marked top row, to see where the film went
