@@ -43,6 +43,7 @@ class TrainConfig:
     augment: str = "strong"                             # none | light | strong | shift (strong + acquisition shift)
     hflip: float = 0.0
     zoom_out: float = 0.0                               # share of films zoomed out into a surround (augment.zoom_out)
+    zoom_out_warmup: int = 0                            # epochs trained without the zoom-out first
     ema: float = 0.998                                  # 0 disables the weight EMA
     val_fraction: float = 0.15
     seed: int = 0

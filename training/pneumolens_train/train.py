@@ -43,6 +43,14 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_augment(a: Optional[AugmentConfig], cfg: TrainConfig, epoch: int) -> Optional[AugmentConfig]:
+    """The augmentation of one epoch: the zoom-out starts after `zoom_out_warmup` epochs without it (in probes
+    a first epoch with it could fail to start: the loss stayed at chance)."""
+    if a is None or epoch >= cfg.zoom_out_warmup:
+        return a
+    return dataclasses.replace(a, zoom_out_p=0.0)
+
+
 def aug_config(cfg: TrainConfig) -> Optional[AugmentConfig]:
     a = preset(cfg.augment, cfg.hflip)
     if a is not None and cfg.zoom_out > 0:
@@ -221,11 +229,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict:
         t_start -= ck.get("elapsed", 0.0)
         print(f"resumed from {last_path} at epoch {start_epoch}", file=sys.stderr)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + start_epoch)
-    acfg = aug_config(cfg)
+    acfg_full = aug_config(cfg)
     spec = cfg.preprocessing_spec()
     pos_w = n_neg / n_pos if cfg.balance == "weighted" else None
     stopped = ""
     for epoch in range(start_epoch, cfg.epochs):
+        acfg = epoch_augment(acfg_full, cfg, epoch)
         if cfg.freeze_epochs and cfg.pretrained:
             for b in model.backbones:
                 for p in b.parameters():

@@ -9,7 +9,7 @@ from pneumolens_train.data import Sample, assign_hospitals, split_off_children
 from pneumolens_train.losses import mixup
 from pneumolens_train.lungs import cam_mass_inside, lung_masks
 from pneumolens_train.models import build_model
-from pneumolens_train.train import aug_config, lung_focus_loss
+from pneumolens_train.train import aug_config, epoch_augment, lung_focus_loss
 
 
 def synthetic_chest(n: int = 6, side: int = 128, seed: int = 0) -> np.ndarray:
@@ -124,6 +124,9 @@ def test_zoom_out_puts_the_whole_film_inside_a_flat_surround_and_moves_the_masks
         assert float(surround.float().mean()) > 0.2 and (float(level) < 0.05 or 0.3 <= float(level) <= 1.0)
         assert float(mout[i].mean()) < 0.85 ** 2 + 0.05 and float(mout[i].max()) == 1.0  # lungs only inside the film
     assert torch.equal(zoom_out(x, AugmentConfig(zoom_out_p=0.0), g), x)
+    warm = TrainConfig(augment="shift", zoom_out=0.3, zoom_out_warmup=1)
+    assert epoch_augment(aug_config(warm), warm, 0).zoom_out_p == 0.0
+    assert epoch_augment(aug_config(warm), warm, 1).zoom_out_p == 0.3
 
 
 def test_config_parses_booleans_and_hospital_maps():
