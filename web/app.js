@@ -830,7 +830,7 @@ function outsideSection(c) {
           ['Grad-CAM share in the lungs', 'num', 'CAM in lungs'],
         ],
         losoRows.map((r) => [
-          String(r.lever ?? ''),
+          String(r.lever ?? '').replaceAll('_', ' '), // "L10_zoom_warmup_seed0" wraps on a narrow screen
           vals(r.unseen_nih_auc),
           vals(r.other_sites_sensitivity),
           f3(r.kermany_val_auc),

@@ -270,7 +270,7 @@ describe('web page, end to end', () => {
     for (const r of metrics.leave_one_source_out?.rows ?? []) {
       const lever = page
         .getByRole('table', { name: 'Hospital never seen, by lever' })
-        .getByRole('row', { name: new RegExp(`^${r.lever}`) });
+        .getByRole('row', { name: new RegExp(`^${r.lever.replaceAll('_', ' ')} `) }); // shown with spaces, so that it wraps
       await expect(lever.textContent()).resolves.toMatch(/\d\.\d{3}/);
     }
     const graded = (engine.card.metrics as { independent?: { model_version?: string } }).independent?.model_version;
