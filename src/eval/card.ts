@@ -166,11 +166,13 @@ export function outsideRows(card: CardInfo): Array<[string, string]> {
     for (const r of losoRows) {
       const nih = Object.entries(obj(r.unseen_nih_auc) ?? {}).map(([k, v]) => `${k} ${fmtNum(v)}`);
       const sens = Object.entries(obj(r.other_sites_sensitivity) ?? {}).map(([k, v]) => `${k} ${fmtNum(v)}`);
+      const surround = Object.entries(obj(r.surround_auc) ?? {}).map(([k, v]) => `${k} ${fmtNum(v)}`);
       rows.push([
         '',
         `${String(r.lever ?? '?')}: unseen NIH AUC ${nih.join(', ')}; other sites' sensitivity ${sens.join(', ')}; ` +
-          `own validation AUC ${fmtNum(r.kermany_val_auc)}, worst under the shift suite ${fmtNum(r.shift_worst_auc)}; ` +
-          `Grad-CAM in the lungs ${fmtNum(r.cam_in_lungs_pneumonia)}`,
+          `own validation AUC ${fmtNum(r.kermany_val_auc)}, worst under the shift suite ${fmtNum(r.shift_worst_auc)}` +
+          (surround.length ? `, inside a surround ${surround.join(', ')}` : '') +
+          `; Grad-CAM in the lungs ${fmtNum(r.cam_in_lungs_pneumonia)}`,
       ]);
     }
   }

@@ -38,6 +38,28 @@ describe('model card: results outside the training hospital', () => {
     expect(same.some(([, v]) => v.startsWith('WARNING'))).toBe(false);
   });
 
+  it('lists the leave-one-source-out levers, with their surround AUCs where the probe measured them', () => {
+    const row = { lever: 'L0', unseen_nih_auc: { nih_dev: 0.5 }, other_sites_sensitivity: { hannover: 0.6 }, kermany_val_auc: 0.99 };
+    const rows = outsideRows({
+      name: 'm',
+      version: '1.0.0',
+      metrics: {
+        leave_one_source_out: {
+          method: 'probes',
+          rows: [
+            { ...row, shift_worst_auc: 0.98, cam_in_lungs_pneumonia: 0.9 },
+            { ...row, lever: 'L1', shift_worst_auc: 0.97, cam_in_lungs_pneumonia: 0.95, surround_auc: { white_frame_25: 0.95 } },
+          ],
+        },
+      },
+    });
+    const levers = rows.filter(([, v]) => v.startsWith('L'));
+    expect(levers.map(([, v]) => v)).toEqual([
+      "L0: unseen NIH AUC nih_dev 0.5; other sites' sensitivity hannover 0.6; own validation AUC 0.99, worst under the shift suite 0.98; Grad-CAM in the lungs 0.9",
+      "L1: unseen NIH AUC nih_dev 0.5; other sites' sensitivity hannover 0.6; own validation AUC 0.99, worst under the shift suite 0.97, inside a surround white_frame_25 0.95; Grad-CAM in the lungs 0.95",
+    ]);
+  });
+
   it('the card loader accepts the new fields and refuses malformed ones by name', () => {
     expect(() => validateCard({ ...shipped, metrics: { ...shipped.metrics, by_source: bySource, independent } })).not.toThrow();
     expect(() => validateCard({ ...shipped, metrics: { by_source: { source: 'x' } } })).toThrow(/"metrics.by_source" must be an array/);
