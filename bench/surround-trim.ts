@@ -22,7 +22,7 @@ import { REPO_ROOT } from '../src/model/card.ts';
 import { rocAuc } from '../src/eval/metrics.ts';
 import { collect, Engine } from '../src/pipeline.ts';
 import { parseCsv } from '../src/site/groups.ts';
-import { blackBorder, encodeGrayPng, type Gray } from './xsource/shifts.ts';
+import { frame, encodeGrayPng, type Gray } from './xsource/shifts.ts';
 
 const { values } = parseArgs({
   options: {
@@ -48,7 +48,7 @@ function std(get: (i: number) => number, n: number): number {
 }
 
 /** The film without its flat surround (see the header), and whether anything was cut. */
-export function trimFlat(g: Gray, flat = FLAT, maxShare = MAX_SHARE): { gray: Gray; trimmed: boolean } {
+function trimFlat(g: Gray, flat = FLAT, maxShare = MAX_SHARE): { gray: Gray; trimmed: boolean } {
   const { data, width: w, height: h } = g;
   const rowFlat = (y: number) => std((x) => data[y * w + x], w) < flat;
   const maxY = Math.floor(h * maxShare);
@@ -89,8 +89,8 @@ const sets: Array<[string, Item[]]> = [
 ];
 const shifts: Array<[string, (g: Gray) => Gray]> = [
   ['none', (g) => g],
-  ['black frame 25%', (g) => blackBorder(g, 0.25)],
-  ['white frame 25%', (g) => blackBorder(g, 0.25, 240)],
+  ['black frame 25%', (g) => frame(g, 0.25)],
+  ['white frame 25%', (g) => frame(g, 0.25, 240)],
 ];
 
 const engine = await Engine.load({});

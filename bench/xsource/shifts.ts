@@ -59,7 +59,7 @@ export function noise(g: Gray, sigma: number, seed = 1): Gray {
  * Pads `frac` of the width/height on every side with the level `value` (0: the film shrinks inside a
  * black frame; near white: a small child on a large plate, the unexposed surround left bright).
  */
-export function blackBorder(g: Gray, frac: number, value = 0): Gray {
+export function frame(g: Gray, frac: number, value = 0): Gray {
   const px = Math.round(g.width * frac);
   const py = Math.round(g.height * frac);
   const width = g.width + 2 * px;
@@ -137,15 +137,15 @@ export const SHIFTS: Shift[] = [
     },
   },
   { name: 'jpeg_q20', description: 'JPEG quality 20 (libjpeg via sharp)', apply: (g) => raw(g).jpeg({ quality: 20 }).toBuffer() },
-  pixelShift('black_border_10', 'black frame of 10% of the side added on every side', (g) => blackBorder(g, 0.1)),
+  pixelShift('black_border_10', 'black frame of 10% of the side added on every side', (g) => frame(g, 0.1)),
   pixelShift('black_border_25', 'black frame of 25% of the side on every side (the chest fills a quarter of the film)', (g) =>
-    blackBorder(g, 0.25),
+    frame(g, 0.25),
   ),
   pixelShift('white_border_10', 'near-white (240) frame of 10% of the side on every side: an unexposed bright surround', (g) =>
-    blackBorder(g, 0.1, 240),
+    frame(g, 0.1, 240),
   ),
   pixelShift('white_border_25', 'near-white (240) frame of 25% of the side on every side: a small child on a large plate', (g) =>
-    blackBorder(g, 0.25, 240),
+    frame(g, 0.25, 240),
   ),
   pixelShift('center_crop_80', 'central crop keeping 80% of width and height', (g) => centralCrop(g, 0.8)),
   {

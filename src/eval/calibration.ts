@@ -30,6 +30,9 @@ export interface ReliabilityBin {
   fractionPositive: number | null;
 }
 
+/** The equal-width bin of a probability: bin k holds [k/B, (k+1)/B), the last bin also holds 1.0. */
+const binOf = (p: number, bins: number): number => Math.min(bins - 1, Math.floor(p * bins));
+
 /**
  * Equal-width bins over [0, 1]: bin k holds probabilities in [k/B, (k+1)/B), the last bin also
  * holds 1.0.
@@ -41,7 +44,7 @@ export function reliabilityBins(labels: ArrayLike<number>, probs: ArrayLike<numb
   const sumP = new Array<number>(bins).fill(0);
   const sumY = new Array<number>(bins).fill(0);
   for (let i = 0; i < labels.length; i++) {
-    const b = Math.min(bins - 1, Math.floor(probs[i] * bins));
+    const b = binOf(probs[i], bins);
     count[b]++;
     sumP[b] += probs[i];
     sumY[b] += labels[i];
@@ -98,7 +101,7 @@ export function eceByChance(probs: ArrayLike<number>, opts: { draws?: number; se
   for (let i = 0; i < n; i++) {
     const p = probs[i];
     if (!(p >= 0 && p <= 1)) throw new RangeError(`probability ${i} is ${p}, outside [0, 1]`);
-    bin[i] = Math.min(bins - 1, Math.floor(p * bins));
+    bin[i] = binOf(p, bins);
     sumP[bin[i]] += p;
     count[bin[i]]++;
   }

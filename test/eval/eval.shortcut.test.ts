@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { kermanyPatient, parseCsv, takeBalanced } from '../../bench/xsource/items.ts';
-import { blackBorder, centralCrop, contrast, gamma, noise, window, type Gray } from '../../bench/xsource/shifts.ts';
+import { frame, centralCrop, contrast, gamma, noise, window, type Gray } from '../../bench/xsource/shifts.ts';
 import { mulberry32, rocAuc } from '../../src/eval/metrics.ts';
 import {
   areaShare,
@@ -155,11 +155,11 @@ describe('acquisition shifts (pixel-wise)', () => {
   });
 
   it('black border pads and central crop cuts', () => {
-    const b = blackBorder(g, 0.1);
+    const b = frame(g, 0.1);
     expect([b.width, b.height]).toEqual([24, 12]);
     expect(b.data[0]).toBe(0);
     expect(b.data[1 * 24 + 2]).toBe(g.data[0]);
-    const w = blackBorder(g, 0.1, 240); // a bright surround
+    const w = frame(g, 0.1, 240); // a bright surround
     expect([w.data[0], w.data[w.data.length - 1], w.data[1 * 24 + 2]]).toEqual([240, 240, g.data[0]]);
     const c = centralCrop(g, 0.8);
     expect([c.width, c.height]).toEqual([16, 8]);
